@@ -1,0 +1,86 @@
+"""Checkpoints: weights.safetensors + config.json + vocab JSON + metrics.json. Never pickle."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models.families.base import Family, get_family
+from models.recipes import Recipe
+from models.tokenizers import Vocab
+
+WEIGHTS, CONFIG, METRICS = "weights.safetensors", "config.json", "metrics.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A loaded model with everything needed to use it."""
+
+    path: Path
+    config: dict[str, Any]
+    recipe: Recipe
+    family: Family
+    model: nn.Module
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        path = self.path / METRICS
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save(
+    out: Path,
+    recipe: Recipe,
+    family: Family,
+    model: nn.Module,
+    model_config: dict[str, Any],
+    metrics: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint folder; returns its path."""
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(out / WEIGHTS))
+    vocab_files = {}
+    for role, vocab in family.vocabs.items():
+        vocab_files[role] = f"vocab_{role}.json"
+        vocab.save(out / vocab_files[role])
+    config = {
+        "format_version": FORMAT_VERSION,
+        "name": recipe.name,
+        "task": recipe.task,
+        "family": recipe.family,
+        "attention": recipe.attention,
+        "model": model_config,
+        "vocabs": vocab_files,
+        "recipe": recipe.model_dump(),
+        **(extra or {}),
+    }
+    (out / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    (out / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    return out
+
+
+def load(path: Path | str) -> Checkpoint:
+    """Load a checkpoint folder (weights through safetensors only)."""
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        raise FileNotFoundError(f"{path} is not a checkpoint (no {CONFIG})")
+    config = json.loads((path / CONFIG).read_text())
+    recipe = Recipe.model_validate(config["recipe"])
+    vocabs = {role: Vocab.load(path / name) for role, name in config["vocabs"].items()}
+    family = get_family(config["family"])(recipe, vocabs)
+    model = family.build_model(config["model"])
+    model.load_state_dict(load_file(str(path / WEIGHTS)))
+    model.eval()
+    return Checkpoint(path=path, config=config, recipe=recipe, family=family, model=model)

@@ -1,0 +1,68 @@
+"""Held-out evaluation of checkpoints, one JSON-ready record per model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models import checkpoint
+from models.families.base import TaskData
+
+DEFAULT_DIR = Path("checkpoints")
+
+
+def find_checkpoints(root: Path = DEFAULT_DIR) -> list[Path]:
+    """Every checkpoint folder directly under `root`, sorted by name."""
+    return (
+        sorted(p for p in root.iterdir() if (p / checkpoint.CONFIG).is_file())
+        if root.is_dir()
+        else []
+    )
+
+
+def evaluate(paths: Iterable[Path], threads: int = 2) -> list[dict[str, Any]]:
+    """Evaluate each checkpoint on its task's held-out split.
+
+    Task data is built once per (task, seed) and shared; a task with a baseline
+    (debian-docs: TF-IDF + logistic regression) measures it on the same split here.
+    """
+    torch.set_num_threads(threads)
+    data_cache: dict[tuple[str, int], TaskData] = {}
+    baselines: dict[tuple[str, int], float | None] = {}
+    results = []
+    for path in paths:
+        ck = checkpoint.load(path)
+        key = (ck.recipe.task, ck.recipe.train.seed)
+        if key not in data_cache:
+            data_cache[key] = type(ck.family).load_data(ck.recipe.train.seed)
+            baselines[key] = ck.family.baseline(data_cache[key])
+        scores = ck.family.evaluate(ck.model, data_cache[key].test)
+        record: dict[str, Any] = {
+            "model": ck.name,
+            "task": ck.recipe.task,
+            "attention": ck.recipe.attention,
+            "metric": scores["metric"],
+            "value": scores["value"],
+            "n": scores["n"],
+        }
+        if baselines[key] is not None:
+            record["baseline"] = baselines[key]
+        results.append(record)
+    return results
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    """A plain-text table of evaluation records."""
+    lines = [
+        f"{'model':<20} {'task':<12} {'attention':<11} {'metric':<12} {'value':>7} {'n':>6}  baseline"
+    ]
+    for r in records:
+        base = f"{r['baseline']:.4f}" if "baseline" in r else ""
+        lines.append(
+            f"{r['model']:<20} {r['task']:<12} {r['attention']:<11} {r['metric']:<12} "
+            f"{r['value']:>7.4f} {r['n']:>6}  {base}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,138 @@
+"""The Family interface: batching, loss, prediction, metric and attention maps of one model kind."""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.recipes import Recipe
+from models.tokenizers import Vocab
+
+# family name -> "module:Class"; imported lazily so one family's imports never slow another's.
+_FAMILIES: dict[str, str] = {
+    "seq2seq": "models.families.text2text:Seq2SeqFamily",
+    "transformer": "models.families.text2text:TransformerFamily",
+    "pointer": "models.families.pointer:PointerFamily",
+    "han": "models.families.classify:HanFamily",
+}
+
+
+@dataclass
+class TaskData:
+    """A task's train and held-out examples, plus facts worth recording (e.g. data dates)."""
+
+    train: Any  # a Sequence of examples, or an endless iterator for generated tasks
+    test: Sequence[Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AttentionMap:
+    """What a plot shows: rows attend over columns; `extra` holds family-specific maps."""
+
+    rows: list[str]
+    cols: list[str]
+    weights: np.ndarray  # [len(rows), len(cols)]
+    prediction: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Family(abc.ABC):
+    """Everything training and evaluation need to know about one model family."""
+
+    name: ClassVar[str]
+    task: ClassVar[str]
+    metric: ClassVar[str]  # "exact_match" or "accuracy"
+
+    def __init__(self, recipe: Recipe, vocabs: dict[str, Vocab]) -> None:
+        self.recipe = recipe
+        self.vocabs = vocabs
+
+    @staticmethod
+    @abc.abstractmethod
+    def load_data(seed: int) -> TaskData:
+        """The task's examples; deterministic under `seed`."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def build_vocabs(data: TaskData) -> dict[str, Vocab]:
+        """Vocabularies from the training split only (saved beside the checkpoint)."""
+
+    @abc.abstractmethod
+    def model_config(self) -> dict[str, Any]:
+        """The full model config (recipe sizes + vocab sizes), stored in config.json."""
+
+    @abc.abstractmethod
+    def build_model(self, config: dict[str, Any]) -> nn.Module:
+        """A fresh model from a stored model config."""
+
+    @abc.abstractmethod
+    def batches(self, data: TaskData, batch_size: int, seed: int) -> Iterator[dict[str, Tensor]]:
+        """Endless training batches."""
+
+    @abc.abstractmethod
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, float]:
+        """Training loss and an accuracy for the progress bar."""
+
+    @abc.abstractmethod
+    def predict(self, model: nn.Module, inputs: Sequence[Any]) -> list[Any]:
+        """Predictions for raw inputs (strings, value tuples, documents), in eval mode."""
+
+    @abc.abstractmethod
+    def target(self, example: Any) -> Any:
+        """The expected prediction of a held-out example."""
+
+    @abc.abstractmethod
+    def source(self, example: Any) -> Any:
+        """The raw input of a held-out example."""
+
+    @abc.abstractmethod
+    def parse(self, text: str) -> Any:
+        """A raw input from command-line text (for plots)."""
+
+    @abc.abstractmethod
+    def attention_map(self, model: nn.Module, raw: Any) -> AttentionMap:
+        """The attention a model puts on one input."""
+
+    def baseline(self, data: TaskData) -> float | None:
+        """A non-neural reference figure on the same split, where the task has one."""
+        return None
+
+    def evaluate(self, model: nn.Module, test: Sequence[Any], batch_size: int = 256) -> dict[str, Any]:
+        """Held-out metric: exact match / accuracy of predictions against targets."""
+        model.eval()
+        hits = 0
+        for i in range(0, len(test), batch_size):
+            chunk = test[i : i + batch_size]
+            preds = self.predict(model, [self.source(ex) for ex in chunk])
+            hits += sum(p == self.target(ex) for p, ex in zip(preds, chunk, strict=True))
+        return {"metric": self.metric, "value": hits / max(len(test), 1), "n": len(test)}
+
+
+def get_family(name: str) -> type[Family]:
+    """The Family class registered under `name`."""
+    try:
+        module, cls = _FAMILIES[name].split(":")
+    except KeyError:
+        raise ValueError(f"unknown family {name!r}; known: {sorted(_FAMILIES)}") from None
+    return getattr(importlib.import_module(module), cls)
+
+
+def family_names() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def pad(rows: Sequence[Sequence[int]], value: int = 0) -> Tensor:
+    """Right-pad integer rows into a [B, max_len] long tensor."""
+    width = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), max(width, 1)), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+    return out

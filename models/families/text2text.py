@@ -1,0 +1,137 @@
+"""Text-to-text families (GRU seq2seq and Transformer) on the `dates` task."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from models.data import dates
+from models.families.base import AttentionMap, Family, TaskData, pad
+from models.tokenizers import PAD_ID, Vocab
+
+MAX_DECODE_LEN = 16  # ISO dates are 10 characters plus EOS
+
+
+class Text2TextFamily(Family):
+    """Shared logic: char vocabularies, teacher-forced loss, greedy decoding."""
+
+    task = "dates"
+    metric = "exact_match"
+
+    @staticmethod
+    def load_data(seed: int) -> TaskData:
+        train, test = dates.splits(seed)
+        return TaskData(train=train, test=test, meta={"locales": len(dates.LOCALES)})
+
+    @staticmethod
+    def build_vocabs(data: TaskData) -> dict[str, Vocab]:
+        return {
+            "src": Vocab.build((s for s, _ in data.train), "char"),
+            "tgt": Vocab.build((t for _, t in data.train), "char"),
+        }
+
+    def encode_sources(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Source ids [B, S] and mask [B, S]; raises ValueError on empty text."""
+        rows = []
+        for text in texts:
+            if not text:
+                raise ValueError("empty source text")
+            rows.append(self.vocabs["src"].encode(text))
+        src = pad(rows, PAD_ID)
+        return src, src != PAD_ID
+
+    def batches(self, data: TaskData, batch_size: int, seed: int) -> Iterator[dict[str, Tensor]]:
+        rng = random.Random(seed)
+        tgt_vocab = self.vocabs["tgt"]
+        while True:
+            chunk = rng.sample(data.train, batch_size)
+            src, src_mask = self.encode_sources([s for s, _ in chunk])
+            tgt = pad([tgt_vocab.encode(t, bos=True, eos=True) for _, t in chunk], PAD_ID)
+            yield {"src": src, "src_mask": src_mask, "tgt_in": tgt[:, :-1], "tgt_out": tgt[:, 1:]}
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, float]:
+        logits, _ = model(batch["src"], batch["src_mask"], batch["tgt_in"])  # [B, T, V]
+        gold = batch["tgt_out"]  # [B, T]
+        loss = F.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=PAD_ID)
+        valid = gold != PAD_ID
+        acc = ((logits.argmax(-1) == gold) & valid).sum().item() / max(int(valid.sum()), 1)
+        return loss, acc
+
+    def decode(self, model: nn.Module, texts: Sequence[str]) -> tuple[list[str], Tensor, Tensor]:
+        """Greedy outputs, their ids [B, T] and attention [B, T, S]."""
+        model.eval()
+        src, src_mask = self.encode_sources(texts)
+        ids, attn = model.greedy(src, src_mask, MAX_DECODE_LEN)
+        return [self.vocabs["tgt"].decode(row.tolist()) for row in ids], ids, attn
+
+    def predict(self, model: nn.Module, inputs: Sequence[str]) -> list[str]:
+        return self.decode(model, inputs)[0]
+
+    def source(self, example: tuple[str, str]) -> str:
+        return example[0]
+
+    def target(self, example: tuple[str, str]) -> str:
+        return example[1]
+
+    def parse(self, text: str) -> str:
+        return text
+
+    def attention_map(self, model: nn.Module, raw: str) -> AttentionMap:
+        texts, ids, attn = self.decode(model, [raw])
+        steps = len(texts[0]) + 1  # the output characters and EOS
+        tgt = self.vocabs["tgt"]
+        rows = [tgt.tokens[i] for i in ids[0, :steps].tolist()]
+        return AttentionMap(
+            rows=rows,
+            cols=list(raw),
+            weights=attn[0, :steps, : len(raw)].numpy(),
+            prediction=texts[0],
+        )
+
+
+class Seq2SeqFamily(Text2TextFamily):
+    """Bidirectional GRU encoder, GRU decoder with any registered attention."""
+
+    name = "seq2seq"
+
+    def model_config(self) -> dict[str, Any]:
+        from models.seq2seq import Seq2SeqConfig
+
+        cfg = Seq2SeqConfig(
+            src_vocab=len(self.vocabs["src"]),
+            tgt_vocab=len(self.vocabs["tgt"]),
+            attention=self.recipe.attention,
+            **self.recipe.model,
+        )
+        return asdict(cfg)
+
+    def build_model(self, config: dict[str, Any]) -> nn.Module:
+        from models.seq2seq import Seq2Seq, Seq2SeqConfig
+
+        return Seq2Seq(Seq2SeqConfig(**config))
+
+
+class TransformerFamily(Text2TextFamily):
+    """Transformer encoder-decoder with its own multi-head attention and KV cache."""
+
+    name = "transformer"
+
+    def model_config(self) -> dict[str, Any]:
+        from models.transformer import TransformerConfig
+
+        cfg = TransformerConfig(
+            src_vocab=len(self.vocabs["src"]),
+            tgt_vocab=len(self.vocabs["tgt"]),
+            **self.recipe.model,
+        )
+        return asdict(cfg)
+
+    def build_model(self, config: dict[str, Any]) -> nn.Module:
+        from models.transformer import Transformer, TransformerConfig
+
+        return Transformer(TransformerConfig(**config))

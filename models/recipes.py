@@ -1,0 +1,92 @@
+"""Training recipes: the reference models, by the names used everywhere later."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings; the budget is in steps, never wall time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(gt=0)
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(2e-3, gt=0)
+    warmup: int = Field(100, ge=0)
+    weight_decay: float = 0.0
+    clip: float = 1.0
+    seed: int = 0
+    threads: int = 2
+
+
+class Recipe(BaseModel):
+    """Which task, model family, attention and sizes make a reference model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    task: str  # "dates" | "sorting" | "debian-docs"
+    family: str  # "seq2seq" | "transformer" | "pointer" | "han"
+    attention: str  # a name in models.attention.REGISTRY
+    model: dict[str, Any] = {}
+    train: TrainConfig
+
+
+def _dates(attention: str, steps: int = 3000, **model: Any) -> Recipe:
+    return Recipe(
+        name=f"dates-{attention}",
+        task="dates",
+        family="seq2seq",
+        attention=attention,
+        model=model,
+        train=TrainConfig(steps=steps, batch_size=64, lr=2e-3),
+    )
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        _dates("concat"),
+        _dates("additive"),
+        _dates("bilinear"),
+        _dates("dot"),
+        _dates("scaled-dot"),
+        _dates("location"),
+        _dates("local-p"),
+        _dates("hard"),
+        Recipe(
+            name="dates-transformer",
+            task="dates",
+            family="transformer",
+            attention="multihead",
+            model={"d_model": 64, "num_heads": 4, "ff_dim": 128, "enc_layers": 2, "dec_layers": 2},
+            train=TrainConfig(steps=3000, batch_size=64, lr=2e-3, warmup=100),
+        ),
+        Recipe(
+            name="sort-pointer",
+            task="sorting",
+            family="pointer",
+            attention="additive",
+            model={"hidden": 128},
+            train=TrainConfig(steps=3000, batch_size=128, lr=1e-3),
+        ),
+        Recipe(
+            name="debian-han",
+            task="debian-docs",
+            family="han",
+            attention="additive",
+            model={"emb_dim": 100, "hidden": 50},
+            train=TrainConfig(steps=1500, batch_size=32, lr=2e-3),
+        ),
+    ]
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None

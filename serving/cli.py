@@ -1,0 +1,116 @@
+"""The `attnserve` command. Heavy modules (torch) are imported inside each subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from models.recipes import RECIPES
+
+    for r in RECIPES.values():
+        print(f"{r.name:<20} {r.task:<12} {r.family:<12} {r.attention:<11} steps={r.train.steps}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from models.recipes import RECIPES, get_recipe
+    from models.train import train
+
+    names = list(RECIPES) if args.all else args.recipes
+    if not names:
+        print("name a recipe or pass --all (see `attnserve recipes`)", file=sys.stderr)
+        return 2
+    for name in names:
+        recipe = get_recipe(name)
+        out = args.out if args.out and len(names) == 1 else args.checkpoints / name
+        metrics = train(
+            recipe, out, steps=args.steps, progress=not args.quiet, evaluate=not args.no_eval
+        )
+        print(json.dumps({"model": name, "checkpoint": str(out), **metrics}))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.evaluate import evaluate, find_checkpoints, format_table
+
+    paths = list(args.checkpoint)
+    if args.all:
+        paths += [p for p in find_checkpoints(args.checkpoints) if p not in paths]
+    if not paths:
+        print("name a checkpoint folder or pass --all", file=sys.stderr)
+        return 2
+    records = evaluate(paths)
+    print(json.dumps(records, indent=1) if args.json else format_table(records))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from models import checkpoint
+    from models.plot import plot
+
+    ck = checkpoint.load(args.checkpoint)
+    amap = ck.family.attention_map(ck.model, ck.family.parse(args.input))
+    out = plot(amap, f"{ck.name} ({ck.recipe.attention})", args.output)
+    print(f"{amap.prediction}\nwrote {out}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from models.data import debian
+
+    print(debian.build(args.out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attnserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("recipes", help="list the training recipes")
+    p.set_defaults(func=_cmd_recipes)
+
+    p = sub.add_parser("train", help="train recipes into checkpoints/<name>/")
+    p.add_argument("recipes", nargs="*", metavar="RECIPE")
+    p.add_argument("--all", action="store_true", help="train every recipe")
+    p.add_argument("--out", type=Path, help="checkpoint folder (one recipe only)")
+    p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    p.add_argument("--steps", type=int, help="override the recipe's step budget")
+    p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="held-out figures of checkpoints")
+    p.add_argument("checkpoint", nargs="*", type=Path)
+    p.add_argument("--all", action="store_true", help="every checkpoint under --checkpoints")
+    p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("plot", help="draw a model's attention on one input")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("input", help='the input text, e.g. "Freitag, 2. September 1983" or "3 1 2"')
+    p.add_argument("-o", "--output", type=Path, default=Path("attention.png"))
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("data", help="build the debian-docs corpus from the apt lists")
+    p.add_argument("--out", type=Path, default=Path("data"))
+    p.set_defaults(func=_cmd_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"attnserve {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
