@@ -28,9 +28,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for name in names:
         recipe = get_recipe(name)
         out = args.out if args.out and len(names) == 1 else args.checkpoints / name
-        metrics = train(
-            recipe, out, steps=args.steps, progress=not args.quiet, evaluate=not args.no_eval
-        )
+        metrics = train(recipe, out, steps=args.steps, progress=not args.quiet, evaluate=not args.no_eval)
         print(json.dumps({"model": name, "checkpoint": str(out), **metrics}))
     return 0
 
@@ -57,6 +55,25 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     amap = ck.family.attention_map(ck.model, ck.family.parse(args.input))
     out = plot(amap, f"{ck.name} ({ck.recipe.attention})", args.output)
     print(f"{amap.prediction}\nwrote {out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from exporters.cli import export_many
+    from models.evaluate import find_checkpoints
+
+    paths = list(args.checkpoint)
+    if args.all:
+        paths += [p for p in find_checkpoints(args.checkpoints) if p not in paths]
+    if not paths:
+        print("name a checkpoint folder or pass --all", file=sys.stderr)
+        return 2
+    summaries = export_many(paths, args.repository, args.version, args.opset, args.quantize, args.jobs)
+    failed = [s["model"] for s in summaries if not s["ok"]]
+    if failed:
+        print(f"export failed for: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print(f"exported {len(summaries)} model(s) into {args.repository}")
     return 0
 
 
@@ -96,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help='the input text, e.g. "Freitag, 2. September 1983" or "3 1 2"')
     p.add_argument("-o", "--output", type=Path, default=Path("attention.png"))
     p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("export", help="export checkpoints to verified ONNX + PyTorch artifacts")
+    p.add_argument("checkpoint", nargs="*", type=Path)
+    p.add_argument("--all", action="store_true", help="every checkpoint under --checkpoints")
+    p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    p.add_argument("--repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--version", type=int, default=1)
+    p.add_argument("--opset", type=int, default=20)
+    p.add_argument("--quantize", choices=["int8"], help="also write <name>-int8 (dynamic quantization)")
+    p.add_argument("--jobs", type=int, default=2, help="export processes at a time")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("data", help="build the debian-docs corpus from the apt lists")
     p.add_argument("--out", type=Path, default=Path("data"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from collections import Counter
@@ -354,8 +355,9 @@ def load(path: Path) -> list[Doc]:
 
 
 def default_path() -> Path:
-    """`data/debian-docs.jsonl`, relative to the current directory."""
-    return Path("data") / FILENAME
+    """$ATTNSERVE_DEBIAN_DOCS if set, else `data/debian-docs.jsonl` relative to the current directory."""
+    override = os.environ.get("ATTNSERVE_DEBIAN_DOCS")
+    return Path(override) if override else Path("data") / FILENAME
 
 
 def ensure(path: Path | None = None) -> Path:

@@ -1,0 +1,56 @@
+"""`attnserve export`: one subprocess per model, so no export state leaks between models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from exporters.onnx import DEFAULT_OPSET
+
+
+def export_many(
+    checkpoints: list[Path],
+    repository: Path,
+    version: int = 1,
+    opset: int = DEFAULT_OPSET,
+    quantize: str | None = None,
+    jobs: int = 2,
+    quiet: bool = False,
+) -> list[dict[str, Any]]:
+    """Export each checkpoint in a fresh Python process, `jobs` at a time.
+
+    Returns one summary per model: {"model", "ok", "seconds", "error"?}.
+    """
+
+    def one(ck: Path) -> dict[str, Any]:
+        cmd = [
+            sys.executable, "-m", "exporters.worker", str(ck), str(repository),
+            "--version", str(version), "--opset", str(opset),
+        ]  # fmt: skip
+        if quantize:
+            cmd += ["--quantize", quantize]
+        t0 = time.perf_counter()
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        summary: dict[str, Any] = {
+            "model": ck.name,
+            "ok": proc.returncode == 0,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()
+            summary["error"] = "\n".join(tail[-12:])
+        if not quiet:
+            status = "ok" if summary["ok"] else "FAILED"
+            print(f"{ck.name:<22} {status:<6} {summary['seconds']:>6.1f} s", flush=True)
+            if not summary["ok"]:
+                print(summary["error"], file=sys.stderr, flush=True)
+        return summary
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, checkpoints))

@@ -1,0 +1,292 @@
+"""Export one checkpoint into a model repository version folder, verified, with its report.
+
+Runs in its own process (see exporters.cli): the GRU export workaround must not leak
+between models (onnx-export.md G1).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from exporters.onnx import DEFAULT_OPSET, export_component
+from exporters.repository import write_model
+from exporters.spec import Component, ExportSpec, get_spec
+from exporters.validate import ATOL, Report, check_parity, check_symbolic, ort_runner, session
+from models import checkpoint
+from models.checkpoint import Checkpoint
+from serving.pipelines.decode import Runner
+
+REPORT_FILE = "export_report.json"
+TORCH_DIR = "torch"
+E2E_EXAMPLES = 500
+
+
+def attnserve_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("attnserve")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def versions(opset: int) -> dict[str, Any]:
+    return {
+        "attnserve": attnserve_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "python": platform.python_version(),
+        "opset": opset,
+    }
+
+
+def vocab_hash(ck: Checkpoint) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for role in sorted(ck.config["vocabs"]):
+        h.update((ck.path / ck.config["vocabs"][role]).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def torch_runner(component: Component) -> Runner:
+    """The PyTorch module of a component as a numpy dict -> dict runner."""
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in component.spec.input_names]
+        with torch.no_grad():
+            out = component.module(*args)
+        out = out if isinstance(out, tuple) else (out,)
+        return {n: t.numpy() for n, t in zip(component.spec.output_names, out, strict=True)}
+
+    return run
+
+
+def time_component(component: Component, path: Path, batch: int, runs: int = 50) -> dict[str, float]:
+    """Median ms of ONNX Runtime and PyTorch eager for one component, one thread each."""
+    dims = {**timing_dims(), "batch": batch}
+    feeds = component.make_inputs(dims, torch.Generator().manual_seed(3))
+    sess = session(path, threads=1)
+    np_feeds = {k: v.numpy() for k, v in feeds.items()}
+    args = [feeds[n] for n in component.spec.input_names]
+    torch.set_num_threads(1)
+    ort_t, torch_t = [], []
+    with torch.inference_mode():
+        for _ in range(5):  # warm-up
+            sess.run(None, np_feeds)
+            component.module(*args)
+        for _ in range(runs):  # interleaved, so load changes hit both alike
+            t0 = time.perf_counter()
+            sess.run(None, np_feeds)
+            t1 = time.perf_counter()
+            component.module(*args)
+            t2 = time.perf_counter()
+            ort_t.append(t1 - t0)
+            torch_t.append(t2 - t1)
+    ort_ms, torch_ms = statistics.median(ort_t) * 1e3, statistics.median(torch_t) * 1e3
+    return {"batch": batch, "onnxruntime_ms": ort_ms, "torch_ms": torch_ms, "speedup": torch_ms / ort_ms}
+
+
+def timing_dims() -> dict[str, int]:
+    """Timing sizes: a typical request (dates-length source, a short cache, a mid-size document)."""
+    return {"src_len": 24, "past_len": 8, "sentences": 6, "words": 20}
+
+
+def export_components(
+    spec: ExportSpec,
+    components: list[Component],
+    out: Path,
+    metadata: dict[str, str],
+    opset: int = DEFAULT_OPSET,
+) -> tuple[dict[str, Path], Report]:
+    """Export every component of `spec` into `out` and run the symbolic-axes and parity checks.
+
+    Works for any ExportSpec, including one a user writes for their own model; failures are
+    collected in the Report (call `raise_if_failed`).
+    """
+    report = Report()
+    paths: dict[str, Path] = {}
+    for comp in components:
+        path = export_component(comp, spec.example, out / f"{comp.spec.name}.onnx", metadata, opset)
+        paths[comp.spec.name] = path
+        report.failures += check_symbolic(comp, path)
+        rows, failures = check_parity(comp, path, spec.check_shapes)
+        report.parity += rows
+        report.failures += failures
+    return paths, report
+
+
+def export_model(
+    spec: ExportSpec,
+    out: Path,
+    metadata: dict[str, str] | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> dict[str, Any]:
+    """Export and verify any model described by an ExportSpec (a user's own, too).
+
+    Writes the graphs and `export_report.json` into `out`; raises ValidationError listing
+    every failure (frozen axes, parity above 1e-4, ONNX Runtime errors).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    components = spec.components()
+    paths, report = export_components(spec, components, out, dict(metadata or {}), opset)
+    result = {
+        "family": spec.family,
+        "versions": versions(opset),
+        "components": {c.spec.name: _component_summary(c, paths[c.spec.name]) for c in components},
+        "parity": _parity_summary(report),
+        "failures": report.failures,
+    }
+    (out / REPORT_FILE).write_text(json.dumps(result, indent=1) + "\n")
+    report.raise_if_failed(spec.family)
+    return result
+
+
+def export_checkpoint(
+    ck_path: Path,
+    repository: Path,
+    version: int = 1,
+    opset: int = DEFAULT_OPSET,
+    quantize: str | None = None,
+    examples: int = E2E_EXAMPLES,
+    timing: bool = True,
+) -> dict[str, Any]:
+    """Export, validate and write one model (and its int8 twin if asked); returns the report.
+
+    Raises ValidationError, after writing the report, when any check fails.
+    """
+    torch.set_num_threads(1)
+    ck = checkpoint.load(ck_path)
+    spec = get_spec(ck.recipe.family)(ck.model, ck.config["model"])
+    out = repository / ck.name / str(version)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    metadata = {
+        "attnserve_version": attnserve_version(),
+        "model": ck.name,
+        "family": ck.recipe.family,
+        "attention": ck.recipe.attention,
+        "vocab_sha256": vocab_hash(ck),
+        "torch_version": torch.__version__,
+        "onnx_version": onnx.__version__,
+    }
+    started = time.perf_counter()
+    components = spec.components()
+    paths, report = export_components(spec, components, out, metadata, opset)
+    _copy_artifacts(ck, out)
+
+    test = list(type(ck.family).load_data(ck.recipe.train.seed).test)[:examples]
+    runners = {name: ort_runner(session(p)) for name, p in paths.items()}
+    e2e = spec.end_to_end(ck.family, test, runners) if not report.failures else {}
+    if e2e and e2e["agreement"] != 1.0:
+        report.failures.append(
+            f"end to end: ONNX greedy/labels agree with PyTorch on {e2e['agreement']:.4f} of "
+            f"{e2e['n']} held-out examples, expected 1.0; first mismatches: {e2e['mismatches']}"
+        )
+    result: dict[str, Any] = {
+        "model": ck.name,
+        "version": version,
+        "family": ck.recipe.family,
+        "attention": ck.recipe.attention,
+        "versions": versions(opset),
+        "components": {c.spec.name: _component_summary(c, paths[c.spec.name]) for c in components},
+        "parity": _parity_summary(report),
+        "end_to_end": e2e,
+        "failures": report.failures,
+    }
+    if timing and not report.failures:
+        result["timing"] = {
+            c.spec.name: [time_component(c, paths[c.spec.name], b) for b in (1, 16)] for c in components
+        }
+    result["export_seconds"] = round(time.perf_counter() - started, 1)
+    (out / REPORT_FILE).write_text(json.dumps(result, indent=1) + "\n")
+    write_model(repository, ck, spec, components, int8=False)
+    report.raise_if_failed(ck.name)
+    if quantize == "int8":
+        result["int8"] = export_int8(ck, spec, components, paths, repository, version, test, e2e, opset)
+    return result
+
+
+def export_int8(
+    ck: Checkpoint,
+    spec: ExportSpec,
+    components: list[Component],
+    fp32_paths: dict[str, Path],
+    repository: Path,
+    version: int,
+    test: list[Any],
+    fp32_e2e: dict[str, Any],
+    opset: int,
+) -> dict[str, Any]:
+    """`<name>-int8`: ONNX Runtime dynamic quantization (MatMul/Gemm; GRU ops stay fp32)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    name = f"{ck.name}-int8"
+    out = repository / name / str(version)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    paths = {}
+    for comp in components:
+        paths[comp.spec.name] = out / fp32_paths[comp.spec.name].name
+        quantize_dynamic(fp32_paths[comp.spec.name], paths[comp.spec.name], weight_type=QuantType.QInt8)
+    _copy_artifacts(ck, out, with_torch=False)
+    runners = {n: ort_runner(session(p)) for n, p in paths.items()}
+    e2e = spec.end_to_end(ck.family, test, runners)
+    result = {
+        "model": name,
+        "version": version,
+        "quantization": "onnxruntime.quantization.quantize_dynamic, QInt8 weights",
+        "versions": versions(opset),
+        "task_metric": {
+            "metric": e2e["metric"],
+            "n": e2e["n"],
+            "int8": e2e["value"],
+            "fp32": fp32_e2e.get("value"),
+        },
+        "agreement_with_fp32_torch": e2e["agreement"],
+        "size_bytes": {
+            n: {"int8": paths[n].stat().st_size, "fp32": fp32_paths[n].stat().st_size} for n in paths
+        },
+    }
+    (out / REPORT_FILE).write_text(json.dumps(result, indent=1) + "\n")
+    write_model(repository, ck, spec, components, int8=True)
+    return result
+
+
+def _parity_summary(report: Report) -> dict[str, Any]:
+    diffs = [r["max_abs_diff"] for r in report.parity]
+    return {"atol": ATOL, "checks": report.parity, "max_abs_diff": max(diffs, default=None)}
+
+
+def _component_summary(comp: Component, path: Path) -> dict[str, Any]:
+    return {
+        "file": path.name,
+        "inputs": [t.to_json() for t in comp.spec.inputs],
+        "outputs": [t.to_json() for t in comp.spec.outputs],
+        "bytes": path.stat().st_size,
+    }
+
+
+def _copy_artifacts(ck: Checkpoint, out: Path, with_torch: bool = True) -> None:
+    """The vocabularies, and the PyTorch artifact: safetensors + config + vocabularies, no pickle."""
+    if with_torch:
+        torch_dir = out / TORCH_DIR
+        torch_dir.mkdir(exist_ok=True)
+        for name in [checkpoint.WEIGHTS, checkpoint.CONFIG, *ck.config["vocabs"].values()]:
+            shutil.copy2(ck.path / name, torch_dir / name)
+    for name in ck.config["vocabs"].values():
+        shutil.copy2(ck.path / name, out / name)

@@ -1,0 +1,385 @@
+"""Built-in export specs: seq2seq, transformer, pointer (encoder + decoder_step), han (classify)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from exporters.spec import (
+    Component,
+    ComponentSpec,
+    Dims,
+    ExportSpec,
+    TensorSpec,
+    lengths_mask,
+    register_spec,
+)
+from models.families.base import Family
+from models.tokenizers import BOS_ID, EOS_ID
+from serving.pipelines.decode import DecodeLoop, Runner, greedy
+
+F32, I64, BOOL = "float32", "int64", "bool"
+E2E_BATCH = 100
+Runners = dict[str, Runner]
+
+
+class Method(nn.Module):
+    """Export-only module whose forward is one method of the wrapped model."""
+
+    def __init__(self, model: nn.Module, method: str) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method
+
+    def forward(self, *args: Tensor) -> Any:
+        return getattr(self.model, self.method)(*args)
+
+
+def _ids(gen: torch.Generator, shape: tuple[int, ...], vocab: int, mask: Tensor | None = None) -> Tensor:
+    ids = torch.randint(4, vocab, shape, generator=gen)  # never a special token
+    return ids if mask is None else ids.masked_fill(~mask, 0)
+
+
+def _score(family: Family, examples: Sequence[Any], got: list[Any], model: nn.Module) -> dict[str, Any]:
+    """Agreement of `got` with PyTorch's own predictions, and the task metric, over `examples`."""
+    sources = [family.source(ex) for ex in examples]
+    expected = family.predict(model, sources)
+    agree = sum(a == b for a, b in zip(got, expected, strict=True))
+    hits = sum(g == family.target(ex) for g, ex in zip(got, examples, strict=True))
+    mismatches = [
+        {"input": str(s), "onnx": str(g), "torch": str(e)}
+        for s, g, e in zip(sources, got, expected, strict=True)
+        if g != e
+    ][:5]
+    n = len(examples)
+    return {
+        "n": n,
+        "agreement": agree / n,
+        "metric": family.metric,
+        "value": hits / n,
+        "mismatches": mismatches,
+    }
+
+
+class _EncoderDecoder(ExportSpec):
+    """Shared helpers for the encoder + decoder_step split."""
+
+    decode: DecodeLoop
+
+    def encoded(self, dims: Dims, gen: torch.Generator) -> tuple[dict[str, Tensor], tuple[Tensor, ...]]:
+        enc = self.components()[0]
+        feeds = enc.make_inputs(dims, gen)
+        with torch.no_grad():
+            outs = enc.module(*feeds.values())
+        return feeds, outs
+
+
+class _Text2TextSpec(_EncoderDecoder):
+    """Greedy decoding of held-out texts over the components."""
+
+    def end_to_end(self, family: Family, examples: Sequence[Any], runners: Runners) -> dict[str, Any]:
+        from models.families.text2text import MAX_DECODE_LEN
+
+        got: list[str] = []
+        for i in range(0, len(examples), E2E_BATCH):
+            texts = [family.source(ex) for ex in examples[i : i + E2E_BATCH]]
+            src, mask = family.encode_sources(texts)
+            feeds = {"src_ids": src.numpy(), "src_mask": mask.numpy()}
+            ids, _ = greedy(self.decode, runners["encoder"], runners["decoder_step"], feeds, MAX_DECODE_LEN)
+            got += [family.vocabs["tgt"].decode(row.tolist()) for row in ids]
+        return _score(family, examples, got, self.model)
+
+
+@register_spec
+class Seq2SeqSpec(_Text2TextSpec):
+    family = "seq2seq"
+    example: Dims = {"batch": 2, "src_len": 7}
+    check_shapes = [
+        {"batch": 1, "src_len": 1},
+        {"batch": 2, "src_len": 7},
+        {"batch": 3, "src_len": 19},
+        {"batch": 16, "src_len": 40},
+        {"batch": 5, "src_len": 64},
+    ]
+    decode = DecodeLoop(
+        start_id=BOS_ID,
+        end_id=EOS_ID,
+        from_encoder={"memory": "memory", "state": "state"},
+        recurrent={"new_state": "state"},
+    )
+
+    def components(self) -> list[Component]:
+        H, V, Vs = self.config["hidden"], self.config["tgt_vocab"], self.config["src_vocab"]
+        enc = ComponentSpec(
+            "encoder",
+            inputs=(
+                TensorSpec("src_ids", I64, ("batch", "src_len")),
+                TensorSpec("src_mask", BOOL, ("batch", "src_len")),
+            ),
+            outputs=(
+                TensorSpec("memory", F32, ("batch", "src_len", H)),
+                TensorSpec("state", F32, ("batch", H)),
+            ),
+        )
+        dec = ComponentSpec(
+            "decoder_step",
+            inputs=(
+                TensorSpec("prev_ids", I64, ("batch",)),
+                TensorSpec("state", F32, ("batch", H)),
+                TensorSpec("memory", F32, ("batch", "src_len", H)),
+                TensorSpec("src_mask", BOOL, ("batch", "src_len")),
+            ),
+            outputs=(
+                TensorSpec("logits", F32, ("batch", V)),
+                TensorSpec("new_state", F32, ("batch", H)),
+                TensorSpec("attention", F32, ("batch", "src_len")),
+            ),
+        )
+
+        def enc_inputs(d: Dims, g: torch.Generator) -> dict[str, Tensor]:
+            mask = lengths_mask(d["batch"], d["src_len"], g)
+            return {"src_ids": _ids(g, (d["batch"], d["src_len"]), Vs, mask), "src_mask": mask}
+
+        def dec_inputs(d: Dims, g: torch.Generator) -> dict[str, Tensor]:
+            feeds, (memory, state) = self.encoded(d, g)
+            prev = torch.randint(0, V, (d["batch"],), generator=g)
+            return {
+                "prev_ids": prev,
+                "state": state,
+                "memory": memory,
+                "src_mask": feeds["src_mask"],
+            }
+
+        return [
+            Component(enc, Method(self.model, "encode"), enc_inputs),
+            Component(dec, Method(self.model, "decode_step"), dec_inputs),
+        ]
+
+
+@register_spec
+class PointerSpec(_EncoderDecoder):
+    family = "pointer"
+    example: Dims = {"batch": 2, "src_len": 7}
+    check_shapes = [
+        {"batch": 1, "src_len": 1},
+        {"batch": 2, "src_len": 7},
+        {"batch": 3, "src_len": 10},
+        {"batch": 16, "src_len": 15},
+        {"batch": 4, "src_len": 30},
+    ]
+    decode = DecodeLoop(
+        start_id=-1,
+        end_id=None,
+        from_encoder={"memory": "memory", "state": "state"},
+        recurrent={"new_state": "state"},
+        pointer=True,
+    )
+
+    def components(self) -> list[Component]:
+        H, max_value = self.config["hidden"], self.config["max_value"]
+        enc = ComponentSpec(
+            "encoder",
+            inputs=(
+                TensorSpec("values", I64, ("batch", "src_len")),
+                TensorSpec("src_mask", BOOL, ("batch", "src_len")),
+            ),
+            outputs=(
+                TensorSpec("memory", F32, ("batch", "src_len", H)),
+                TensorSpec("state", F32, ("batch", H)),
+            ),
+        )
+        dec = ComponentSpec(
+            "decoder_step",
+            inputs=(
+                TensorSpec("prev_ids", I64, ("batch",)),
+                TensorSpec("state", F32, ("batch", H)),
+                TensorSpec("memory", F32, ("batch", "src_len", H)),
+                TensorSpec("src_mask", BOOL, ("batch", "src_len")),
+            ),
+            outputs=(
+                TensorSpec("logits", F32, ("batch", "src_len")),
+                TensorSpec("new_state", F32, ("batch", H)),
+                TensorSpec("attention", F32, ("batch", "src_len")),
+            ),
+        )
+
+        def enc_inputs(d: Dims, g: torch.Generator) -> dict[str, Tensor]:
+            mask = lengths_mask(d["batch"], d["src_len"], g)
+            # distinct values per row, as the task has
+            values = torch.stack(
+                [torch.randperm(max_value, generator=g)[: d["src_len"]] for _ in range(d["batch"])]
+            )
+            return {"values": values.masked_fill(~mask, 0), "src_mask": mask}
+
+        def dec_inputs(d: Dims, g: torch.Generator) -> dict[str, Tensor]:
+            feeds, (memory, state) = self.encoded(d, g)
+            mask = feeds["src_mask"]
+            lengths = mask.sum(1)
+            prev = torch.stack([torch.randint(-1, int(n), (1,), generator=g)[0] for n in lengths])
+            avail = mask & (torch.arange(d["src_len"])[None, :] != prev[:, None])  # [B, S]
+            avail = torch.where(avail.any(1, keepdim=True), avail, mask)  # never an empty row
+            return {"prev_ids": prev, "state": state, "memory": memory, "src_mask": avail}
+
+        return [
+            Component(enc, Method(self.model, "encode"), enc_inputs),
+            Component(dec, Method(self.model, "decode_step"), dec_inputs),
+        ]
+
+    def end_to_end(self, family: Family, examples: Sequence[Any], runners: Runners) -> dict[str, Any]:
+        got: list[tuple[int, ...]] = []
+        for i in range(0, len(examples), E2E_BATCH):
+            rows = [family.source(ex) for ex in examples[i : i + E2E_BATCH]]
+            values, mask = family.encode_values(rows)
+            feeds = {"values": values.numpy(), "src_mask": mask.numpy()}
+            ids, _ = greedy(self.decode, runners["encoder"], runners["decoder_step"], feeds, values.shape[1])
+            got += [tuple(int(p) for p in row if p >= 0) for row in ids]
+        return _score(family, examples, got, self.model)
+
+
+@register_spec
+class TransformerSpec(_Text2TextSpec):
+    family = "transformer"
+    example: Dims = {"batch": 2, "src_len": 7, "past_len": 3}
+    check_shapes = [
+        {"batch": 1, "src_len": 1, "past_len": 0},
+        {"batch": 2, "src_len": 7, "past_len": 3},
+        {"batch": 3, "src_len": 19, "past_len": 1},
+        {"batch": 16, "src_len": 40, "past_len": 10},
+        {"batch": 4, "src_len": 64, "past_len": 15},
+    ]
+
+    @property
+    def decode(self) -> DecodeLoop:  # type: ignore[override]
+        c = self.config
+        dh = c["d_model"] // c["num_heads"]
+        return DecodeLoop(
+            start_id=BOS_ID,
+            end_id=EOS_ID,
+            from_encoder={"cross_k": "cross_k", "cross_v": "cross_v"},
+            recurrent={"present_k": "past_k", "present_v": "past_v"},
+            empty={
+                "past_k": [c["dec_layers"], -1, c["num_heads"], 0, dh],
+                "past_v": [c["dec_layers"], -1, c["num_heads"], 0, dh],
+            },
+        )
+
+    def components(self) -> list[Component]:
+        c = self.config
+        L, Hh, V, Vs = c["dec_layers"], c["num_heads"], c["tgt_vocab"], c["src_vocab"]
+        dh = c["d_model"] // Hh
+        kv = ("batch", Hh)
+        enc = ComponentSpec(
+            "encoder",
+            inputs=(
+                TensorSpec("src_ids", I64, ("batch", "src_len")),
+                TensorSpec("src_mask", BOOL, ("batch", "src_len")),
+            ),
+            outputs=(
+                TensorSpec("cross_k", F32, (L, *kv, "src_len", dh)),
+                TensorSpec("cross_v", F32, (L, *kv, "src_len", dh)),
+            ),
+        )
+        dec = ComponentSpec(
+            "decoder_step",
+            inputs=(
+                TensorSpec("prev_ids", I64, ("batch",)),
+                TensorSpec("past_k", F32, (L, *kv, "past_len", dh)),
+                TensorSpec("past_v", F32, (L, *kv, "past_len", dh)),
+                TensorSpec("cross_k", F32, (L, *kv, "src_len", dh)),
+                TensorSpec("cross_v", F32, (L, *kv, "src_len", dh)),
+                TensorSpec("src_mask", BOOL, ("batch", "src_len")),
+            ),
+            outputs=(
+                TensorSpec("logits", F32, ("batch", V)),
+                TensorSpec("present_k", F32, (L, *kv, "present_len", dh)),
+                TensorSpec("present_v", F32, (L, *kv, "present_len", dh)),
+                TensorSpec("attention", F32, ("batch", "src_len")),
+            ),
+            derived={"present_len": "past_len + 1"},
+        )
+
+        def enc_inputs(d: Dims, g: torch.Generator) -> dict[str, Tensor]:
+            mask = lengths_mask(d["batch"], d["src_len"], g)
+            return {"src_ids": _ids(g, (d["batch"], d["src_len"]), Vs, mask), "src_mask": mask}
+
+        def dec_inputs(d: Dims, g: torch.Generator) -> dict[str, Tensor]:
+            feeds, (cross_k, cross_v) = self.encoded(d, g)
+            past = (L, d["batch"], Hh, d["past_len"], dh)
+            return {
+                "prev_ids": torch.randint(0, V, (d["batch"],), generator=g),
+                "past_k": torch.randn(past, generator=g),
+                "past_v": torch.randn(past, generator=g),
+                "cross_k": cross_k,
+                "cross_v": cross_v,
+                "src_mask": feeds["src_mask"],
+            }
+
+        return [
+            Component(enc, _TransformerEncoder(self.model), enc_inputs),
+            Component(dec, Method(self.model, "decode_step"), dec_inputs),
+        ]
+
+
+class _TransformerEncoder(nn.Module):
+    """encode + cross_kv: the cross-attention keys/values are computed once per source."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src_ids: Tensor, src_mask: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model.cross_kv(self.model.encode(src_ids, src_mask))
+
+
+@register_spec
+class HanSpec(ExportSpec):
+    family = "han"
+    example: Dims = {"batch": 2, "sentences": 3, "words": 5}
+    check_shapes = [
+        {"batch": 1, "sentences": 1, "words": 1},
+        {"batch": 2, "sentences": 3, "words": 5},
+        {"batch": 3, "sentences": 8, "words": 20},
+        {"batch": 16, "sentences": 12, "words": 40},
+        {"batch": 4, "sentences": 20, "words": 60},
+    ]
+
+    def components(self) -> list[Component]:
+        C, V = self.config["num_classes"], self.config["vocab"]
+        spec = ComponentSpec(
+            "classify",
+            inputs=(
+                TensorSpec("ids", I64, ("batch", "sentences", "words")),
+                TensorSpec("word_mask", BOOL, ("batch", "sentences", "words")),
+                TensorSpec("sent_mask", BOOL, ("batch", "sentences")),
+            ),
+            outputs=(
+                TensorSpec("logits", F32, ("batch", C)),
+                TensorSpec("word_attention", F32, ("batch", "sentences", "words")),
+                TensorSpec("sentence_attention", F32, ("batch", "sentences")),
+            ),
+        )
+
+        def inputs(d: Dims, g: torch.Generator) -> dict[str, Tensor]:
+            B, S, W = d["batch"], d["sentences"], d["words"]
+            sent_mask = lengths_mask(B, S, g)  # [B, S]
+            word_mask = lengths_mask(B * S, W, g).view(B, S, W) & sent_mask[..., None]  # [B, S, W]
+            return {
+                "ids": _ids(g, (B, S, W), V, word_mask),
+                "word_mask": word_mask,
+                "sent_mask": sent_mask,
+            }
+
+        return [Component(spec, self.model, inputs)]
+
+    def end_to_end(self, family: Family, examples: Sequence[Any], runners: Runners) -> dict[str, Any]:
+        got: list[str] = []
+        for i in range(0, len(examples), E2E_BATCH):
+            docs = [family.source(ex) for ex in examples[i : i + E2E_BATCH]]
+            ids, word_mask, sent_mask = family.encode(docs)
+            feeds = {"ids": ids.numpy(), "word_mask": word_mask.numpy(), "sent_mask": sent_mask.numpy()}
+            logits = runners["classify"](feeds)["logits"]
+            got += [family.labels[j] for j in logits.argmax(-1).tolist()]
+        return _score(family, examples, got, self.model)

@@ -1,0 +1,31 @@
+"""Entry point of one export subprocess: `python -m exporters.worker CHECKPOINT REPOSITORY`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from exporters.export import export_checkpoint
+from exporters.onnx import DEFAULT_OPSET
+from exporters.validate import ValidationError
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m exporters.worker")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("repository", type=Path)
+    p.add_argument("--version", type=int, default=1)
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--quantize", choices=["int8"])
+    args = p.parse_args()
+    try:
+        export_checkpoint(args.checkpoint, args.repository, args.version, args.opset, args.quantize)
+    except ValidationError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Exports of every family through `attnserve export`: reports, axes, artifacts, fresh-process loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from exporters.spec import registered_families
+from models.recipes import RECIPES
+from serving import cli
+from serving.config import ModelConfig
+from tests.exporters.conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def repository(tiny_checkpoints: dict[str, Path], tmp_path_factory, monkeypatch_module) -> Path:
+    repo = tmp_path_factory.mktemp("repo")
+    paths = [str(p) for p in tiny_checkpoints.values()]
+    assert cli.main(["export", *paths, "--repository", str(repo), "--quantize", "int8"]) == 0
+    return repo
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module(debian_fixture: Path):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ATTNSERVE_DEBIAN_DOCS", str(debian_fixture))
+    yield mp
+    mp.undo()
+
+
+def test_every_family_has_an_export_test():
+    assert set(TINY) == set(registered_families())
+    assert {r.family for r in RECIPES.values()} <= set(registered_families())
+
+
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_report_is_complete_and_green(repository: Path, family: str):
+    name = TINY[family].name
+    report = json.loads((repository / name / "1" / "export_report.json").read_text())
+    assert report["failures"] == []
+    assert report["versions"]["opset"] == 20 and {"torch", "onnx", "onnxruntime"} <= set(report["versions"])
+    checks = report["parity"]["checks"]
+    graphs = {c["component"] for c in checks}
+    assert graphs == set(report["components"])
+    for comp in graphs:
+        shapes = [c["dims"] for c in checks if c["component"] == comp]
+        unique = {json.dumps(s, sort_keys=True) for s in shapes}
+        assert len(unique) >= 4, f"{comp} checked at {len(unique)} shapes"
+    assert max(c["max_abs_diff"] for c in checks) <= 1e-4
+    assert report["end_to_end"]["agreement"] == 1.0 and report["end_to_end"]["n"] >= 1
+    assert set(report["timing"]) == graphs
+
+
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_graph_axes_are_symbolic_and_metadata_is_set(repository: Path, family: str):
+    name = TINY[family].name
+    config = ModelConfig.load(repository / name / "config.yaml")
+    assert config.backends[0].name == "onnxruntime" and config.backends[1].name == "torch"
+    for comp in config.components.values():
+        model = onnx.load(str(repository / name / "1" / comp.file))
+        props = {p.key: p.value for p in model.metadata_props}
+        assert props["family"] == family and props["attention"] == TINY[family].attention
+        assert {"attnserve_version", "vocab_sha256", "torch_version", "onnx_version"} <= set(props)
+        io = {v.name: v for v in (*model.graph.input, *model.graph.output)}
+        for tensor in (*comp.inputs, *comp.outputs):
+            dims = io[tensor.name].type.tensor_type.shape.dim
+            for axis, dim in zip(tensor.axes, dims, strict=True):
+                if isinstance(axis, str):
+                    assert dim.dim_param, f"{comp.file}:{tensor.name} {axis} is frozen at {dim.dim_value}"
+
+
+def test_int8_twin_reports_task_metric_next_to_fp32(repository: Path):
+    for recipe in TINY.values():
+        report = json.loads((repository / f"{recipe.name}-int8" / "1" / "export_report.json").read_text())
+        metric = report["task_metric"]
+        assert {"int8", "fp32", "metric", "n"} <= set(metric)
+        config = ModelConfig.load(repository / f"{recipe.name}-int8" / "config.yaml")
+        assert config.int8 and [b.name for b in config.backends] == ["onnxruntime"]
+
+
+def test_torch_artifact_is_not_pickled(repository: Path):
+    for recipe in TINY.values():
+        files = sorted(p.name for p in (repository / recipe.name / "1" / "torch").iterdir())
+        assert "weights.safetensors" in files and "config.json" in files
+        for name in files:
+            head = (repository / recipe.name / "1" / "torch" / name).read_bytes()[:2]
+            assert not head.startswith(b"\x80"), f"{name} looks like a pickle"
+            assert name.endswith((".json", ".safetensors"))
+
+
+FRESH = r"""
+import sys, json
+sys.modules["torch"] = None  # any import of torch now fails
+import numpy as np, onnxruntime as ort
+out = {}
+for path in sys.argv[1:]:
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feeds = {}
+    for i in sess.get_inputs():
+        shape = [d if isinstance(d, int) else 2 for d in i.shape]
+        dtype = {"tensor(int64)": np.int64, "tensor(bool)": bool, "tensor(float)": np.float32}[i.type]
+        feeds[i.name] = np.ones(shape, dtype=dtype) if dtype is not np.int64 else np.full(shape, 4, np.int64)
+    if "prev_ids" in feeds:
+        feeds["prev_ids"][:] = 1
+    if "past_k" in feeds:
+        feeds["past_k"] = feeds["past_k"][..., :0, :]
+        feeds["past_v"] = feeds["past_v"][..., :0, :]
+    out[path] = [o.shape for o in sess.run(None, feeds)]
+print(json.dumps(out))
+"""
+
+
+def test_graphs_load_in_a_fresh_process_with_only_onnxruntime_and_numpy(repository: Path):
+    graphs = sorted(str(p) for p in repository.glob("tiny-*/1/*.onnx"))
+    assert len(graphs) >= 7
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", FRESH, *graphs], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads(proc.stdout)) == set(graphs)
