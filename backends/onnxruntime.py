@@ -1,0 +1,194 @@
+"""ONNX Runtime backend: one `<artifact_dir>/<component>.onnx` graph in one InferenceSession.
+
+Fails loudly when CUDA is requested but ONNX Runtime would run the graph on CPU (the silent
+fallback of onnxruntime#23372): the model does not become ready unless `allow_cpu_fallback`
+is set, and `describe()` always reports the provider actually used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from backends.base import Backend, BackendOptions, Device, Signature, TensorInfo
+from serving.errors import BackendFailure, InvalidInput, ModelLoadError
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+LOG_ERROR = 3  # ORT logs failed runs at ERROR; keep WARNING/INFO noise out of the server log
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+class OnnxRuntimeOptions(BackendOptions):
+    """SessionOptions and provider settings (`options:` of a `backends:` entry in config.yaml)."""
+
+    intra_op_num_threads: int = 1
+    inter_op_num_threads: int = 1
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    enable_cpu_mem_arena: bool = True
+    enable_mem_pattern: bool = True
+    allow_cpu_fallback: bool = False  # device="cuda" may then run on CPU (reported by describe())
+    cuda_device_id: int = 0
+
+
+def _tensor_info(arg: Any) -> TensorInfo:
+    shape = tuple(d if isinstance(d, int | str) else "?" for d in arg.shape)  # None: unnamed dynamic axis
+    return TensorInfo(arg.name, _DTYPES.get(arg.type, arg.type), shape)
+
+
+def _coerce_options(cls: type[Backend], options: BackendOptions | Mapping[str, Any] | None) -> Any:
+    if isinstance(options, cls.Options):
+        return options
+    if options is None:
+        return cls.Options()
+    data = options.model_dump(exclude_unset=True) if isinstance(options, BackendOptions) else dict(options)
+    return cls.Options.model_validate(data)
+
+
+def _check_feeds(component: str, signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """Missing inputs, non-arrays and inconsistent sizes of one symbolic axis (e.g. two batch sizes).
+
+    ORT checks dtypes, ranks and fixed sizes itself (InvalidArgument), but a symbol that differs
+    between inputs only fails deep inside a node, as FAIL, which would read as a server error.
+    """
+    missing = [t.name for t in signature.inputs if t.name not in inputs]
+    if missing:
+        raise InvalidInput(
+            f"{component}: missing input(s) {missing}; expected {[t.name for t in signature.inputs]}"
+        )
+    sizes: dict[str, tuple[int, str]] = {}
+    for t in signature.inputs:
+        value = inputs[t.name]
+        if not isinstance(value, np.ndarray):
+            raise InvalidInput(
+                f"{component}: input {t.name} must be a numpy array, got {type(value).__name__}"
+            )
+        if value.ndim != len(t.shape):
+            continue  # ORT reports the rank
+        for axis, (sym, size) in enumerate(zip(t.shape, value.shape, strict=True)):
+            if not isinstance(sym, str) or sym == "?":
+                continue
+            seen = sizes.setdefault(sym, (size, f"{t.name} axis {axis}"))
+            if seen[0] != size:
+                raise InvalidInput(
+                    f"{component}: axis {sym!r} is {size} in {t.name} axis {axis} but {seen[0]} in {seen[1]}"
+                )
+
+
+class OnnxRuntimeBackend(Backend):
+    """A component graph in an ONNX Runtime session (CPU, or CUDA with the onnxruntime-gpu wheel)."""
+
+    name = "onnxruntime"
+    Options = OnnxRuntimeOptions
+
+    def __init__(self, session: ort.InferenceSession, path: Path, component: str, device: Device) -> None:
+        self._session: ort.InferenceSession | None = session
+        self._path = path
+        self._component = component
+        self._device = device
+        self._signature = Signature(
+            inputs=tuple(_tensor_info(a) for a in session.get_inputs()),
+            outputs=tuple(_tensor_info(a) for a in session.get_outputs()),
+        )
+        self._input_names = [t.name for t in self._signature.inputs]
+        self._output_names = [t.name for t in self._signature.outputs]
+        self._providers = list(session.get_providers())
+
+    @classmethod
+    def load(cls, artifact_dir: Path, component: str, device: Device, options: BackendOptions) -> Self:
+        opts: OnnxRuntimeOptions = _coerce_options(cls, options)
+        if not component or Path(component).name != component or component.startswith("."):
+            raise ModelLoadError(f"invalid component name {component!r}")
+        path = Path(artifact_dir) / f"{component}.onnx"
+        if not path.is_file():
+            raise ModelLoadError(f"ONNX model {path} does not exist")
+        if device not in ("cpu", "cuda"):
+            raise ModelLoadError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+
+        providers: list[Any] = [CPU]
+        if device == "cuda":
+            available = ort.get_available_providers()
+            if CUDA in available:
+                providers = [(CUDA, {"device_id": opts.cuda_device_id}), CPU]
+            elif not opts.allow_cpu_fallback:
+                raise ModelLoadError(
+                    f"CUDA was requested but ONNX Runtime would run on CPU: {CUDA} is not available "
+                    f"(available: {', '.join(available)}; onnxruntime {ort.__version__}). Install "
+                    "onnxruntime-gpu instead of onnxruntime, or set allow_cpu_fallback: true"
+                )
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = opts.intra_op_num_threads
+        so.inter_op_num_threads = opts.inter_op_num_threads
+        so.graph_optimization_level = _OPT_LEVELS[opts.graph_optimization_level]
+        so.enable_cpu_mem_arena = opts.enable_cpu_mem_arena
+        so.enable_mem_pattern = opts.enable_mem_pattern
+        so.log_severity_level = LOG_ERROR
+        try:
+            session = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as exc:  # NoSuchFile, InvalidProtobuf, InvalidGraph, Fail, EPFail, ...
+            raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+
+        used = session.get_providers()
+        if device == "cuda" and CUDA not in used and not opts.allow_cpu_fallback:
+            del session
+            raise ModelLoadError(
+                f"CUDA was requested but ONNX Runtime would run on CPU: the session for {path} uses "
+                f"{used} (CUDA or cuDNN libraries missing or incompatible?); set allow_cpu_fallback: true "
+                "to accept CPU"
+            )
+        return cls(session, path, component, device)
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Feeds exactly the graph's inputs (other keys are ignored) and returns every output."""
+        if self._session is None:
+            raise BackendFailure(f"{self._component}: backend is closed")
+        _check_feeds(self._component, self._signature, inputs)
+        feeds = {n: inputs[n] for n in self._input_names}
+        try:
+            outputs = self._session.run(self._output_names, feeds)
+        except ort_state.InvalidArgument as exc:  # dtype, rank, size, out-of-range index
+            raise InvalidInput(f"{self._component}: {exc}") from exc
+        except (ValueError, TypeError) as exc:  # raised by the Python binding before the run
+            raise InvalidInput(f"{self._component}: {exc}") from exc
+        except Exception as exc:  # Fail, RuntimeException, EPFail, ...
+            raise BackendFailure(f"{self._component}: ONNX Runtime failed: {exc}") from exc
+        return dict(zip(self._output_names, outputs, strict=True))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "providers": list(self._providers),
+            "provider": self._providers[0] if self._providers else None,
+            "device": self._device,
+            "cpu_fallback": self._device == "cuda" and CUDA not in self._providers,
+            "file": str(self._path),
+            "onnxruntime": ort.__version__,
+        }
+
+    def close(self) -> None:
+        self._session = None
