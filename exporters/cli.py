@@ -20,10 +20,12 @@ def export_many(
     opset: int = DEFAULT_OPSET,
     quantize: str | None = None,
     jobs: int = 2,
+    quantize_only: set[str] | None = None,
     quiet: bool = False,
 ) -> list[dict[str, Any]]:
     """Export each checkpoint in a fresh Python process, `jobs` at a time.
 
+    `quantize` applies to the models named in `quantize_only` (all when None).
     Returns one summary per model: {"model", "ok", "seconds", "error"?}.
     """
 
@@ -32,7 +34,7 @@ def export_many(
             sys.executable, "-m", "exporters.worker", str(ck), str(repository),
             "--version", str(version), "--opset", str(opset),
         ]  # fmt: skip
-        if quantize:
+        if quantize and (quantize_only is None or ck.name in quantize_only):
             cmd += ["--quantize", quantize]
         t0 = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": "1"}

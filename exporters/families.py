@@ -260,6 +260,7 @@ class TransformerSpec(_Text2TextSpec):
             end_id=EOS_ID,
             from_encoder={"cross_k": "cross_k", "cross_v": "cross_v"},
             recurrent={"present_k": "past_k", "present_v": "past_v"},
+            batch_axes={"past_k": 1, "past_v": 1, "cross_k": 1, "cross_v": 1},
             empty={
                 "past_k": [c["dec_layers"], -1, c["num_heads"], 0, dh],
                 "past_v": [c["dec_layers"], -1, c["num_heads"], 0, dh],

@@ -68,12 +68,36 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if not paths:
         print("name a checkpoint folder or pass --all", file=sys.stderr)
         return 2
-    summaries = export_many(paths, args.repository, args.version, args.opset, args.quantize, args.jobs)
+    only = set(args.quantize_models.split(",")) if args.quantize_models else None
+    summaries = export_many(paths, args.repository, args.version, args.opset, args.quantize, args.jobs, only)
     failed = [s["model"] for s in summaries if not s["ok"]]
     if failed:
         print(f"export failed for: {', '.join(failed)}", file=sys.stderr)
         return 1
     print(f"exported {len(summaries)} model(s) into {args.repository}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from serving.app import serve
+    from serving.settings import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    grpc = {k: v for k, v in {"port": args.grpc_port, "host": args.host}.items() if v is not None}
+    metrics = {"port": args.metrics_port} if args.metrics_port is not None else {}
+    settings = load_settings(
+        args.config,
+        repository=args.repository,
+        backend=args.backend,
+        device=args.device,
+        models=args.models.split(",") if args.models else None,
+        grpc=grpc or None,
+        metrics=metrics or None,
+    )
+    asyncio.run(serve(settings))
     return 0
 
 
@@ -122,8 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--opset", type=int, default=20)
     p.add_argument("--quantize", choices=["int8"], help="also write <name>-int8 (dynamic quantization)")
+    p.add_argument("--quantize-models", help="comma-separated subset that --quantize applies to (default: all)")
     p.add_argument("--jobs", type=int, default=2, help="export processes at a time")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("serve", help="serve a model repository over gRPC (Open Inference Protocol)")
+    p.add_argument("--repository", type=Path, help="model repository (default: model_repository)")
+    p.add_argument("--config", type=Path, help="YAML file of server settings")
+    p.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    p.add_argument("--grpc-port", type=int, help="default 8001; 0 picks a free port")
+    p.add_argument("--metrics-port", type=int, help="default 8002")
+    p.add_argument("--backend", help="make this backend every model's default (e.g. torch)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="run every model on this device")
+    p.add_argument("--models", help="comma-separated subset of models to load")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("data", help="build the debian-docs corpus from the apt lists")
     p.add_argument("--out", type=Path, default=Path("data"))

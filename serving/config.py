@@ -70,6 +70,8 @@ class ModelConfig(_Strict):
     labels: list[str] = []  # classifiers
     max_input_length: int = Field(gt=0)  # characters (text), values (sort) or words per sentence
     max_output_length: int = Field(16, gt=0)
+    value_range: tuple[int, int] | None = None  # sort: values must lie in [low, high)
+    max_sentences: int = Field(64, gt=0)  # classify: sentences kept per document
     backends: list[BackendConfig] = Field(min_length=1)  # the first is the default
     device: Device = "cpu"
     max_batch_size: int = Field(64, gt=0)

@@ -1,0 +1,1 @@
+"""Task pipelines over component graphs (no torch, no runtime-specific code)."""

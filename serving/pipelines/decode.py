@@ -25,6 +25,7 @@ class DecodeLoop(BaseModel):
     from_encoder: dict[str, str]  # encoder output -> decoder input
     recurrent: dict[str, str]  # decoder output -> decoder input of the next step
     empty: dict[str, list[int]] = {}  # decoder input -> initial shape (-1 = batch), e.g. an empty KV cache
+    batch_axes: dict[str, int] = {}  # decoder input -> its batch axis when not 0 (KV caches: 1)
     pointer: bool = False  # outputs are input positions, each used once
     mask_input: str = "src_mask"
     prev_input: str = "prev_ids"
@@ -77,3 +78,71 @@ def greedy(
         if not loop.pointer and done.all():
             break
     return np.stack(ids, axis=1), np.stack(attn, axis=1)
+
+
+def _take(array: np.ndarray, rows: np.ndarray, axis: int) -> np.ndarray:
+    return np.take(array, rows, axis=axis)
+
+
+def beam_search(
+    loop: DecodeLoop,
+    encoder: Runner,
+    decoder: Runner,
+    enc_feeds: dict[str, np.ndarray],
+    max_steps: int,
+    beam_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Beam search -> the best hypothesis per row: ids [B, T] int64, attention [B, T, S] float32.
+
+    Hypotheses are ranked by total log-probability divided by length (EOS included), so
+    short outputs are not favoured. beam_size=1 equals greedy decoding.
+    """
+    if loop.pointer or loop.end_id is None:
+        raise ValueError("beam search needs a text decoder with an end token")
+    mask = enc_feeds[loop.mask_input].astype(bool)  # [B, S]
+    batch, src_len = mask.shape
+    K = beam_size
+    rows = np.repeat(np.arange(batch), K)  # [B*K]: hypothesis -> source row
+    enc_out = encoder(enc_feeds)
+    feeds: dict[str, np.ndarray] = {
+        dst: _take(enc_out[src], rows, loop.batch_axes.get(dst, 0)) for src, dst in loop.from_encoder.items()
+    }
+    for name, shape in loop.empty.items():
+        feeds[name] = np.zeros([batch * K if s == -1 else s for s in shape], dtype=np.float32)
+    beam_mask = mask[rows]  # [B*K, S]
+    scores = np.full((batch, K), -np.inf, dtype=np.float64)
+    scores[:, 0] = 0.0  # all hypotheses start identical: keep one
+    lengths = np.zeros((batch, K), dtype=np.int64)
+    prev = np.full(batch * K, loop.start_id, dtype=np.int64)
+    done = np.zeros(batch * K, dtype=bool)
+    tokens = np.zeros((batch * K, 0), dtype=np.int64)
+    attn = np.zeros((batch * K, 0, src_len), dtype=np.float32)
+    for _ in range(max_steps):
+        out = decoder({**feeds, loop.prev_input: prev, loop.mask_input: beam_mask})
+        logits = out[loop.logits_output].astype(np.float64)  # [B*K, V]
+        logp = logits - logits.max(-1, keepdims=True)
+        logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+        # a finished hypothesis continues with PAD at no cost, and with nothing else
+        logp[done] = -np.inf
+        logp[done, PAD_ID] = 0.0
+        vocab = logp.shape[1]
+        cand = (scores.reshape(-1, 1) + logp).reshape(batch, K * vocab)  # [B, K*V]
+        best = np.argsort(-cand, axis=1, kind="stable")[:, :K]  # [B, K]
+        scores = np.take_along_axis(cand, best, axis=1)
+        src_beam, token = best // vocab, best % vocab  # [B, K]
+        pick = (np.arange(batch)[:, None] * K + src_beam).reshape(-1)  # [B*K]
+        token = token.reshape(-1)
+        lengths = lengths.reshape(-1)[pick].reshape(batch, K) + (~done[pick]).reshape(batch, K)
+        done = done[pick] | (token == loop.end_id)
+        tokens = np.concatenate([tokens[pick], token[:, None]], axis=1)
+        step_attn = out[loop.attention_output][pick][:, None].astype(np.float32)  # [B*K, 1, S]
+        attn = np.concatenate([attn[pick], step_attn], axis=1)
+        for src, dst in loop.recurrent.items():
+            feeds[dst] = _take(out[src], pick, loop.batch_axes.get(dst, 0))
+        prev = token
+        if done.all():
+            break
+    norm = scores / np.maximum(lengths, 1)  # [B, K]
+    best_k = norm.argmax(axis=1)  # [B]
+    chosen = np.arange(batch) * K + best_k
+    return tokens[chosen], attn[chosen]

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Build the reference model repository from the committed checkpoints (every model verified;
+# int8 twins of dates-additive and debian-han). Skips the work when it is already up to date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="${1:-model_repository}"
+stamp="$REPO/.built-from"
+want=$(cat checkpoints/*/weights.safetensors exporters/*.py serving/config.py serving/pipelines/decode.py | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "model repository $REPO is up to date"
+  exit 0
+fi
+rm -rf "$REPO"
+attnserve export --all --repository "$REPO" --quantize int8 --quantize-models dates-additive,debian-han
+echo "$want" > "$stamp"

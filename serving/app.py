@@ -1,0 +1,92 @@
+"""Composition root: settings -> backends -> repository -> data plane -> gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from grpc_health.v1.health import aio as health_aio
+
+from backends.loader import get_backend
+from serving.dataplane import DataPlane
+from serving.grpc.attention_servicer import AttentionServicer
+from serving.grpc.inference_servicer import InferenceServicer
+from serving.grpc.server import NOT_SERVING, SERVING, GrpcServer
+from serving.repository import ModelRepository, State
+from serving.settings import ServerSettings
+from serving.stats import StatsRegistry
+
+log = logging.getLogger(__name__)
+
+
+def attnserve_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("attnserve")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class App:
+    """The server process: build inside a running event loop, `await start()`, `await stop()`."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(max_workers=settings.grpc.workers, thread_name_prefix="attnserve")
+        self.stats = StatsRegistry()
+        self.repository = ModelRepository(settings.repository, get_backend, settings.backend, settings.device)
+        self.dataplane = DataPlane(self.repository, self.executor, self.stats)
+        self.health = health_aio.HealthServicer()
+        self.ready = False
+        inference = InferenceServicer(
+            self.repository, self.dataplane, self.stats, attnserve_version(), lambda: self.ready, self._model_changed
+        )
+        self.grpc = GrpcServer(settings.grpc, inference, AttentionServicer(self.dataplane), self.health)
+        self.port = 0
+
+    async def start(self) -> int:
+        """Bind, load the models, then report ready. Returns the gRPC port."""
+        self.port = await self.grpc.start()
+        await self.health.set("", NOT_SERVING)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self.repository.load_all, self.settings.models or None)
+        for entry in self.repository.index():
+            await self._set_health(entry.name)
+        self.ready = True
+        await self.health.set("", SERVING)
+        log.info("attnserve ready on port %d with %d model(s)", self.port, len(self.repository.index()))
+        return self.port
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.grpc.stop(self.settings.grace_seconds)
+        self.repository.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run_forever(self) -> None:
+        """Serve until SIGTERM/SIGINT, then drain and return."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        print(f"attnserve: serving gRPC on port {self.port}", flush=True)
+        await stop.wait()
+        log.info("shutting down: draining in-flight calls for up to %.1f s", self.settings.grace_seconds)
+        await self.stop()
+
+    def _model_changed(self, name: str) -> None:
+        asyncio.get_running_loop().create_task(self._set_health(name))
+
+    async def _set_health(self, name: str) -> None:
+        entry = self.repository.entry(name)
+        ready = entry is not None and entry.state is State.READY
+        await self.health.set(name, SERVING if ready else NOT_SERVING)
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Build the app in the running loop (grpc.aio binds to it) and serve until a signal."""
+    await App(settings).run_forever()

@@ -1,0 +1,50 @@
+"""Transport-neutral errors. The gRPC layer maps `ErrorCode` to status codes in one table."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.Enum):
+    INVALID_ARGUMENT = "invalid_argument"
+    NOT_FOUND = "not_found"
+    UNAVAILABLE = "unavailable"
+    UNIMPLEMENTED = "unimplemented"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
+    INTERNAL = "internal"
+
+
+class ServingError(Exception):
+    """Base class: a message that says what to fix, and a code."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ServingError):
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class ModelNotFound(ServingError):
+    code = ErrorCode.NOT_FOUND
+
+
+class ModelUnavailable(ServingError):
+    code = ErrorCode.UNAVAILABLE
+
+
+class ModelLoadError(ServingError):
+    """A model or backend failed to load (bad artifact, missing provider, CUDA fallback)."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
+class Unsupported(ServingError):
+    code = ErrorCode.UNIMPLEMENTED
+
+
+class BackendFailure(ServingError):
+    code = ErrorCode.INTERNAL

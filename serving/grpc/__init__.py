@@ -1,0 +1,1 @@
+"""gRPC transport: generated protocol code (_gen), servicers and the server."""

@@ -1,0 +1,85 @@
+"""`attnserve.v1.Attention`: a typed facade (Translate, Classify, Sort) over the same pipelines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from grpc import aio
+
+from models.tokenizers import EOS
+from serving.dataplane import DataPlane
+from serving.errors import InvalidInput
+from serving.grpc._gen.attnserve.v1 import attention_pb2 as pb
+from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as pb_grpc
+
+
+def _params(backend: str, **ints: int) -> dict[str, Any]:
+    params: dict[str, Any] = {k: v for k, v in ints.items() if v}
+    if backend:
+        params["backend"] = backend
+    return params
+
+
+def _texts(texts: Any) -> np.ndarray:
+    if not texts:
+        raise InvalidInput("send at least one text")
+    return np.array([t.encode("utf-8") for t in texts], dtype=np.object_)
+
+
+class AttentionServicer(pb_grpc.AttentionServicer):
+    """Each RPC is one data-plane request, so it returns what ModelInfer returns."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+
+    async def Translate(self, request: pb.TranslateRequest, context: aio.ServicerContext) -> pb.TranslateResponse:
+        params = _params(request.backend, beam_size=request.beam_size, max_length=request.max_length)
+        wanted = ["text", "output_lengths", "input_lengths"] + (["attention"] if request.return_attention else [])
+        result = await self.dataplane.infer(request.model, "", {"text": _texts(request.texts)}, params, wanted)
+        out = result.outputs
+        response = pb.TranslateResponse()
+        for i, text in enumerate(out["text"]):
+            item = response.translations.add(text=text.decode("utf-8"))
+            if request.return_attention:
+                n_out, n_in = int(out["output_lengths"][i]), int(out["input_lengths"][i])
+                item.attention.rows.extend([*text.decode("utf-8"), EOS][:n_out])
+                item.attention.cols.extend(list(request.texts[i])[:n_in])
+                item.attention.weights.extend(out["attention"][i, :n_out, :n_in].reshape(-1).tolist())
+        return response
+
+    async def Classify(self, request: pb.ClassifyRequest, context: aio.ServicerContext) -> pb.ClassifyResponse:
+        maps = ["word_attention", "sentence_attention"] if request.return_attention else []
+        wanted = ["label", "probabilities", *maps]
+        result = await self.dataplane.infer(
+            request.model, "", {"text": _texts(request.texts)}, _params(request.backend), wanted
+        )
+        out, labels = result.outputs, result.model.config.labels
+        words_of = getattr(result.model.pipeline, "words_of", None)
+        response = pb.ClassifyResponse()
+        for i, label in enumerate(out["label"]):
+            item = response.results.add(label=label.decode("utf-8"))
+            for j, name in enumerate(labels):
+                item.probabilities[name] = float(out["probabilities"][i, j])
+            if request.return_attention and words_of is not None:
+                for s, words in enumerate(words_of(request.texts[i])):
+                    sent = item.sentences.add(words=words, weight=float(out["sentence_attention"][i, s]))
+                    sent.word_weights.extend(out["word_attention"][i, s, : len(words)].tolist())
+        return response
+
+    async def Sort(self, request: pb.SortRequest, context: aio.ServicerContext) -> pb.SortResponse:
+        rows = [list(r.values) for r in request.values]
+        if not rows or len({len(r) for r in rows}) != 1:
+            raise InvalidInput("send one or more value lists, all of the same length")
+        values = np.array(rows, dtype=np.int64)
+        wanted = ["order"] + (["attention"] if request.return_attention else [])
+        result = await self.dataplane.infer(request.model, "", {"values": values}, _params(request.backend), wanted)
+        response = pb.SortResponse()
+        for i, order in enumerate(result.outputs["order"]):
+            order = [int(p) for p in order if p >= 0]
+            item = response.results.add(order=order, values=[rows[i][p] for p in order])
+            if request.return_attention:
+                item.attention.rows.extend(str(rows[i][p]) for p in order)
+                item.attention.cols.extend(str(v) for v in rows[i])
+                item.attention.weights.extend(result.outputs["attention"][i].reshape(-1).tolist())
+        return response

@@ -1,0 +1,240 @@
+"""`inference.GRPCInferenceService` (Open Inference Protocol, Triton's field numbers): thin servicer.
+
+Each RPC converts protobuf, calls the repository or the data plane, and converts back; errors
+are ServingError subclasses mapped to status codes by serving.grpc.interceptors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from grpc import StatusCode, aio
+
+from serving.config import ModelConfig
+from serving.dataplane import DataPlane
+from serving.errors import InvalidInput, ModelNotFound
+from serving.grpc import convert
+from serving.grpc._gen.inference import grpc_service_pb2 as pb
+from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from serving.grpc._gen.inference import model_config_pb2 as mc
+from serving.repository import LoadedVersion, ModelRepository, State, check_name
+from serving.stats import Duration, StatsRegistry
+
+SERVER_NAME = "attnserve"
+EXTENSIONS = ["model_repository", "model_configuration", "statistics", "attention_maps"]
+CONFIG_TYPES = {"BYTES": mc.TYPE_STRING, "FP32": mc.TYPE_FP32, "INT64": mc.TYPE_INT64, "BOOL": mc.TYPE_BOOL}
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torch": "pytorch_safetensors"}
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The Open Inference Protocol over the model repository and data plane."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        dataplane: DataPlane,
+        stats: StatsRegistry,
+        version: str,
+        is_ready: Callable[[], bool],
+        on_model_change: Callable[[str], None],
+    ) -> None:
+        self.repository = repository
+        self.dataplane = dataplane
+        self.stats = stats
+        self.version = version
+        self.is_ready = is_ready
+        self.on_model_change = on_model_change
+
+    # --- health and metadata ---------------------------------------------------------
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: aio.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: aio.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.is_ready())
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: aio.ServicerContext) -> pb.ModelReadyResponse:
+        check_name(request.name)
+        entry = self.repository.entry(request.name)
+        if entry is None:
+            if request.name in self.repository.available():
+                return pb.ModelReadyResponse(ready=False)
+            raise ModelNotFound(f"unknown model '{request.name}'")
+        if not request.version:
+            return pb.ModelReadyResponse(ready=entry.state is State.READY and bool(entry.versions))
+        return pb.ModelReadyResponse(ready=request.version.isdigit() and int(request.version) in entry.versions)
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.version, extensions=EXTENSIONS)
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        model = self.repository.get(request.name, request.version)
+        entry = self.repository.entry(request.name)
+        versions = sorted(entry.versions) if entry else [model.version]
+
+        def meta(t: Any) -> pb.ModelMetadataResponse.TensorMetadata:
+            return pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=list(t.shape))
+
+        return pb.ModelMetadataResponse(
+            name=model.config.name,
+            versions=[str(v) for v in versions],
+            platform=PLATFORMS.get(model.default_backend, model.default_backend),
+            inputs=[meta(t) for t in model.pipeline.inputs],
+            outputs=[meta(t) for t in model.pipeline.outputs],
+        )
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: aio.ServicerContext) -> pb.ModelConfigResponse:
+        model = self.repository.get(request.name, request.version)
+        return pb.ModelConfigResponse(config=model_config_message(model))
+
+    # --- inference -------------------------------------------------------------------
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
+        inputs = convert.request_inputs(request)
+        params = convert.parameters(request.parameters)
+        requested = [o.name for o in request.outputs]
+        result = await self.dataplane.infer(request.model_name, request.model_version, inputs, params, requested)
+        response = pb.ModelInferResponse(
+            model_name=result.model.config.name, model_version=str(result.model.version), id=request.id
+        )
+        response.parameters["backend"].string_param = result.backend
+        convert.response_outputs(response, result.outputs)
+        return response
+
+    async def ModelStreamInfer(self, request_iterator: Any, context: aio.ServicerContext) -> None:
+        await context.abort(StatusCode.UNIMPLEMENTED, "ModelStreamInfer is not supported yet; use ModelInfer")
+
+    # --- statistics ------------------------------------------------------------------
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        if request.name:
+            check_name(request.name)
+            if self.repository.entry(request.name) is None:
+                raise ModelNotFound(f"unknown model '{request.name}'")
+        response = pb.ModelStatisticsResponse()
+        snapshot = self.stats.snapshot()
+        for entry in self.repository.index():
+            if request.name and entry.name != request.name:
+                continue
+            for version in sorted(entry.versions):
+                if request.version and request.version != str(version):
+                    continue
+                s = snapshot.get((entry.name, version))
+                stat = response.model_stats.add(name=entry.name, version=str(version))
+                if s is None:
+                    continue
+                stat.last_inference = s.last_inference_ms
+                stat.inference_count = s.inference_count
+                stat.execution_count = s.execution_count
+                inf = stat.inference_stats
+                for field in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+                    _duration(getattr(inf, field), getattr(s, field))
+                for size, d in sorted(s.batch_sizes.items()):
+                    b = stat.batch_stats.add(batch_size=size)
+                    _duration(b.compute_infer, d)
+        return response
+
+    # --- repository ------------------------------------------------------------------
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        response = pb.RepositoryIndexResponse()
+        for entry in self.repository.index():
+            if request.ready and entry.state is not State.READY:
+                continue
+            if entry.versions:
+                for v in sorted(entry.versions):
+                    response.models.add(name=entry.name, version=str(v), state=entry.state.value)
+            else:
+                response.models.add(name=entry.name, state=entry.state.value, reason=entry.reason)
+        return response
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        override = None
+        if "config" in request.parameters:
+            text = request.parameters["config"].string_param
+            try:
+                override = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"parameter 'config' is not JSON: {exc}") from None
+            if not isinstance(override, dict):
+                raise InvalidInput("parameter 'config' must be a JSON object of config.yaml fields")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.dataplane.executor, self.repository.load, request.model_name, override)
+        finally:
+            self.on_model_change(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        self.repository.unload(request.model_name)
+        self.on_model_change(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # --- not offered -----------------------------------------------------------------
+
+    async def _unimplemented(self, request: Any, context: aio.ServicerContext) -> None:
+        await context.abort(StatusCode.UNIMPLEMENTED, "attnserve does not offer shared memory, trace or log settings")
+
+    SystemSharedMemoryStatus = _unimplemented
+    SystemSharedMemoryRegister = _unimplemented
+    SystemSharedMemoryUnregister = _unimplemented
+    CudaSharedMemoryStatus = _unimplemented
+    CudaSharedMemoryRegister = _unimplemented
+    CudaSharedMemoryUnregister = _unimplemented
+    TraceSetting = _unimplemented
+    LogSettings = _unimplemented
+
+
+def _duration(msg: pb.StatisticDuration, d: Duration) -> None:
+    msg.count, msg.ns = d.count, d.ns
+
+
+def model_config_message(model: LoadedVersion) -> mc.ModelConfig:
+    """Triton's ModelConfig for a loaded model; backend facts (e.g. the ORT provider) in parameters."""
+    cfg: ModelConfig = model.config
+    msg = mc.ModelConfig(
+        name=cfg.name,
+        platform=PLATFORMS.get(model.default_backend, model.default_backend),
+        backend=model.default_backend,
+        max_batch_size=cfg.max_batch_size,
+    )
+    if cfg.version_policy.specific is not None:
+        msg.version_policy.specific.versions.extend(cfg.version_policy.specific)
+    else:
+        msg.version_policy.latest.num_versions = cfg.version_policy.latest or 1
+    for t in model.pipeline.inputs:
+        msg.input.add(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=list(t.shape))
+    for t in model.pipeline.outputs:
+        msg.output.add(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=list(t.shape))
+    facts = {
+        "task": cfg.task,
+        "family": cfg.family,
+        "attention": cfg.attention,
+        "device": cfg.device,
+        "backends": ",".join(b.name for b in cfg.backends),
+        "int8": str(cfg.int8).lower(),
+    }
+    for backend, described in model.describe().items():
+        for key, value in described.items():
+            if key != "backend":
+                facts[f"{backend}.{key}"] = ",".join(value) if isinstance(value, list) else str(value)
+    for key, value in facts.items():
+        msg.parameters[key].string_value = value
+    kind = mc.ModelInstanceGroup.KIND_GPU if cfg.device == "cuda" else mc.ModelInstanceGroup.KIND_CPU
+    msg.instance_group.add(name=cfg.name, kind=kind, count=1)
+    return msg

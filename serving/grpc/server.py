@@ -1,0 +1,76 @@
+"""The gRPC server: services, health, reflection, message limits; start() returns the bound port."""
+
+from __future__ import annotations
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from serving.grpc._gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
+from serving.grpc._gen.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from serving.grpc.attention_servicer import AttentionServicer
+from serving.grpc.inference_servicer import InferenceServicer
+from serving.grpc.interceptors import ErrorInterceptor
+from serving.settings import GrpcSettings
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class GrpcServer:
+    """Owns the grpc.aio server. `start` binds and returns the port; `stop` drains within a grace period."""
+
+    def __init__(
+        self,
+        settings: GrpcSettings,
+        inference: InferenceServicer,
+        attention: AttentionServicer,
+        health: health_aio.HealthServicer,
+    ) -> None:
+        self.settings = settings
+        self.health = health
+        limit = settings.max_message_bytes
+        self.server = aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, self.server)
+        attention_pb2_grpc.add_AttentionServicer_to_server(attention, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(health, self.server)
+        if settings.reflection:
+            from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+            from serving.grpc._gen import POOL
+
+            # Our descriptors live in a private pool (tritonclient registers the same names in
+            # the default one); reflection must look there, with health and itself added.
+            for fd in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+                POOL.AddSerializedFile(fd.serialized_pb)
+
+            names = [
+                grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                attention_pb2.DESCRIPTOR.services_by_name["Attention"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ]
+            reflection.enable_server_reflection(names, self.server, pool=POOL)
+        self.port = 0
+
+    async def start(self) -> int:
+        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if self.port == 0:
+            raise OSError(f"could not bind {self.settings.host}:{self.settings.port}")
+        await self.server.start()
+        return self.port
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls, let in-flight ones finish for up to `grace` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()

@@ -1,0 +1,108 @@
+"""Pipelines: a task's request logic over component graphs, independent of the backend.
+
+A pipeline turns named request tensors (BYTES as numpy object arrays of bytes) into named
+response tensors by calling component runners (`dict[str, ndarray] -> dict[str, ndarray]`),
+so the same code runs over ONNX Runtime, PyTorch or a third-party backend.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from serving.config import ModelConfig
+from serving.errors import InvalidInput
+from serving.pipelines.decode import Runner
+
+Runners = Mapping[str, Runner]  # component name -> runner
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """A request or response tensor in Open Inference Protocol terms (-1 = variable axis)."""
+
+    name: str
+    datatype: str  # "BYTES" | "FP32" | "INT64"
+    shape: tuple[int, ...]
+
+
+class Pipeline(abc.ABC):
+    """Task logic for one model version."""
+
+    task: ClassVar[str]
+    inputs: ClassVar[tuple[TensorMeta, ...]]
+    outputs: ClassVar[tuple[TensorMeta, ...]]
+    parameters: ClassVar[dict[str, type]] = {}  # request parameters the task understands
+
+    def __init__(self, config: ModelConfig, version_dir: Path) -> None:
+        self.config = config
+        self.version_dir = version_dir
+
+    @abc.abstractmethod
+    def run(
+        self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], runners: Runners
+    ) -> dict[str, np.ndarray]:
+        """Validate, run the components and return every output tensor."""
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Exactly the declared inputs, each of its datatype and rank."""
+        declared = {t.name: t for t in self.inputs}
+        missing = sorted(set(declared) - set(inputs))
+        if missing:
+            raise InvalidInput(f"missing input(s) {missing}; model '{self.config.name}' takes {sorted(declared)}")
+        extra = sorted(set(inputs) - set(declared))
+        if extra:
+            raise InvalidInput(f"unexpected input(s) {extra}; model '{self.config.name}' takes {sorted(declared)}")
+        for name, meta in declared.items():
+            array = inputs[name]
+            if array.ndim != len(meta.shape):
+                raise InvalidInput(
+                    f"input '{name}' must have rank {len(meta.shape)} (shape {list(meta.shape)}), "
+                    f"got shape {list(array.shape)}"
+                )
+            if array.shape[0] == 0:
+                raise InvalidInput(f"input '{name}' is empty: send at least one item")
+            if array.shape[0] > self.config.max_batch_size:
+                raise InvalidInput(
+                    f"input '{name}' has batch {array.shape[0]}, over max_batch_size {self.config.max_batch_size}"
+                )
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        for key, value in params.items():
+            if key in ("backend", "priority", "timeout", "sequence_id", "sequence_start", "sequence_end"):
+                continue  # handled by the server, or Triton client fields we accept and ignore
+            if key not in self.parameters:
+                raise InvalidInput(
+                    f"unknown parameter '{key}' for a {self.task} model; known: {sorted(self.parameters)}"
+                )
+            expected = self.parameters[key]
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise InvalidInput(f"parameter '{key}' must be {expected.__name__}, got {value!r}")
+
+
+def decode_texts(array: np.ndarray, name: str, max_chars: int | None = None) -> list[str]:
+    """UTF-8 strings of a BYTES tensor [B]; empty, non-UTF-8 or over-long items are rejected."""
+    texts = []
+    for i, item in enumerate(array.reshape(-1)):
+        raw = item if isinstance(item, bytes) else str(item).encode()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"input '{name}'[{i}] is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        if not text.strip():
+            raise InvalidInput(f"input '{name}'[{i}] is empty")
+        if max_chars is not None and len(text) > max_chars:
+            raise InvalidInput(
+                f"input '{name}'[{i}] has {len(text)} characters; this model takes at most {max_chars}"
+            )
+        texts.append(text)
+    return texts
+
+
+def bytes_tensor(items: list[str]) -> np.ndarray:
+    return np.array([s.encode("utf-8") for s in items], dtype=np.object_)

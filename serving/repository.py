@@ -1,0 +1,243 @@
+"""The model repository at run time: scan, load, swap, unload; model states and reasons.
+
+A loaded model version owns its pipeline and one set of component backends per configured
+backend (the first is the default). Swapping a model in (RepositoryModelLoad) builds the new
+instance fully before replacing the old one, so in-flight requests finish on the old one.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends.base import Backend
+from serving.config import CONFIG_FILE, ModelConfig
+from serving.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelUnavailable, ServingError
+from serving.pipelines.base import Pipeline
+from serving.pipelines.factory import build_pipeline
+
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+BackendLoader = Callable[[str], type[Backend]]
+
+
+class State(enum.Enum):
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    LOADING = "LOADING"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass
+class LoadedVersion:
+    """One version of one model, ready to serve."""
+
+    config: ModelConfig
+    version: int
+    path: Path
+    pipeline: Pipeline
+    backends: dict[str, dict[str, Backend]]  # backend name -> component -> backend
+
+    @property
+    def default_backend(self) -> str:
+        return self.config.backends[0].name
+
+    def runners(self, backend: str | None) -> tuple[str, dict[str, Callable[[dict[str, np.ndarray]], Any]]]:
+        name = backend or self.default_backend
+        if name not in self.backends:
+            raise InvalidInput(
+                f"unknown backend '{name}' for model '{self.config.name}'; it runs on {sorted(self.backends)}"
+            )
+        return name, {comp: b.infer for comp, b in self.backends[name].items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {name: next(iter(comps.values())).describe() for name, comps in self.backends.items()}
+
+    def close(self) -> None:
+        for comps in self.backends.values():
+            for b in comps.values():
+                b.close()
+
+
+@dataclass
+class ModelEntry:
+    """A model name's state: its serving versions, or why it has none."""
+
+    name: str
+    state: State = State.UNAVAILABLE
+    reason: str = ""
+    versions: dict[int, LoadedVersion] = field(default_factory=dict)
+
+
+def check_name(name: str) -> str:
+    """Model names are plain identifiers: no paths, no blanks (`../etc` is rejected)."""
+    if not _NAME.match(name or ""):
+        raise InvalidInput(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
+    return name
+
+
+class ModelRepository:
+    """Loads models from `root` and serves them by (name, version)."""
+
+    def __init__(
+        self,
+        root: Path,
+        backend_loader: BackendLoader,
+        backend_override: str | None = None,
+        device_override: str | None = None,
+    ) -> None:
+        self.root = root
+        self.backend_loader = backend_loader
+        self.backend_override = backend_override
+        self.device_override = device_override
+        self._models: dict[str, ModelEntry] = {}
+        self._lock = threading.Lock()
+
+    # --- discovery -----------------------------------------------------------------
+
+    def available(self) -> list[str]:
+        """Model folders under the root that hold a config.yaml."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file() and _NAME.match(p.name))
+
+    def index(self) -> list[ModelEntry]:
+        """Every model found on disk or loaded, with its state."""
+        with self._lock:
+            names = set(self._models) | set(self.available())
+            return [self._models.get(n) or ModelEntry(n, State.UNAVAILABLE, "not loaded") for n in sorted(names)]
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def load_all(self, names: list[str] | None = None) -> None:
+        """Load every model (or `names`); a failure leaves that model UNAVAILABLE with its reason."""
+        for name in names or self.available():
+            try:
+                self.load(name)
+            except ServingError as exc:
+                log.error("model %s failed to load: %s", name, exc.message)
+
+    def load(self, name: str, override: Mapping[str, Any] | None = None) -> ModelEntry:
+        """Load (or reload) a model's versions; `override` replaces config.yaml fields."""
+        check_name(name)
+        folder = self.root / name
+        if not (folder / CONFIG_FILE).is_file():
+            raise ModelNotFound(f"no model '{name}' in repository {self.root}")
+        with self._lock:
+            entry = self._models.setdefault(name, ModelEntry(name))
+            if not entry.versions:
+                entry.state = State.LOADING
+        try:
+            raw = ModelConfig.load(folder / CONFIG_FILE).model_dump()
+            raw.update(override or {})
+            config = self._apply_overrides(ModelConfig.model_validate(raw))
+            versions = {v: self._load_version(config, folder / str(v), v) for v in self._versions(folder, config)}
+        except Exception as exc:  # any failure: the model stays (or becomes) unavailable with a reason
+            reason = exc.message if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                if not entry.versions:
+                    entry.state, entry.reason = State.UNAVAILABLE, reason
+            raise exc if isinstance(exc, ServingError) else ModelLoadError(f"model '{name}': {reason}") from exc
+        with self._lock:
+            old = entry.versions
+            entry.versions, entry.state, entry.reason = versions, State.READY, ""
+        for v in old.values():  # in-flight requests hold their own reference; release later ones
+            v.close()
+        return entry
+
+    def unload(self, name: str) -> None:
+        check_name(name)
+        with self._lock:
+            entry = self._models.get(name)
+            if entry is None or not entry.versions:
+                raise ModelNotFound(f"model '{name}' is not loaded")
+            old, entry.versions = entry.versions, {}
+            entry.state, entry.reason = State.UNAVAILABLE, "unloaded"
+        for v in old.values():
+            v.close()
+
+    def close(self) -> None:
+        with self._lock:
+            entries = list(self._models.values())
+        for e in entries:
+            for v in e.versions.values():
+                v.close()
+
+    # --- lookup ----------------------------------------------------------------------
+
+    def get(self, name: str, version: str = "") -> LoadedVersion:
+        """The requested version (latest when empty) of a ready model."""
+        check_name(name)
+        with self._lock:
+            entry = self._models.get(name)
+        if entry is None:
+            if name in self.available():
+                raise ModelUnavailable(f"model '{name}' is in the repository but not loaded")
+            raise ModelNotFound(f"unknown model '{name}'; ask RepositoryIndex for the list")
+        if not entry.versions:
+            raise ModelUnavailable(f"model '{name}' is not ready: {entry.reason or entry.state.value}")
+        if not version:
+            return entry.versions[max(entry.versions)]
+        if not version.isdigit() or int(version) not in entry.versions:
+            raise ModelNotFound(f"model '{name}' has no version '{version}'; serving {sorted(entry.versions)}")
+        return entry.versions[int(version)]
+
+    def entry(self, name: str) -> ModelEntry | None:
+        with self._lock:
+            return self._models.get(name)
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _apply_overrides(self, config: ModelConfig) -> ModelConfig:
+        changes: dict[str, Any] = {}
+        if self.device_override:
+            changes["device"] = self.device_override
+        if self.backend_override:
+            chosen = [b for b in config.backends if b.name == self.backend_override]
+            if not chosen:
+                raise ModelLoadError(
+                    f"model '{config.name}' has no backend '{self.backend_override}' "
+                    f"(configured: {[b.name for b in config.backends]})"
+                )
+            changes["backends"] = chosen + [b for b in config.backends if b.name != self.backend_override]
+        return config.model_copy(update=changes) if changes else config
+
+    @staticmethod
+    def _versions(folder: Path, config: ModelConfig) -> list[int]:
+        found = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+        if not found:
+            raise ModelLoadError(f"model '{config.name}' has no numeric version folder in {folder}")
+        policy = config.version_policy
+        if policy.specific is not None:
+            missing = sorted(set(policy.specific) - set(found))
+            if missing:
+                raise ModelLoadError(f"model '{config.name}': versions {missing} asked for but not found")
+            return sorted(policy.specific)
+        return found[-(policy.latest or 1) :]
+
+    def _load_version(self, config: ModelConfig, path: Path, version: int) -> LoadedVersion:
+        pipeline = build_pipeline(config, path)
+        backends: dict[str, dict[str, Backend]] = {}
+        try:
+            for bc in config.backends:
+                cls = self.backend_loader(bc.name)
+                options = cls.Options.model_validate(bc.options)
+                artifact = path / bc.artifact if bc.artifact else path
+                backends[bc.name] = {
+                    comp: cls.load(artifact, comp, config.device, options) for comp in config.components
+                }
+        except Exception:
+            for comps in backends.values():
+                for b in comps.values():
+                    b.close()
+            raise
+        return LoadedVersion(config=config, version=version, path=path, pipeline=pipeline, backends=backends)

@@ -1,0 +1,63 @@
+"""Server settings: environment (ATTNSERVE_*, nested with "__"), an optional YAML file, then CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+INT32_MAX = 2**31 - 1
+
+
+class GrpcSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "0.0.0.0"
+    port: int = Field(8001, ge=0, le=65535)  # 0 = any free port (tests)
+    # tritonclient sets INT32_MAX on its channel; a lower server limit rejects its large requests
+    max_message_bytes: int = Field(INT32_MAX, gt=0)
+    workers: int = Field(4, gt=0)  # threads running pipelines and backends
+    reflection: bool = True
+
+
+class MetricsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(8002, ge=0, le=65535)
+
+
+class ServerSettings(BaseSettings):
+    """Every server setting; ATTNSERVE_GRPC__PORT=9001 sets grpc.port."""
+
+    model_config = SettingsConfigDict(env_prefix="ATTNSERVE_", env_nested_delimiter="__", extra="forbid")
+
+    repository: Path = Path("model_repository")
+    models: list[str] = []  # load only these (default: every model in the repository)
+    backend: str | None = None  # make this backend every model's default
+    device: Literal["cpu", "cuda"] | None = None  # override every model's device
+    grace_seconds: float = Field(10.0, ge=0)  # SIGTERM: finish in-flight calls for this long
+    grpc: GrpcSettings = GrpcSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> ServerSettings:
+    """Defaults < environment < config file < explicit overrides (CLI flags); None values are skipped."""
+    base = ServerSettings()
+    data = base.model_dump()
+    if config_file is not None:
+        _merge(data, yaml.safe_load(config_file.read_text()) or {})
+    _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    return ServerSettings.model_validate(data)
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value

@@ -1,0 +1,73 @@
+"""Per-model inference statistics in Triton's shape (counts and nanoseconds), for ModelStatistics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Duration:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int) -> None:
+        self.count += 1
+        self.ns += ns
+
+
+@dataclass
+class ModelStats:
+    """Triton's InferStatistics fields: success/fail (whole request), queue, compute_input/infer/output."""
+
+    inference_count: int = 0  # items (batch rows) inferred
+    execution_count: int = 0  # pipeline runs
+    last_inference_ms: int = 0
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    batch_sizes: dict[int, Duration] = field(default_factory=dict)  # batch size -> compute_infer
+
+
+class StatsRegistry:
+    """Thread-safe statistics keyed by (model, version); owned by the app, not global."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stats: dict[tuple[str, int], ModelStats] = {}
+
+    def record(
+        self,
+        model: str,
+        version: int,
+        ok: bool,
+        batch: int,
+        total_ns: int,
+        queue_ns: int = 0,
+        input_ns: int = 0,
+        infer_ns: int = 0,
+        output_ns: int = 0,
+    ) -> None:
+        with self._lock:
+            s = self._stats.setdefault((model, version), ModelStats())
+            (s.success if ok else s.fail).add(total_ns)
+            if not ok:
+                return
+            s.inference_count += batch
+            s.execution_count += 1
+            s.last_inference_ms = int(time.time() * 1000)
+            s.queue.add(queue_ns)
+            s.compute_input.add(input_ns)
+            s.compute_infer.add(infer_ns)
+            s.compute_output.add(output_ns)
+            s.batch_sizes.setdefault(batch, Duration()).add(infer_ns)
+
+    def snapshot(self) -> dict[tuple[str, int], ModelStats]:
+        import copy
+
+        with self._lock:
+            return copy.deepcopy(self._stats)

@@ -1,0 +1,60 @@
+"""A real server on port 0 over the reference model repository (built from checkpoints/ if missing)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from serving.app import App
+from serving.settings import ServerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+REPOSITORY = ROOT / "model_repository"
+
+
+@pytest.fixture(scope="session")
+def reference_repository() -> Path:
+    """The repository the README's main job builds; building it is part of the test run when absent."""
+    subprocess.run(["bash", str(ROOT / "scripts" / "build-repository.sh"), str(REPOSITORY)], check=True, cwd=ROOT)
+    return REPOSITORY
+
+
+class RunningServer:
+    """An App serving in a background thread with its own event loop."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.app: App = self.call(self._build(settings))
+        self.port: int = self.call(self.app.start())
+        self.address = f"127.0.0.1:{self.port}"
+
+    @staticmethod
+    async def _build(settings: ServerSettings) -> App:
+        return App(settings)
+
+    def call(self, coro, timeout: float = 120):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.call(self.app.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+def start_server(repository: Path, **settings) -> RunningServer:
+    grpc = {"host": "127.0.0.1", "port": 0, **settings.pop("grpc", {})}
+    return RunningServer(ServerSettings(repository=repository, grpc=grpc, **settings))
+
+
+@pytest.fixture(scope="session")
+def server(reference_repository: Path) -> Iterator[RunningServer]:
+    srv = start_server(reference_repository)
+    yield srv
+    srv.stop()
