@@ -101,6 +101,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.url) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            status = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout).status
+        except grpc.RpcError as exc:
+            print(f"{args.url}: {exc.code().name} {exc.details()}", file=sys.stderr)
+            return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    print(name)
+    return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from models.data import debian
 
@@ -160,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], help="run every model on this device")
     p.add_argument("--models", help="comma-separated subset of models to load")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("health", help="ask a server's grpc.health.v1 service (exit 0 when SERVING)")
+    p.add_argument("--url", default="localhost:8001")
+    p.add_argument("--service", default="", help="a model name, or empty for the whole server")
+    p.add_argument("--timeout", type=float, default=3.0)
+    p.set_defaults(func=_cmd_health)
 
     p = sub.add_parser("data", help="build the debian-docs corpus from the apt lists")
     p.add_argument("--out", type=Path, default=Path("data"))
