@@ -117,6 +117,69 @@ def _cmd_health(args: argparse.Namespace) -> int:
     return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from serving.stats_cli import collect, fetch, format_rows
+
+    try:
+        text = fetch(args.url)
+    except OSError as exc:
+        print(f"cannot read {args.url}: {exc}", file=sys.stderr)
+        return 1
+    rows = collect(text)
+    print(format_rows(rows) if rows else "no requests observed yet")
+    return 0
+
+
+def _plot_path(out: Path, index: int, count: int) -> Path:
+    """`out` for a single result, out-<i>.png beside it for several."""
+    return out if count == 1 else out.with_name(f"{out.stem}-{index}{out.suffix or '.png'}")
+
+
+def _cmd_client(args: argparse.Namespace) -> int:
+    from serving.client import Client, ClientError
+
+    plot_to: Path | None = getattr(args, "plot", None)
+    want_maps = plot_to is not None
+    maps = []
+    try:
+        with Client(args.url, timeout=args.timeout) as client:
+            if args.action == "models":
+                rows = [(m["name"], m["version"] or "-", m["state"], m["reason"]) for m in client.models()]
+                widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("name", "version", "state"))]
+                for name, version, state, reason in [("name", "version", "state", "reason"), *rows]:
+                    print(f"{name:<{widths[0]}}  {version:<{widths[1]}}  {state:<{widths[2]}}  {reason}".rstrip())
+            elif args.action == "translate":
+                results = client.translate(
+                    args.model, args.texts, want_maps, args.beam or 0, args.max_length or 0, args.backend or ""
+                )
+                for text, r in zip(args.texts, results, strict=True):
+                    print(f"{text} -> {r.text}")
+                maps = [r.attention for r in results]
+            elif args.action == "classify":
+                (result,) = client.classify(args.model, [args.text], want_maps, args.backend or "")
+                print(result.label)
+                for label, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1]):
+                    print(f"  {label:<12} {p:.4f}")
+                maps = [result.attention_map()]
+            else:
+                (result,) = client.sort(args.model, [args.values], want_maps, args.backend or "")
+                print(" ".join(map(str, result.values)))
+                print("order: " + " ".join(map(str, result.order)))
+                maps = [result.attention]
+    except ClientError as exc:
+        print(f"attnserve client: {exc}", file=sys.stderr)
+        return 1
+    if plot_to is not None:
+        from models.plot import plot
+
+        if all(amap is None for amap in maps):
+            print("attnserve client: the server returned no attention to plot", file=sys.stderr)
+        for i, amap in enumerate(maps):
+            if amap is not None:
+                print(f"wrote {plot(amap, args.model, _plot_path(plot_to, i, len(maps)))}")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from models.data import debian
 
@@ -182,6 +245,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service", default="", help="a model name, or empty for the whole server")
     p.add_argument("--timeout", type=float, default=3.0)
     p.set_defaults(func=_cmd_health)
+
+    p = sub.add_parser("stats", help="live latency percentiles from a server's /metrics")
+    p.add_argument("--url", default="http://localhost:8002/metrics")
+    p.set_defaults(func=_cmd_stats)
+
+    p = sub.add_parser("client", help="call a running server (repository index, translate, classify, sort)")
+    p.add_argument("--url", default="localhost:8001", help="the server's gRPC address")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("models", help="the repository index: name, version, state, reason")
+    a = actions.add_parser("translate", help="translate texts (e.g. dates) with a seq2seq model")
+    a.add_argument("model")
+    a.add_argument("texts", nargs="+", metavar="TEXT")
+    a.add_argument("--beam", type=int, help="beam width (default: the server's, greedy)")
+    a.add_argument("--max-length", type=int, help="most output tokens (default: the model's)")
+    a = actions.add_parser("classify", help="classify one document with a HAN model")
+    a.add_argument("model")
+    a.add_argument("text")
+    a = actions.add_parser("sort", help="sort integers with a pointer network")
+    a.add_argument("model")
+    a.add_argument("values", nargs="+", type=int, metavar="N")
+    for name in ("translate", "classify", "sort"):
+        a = actions.choices[name]
+        a.add_argument("--backend", help="execution backend, e.g. onnxruntime or torch (default: the server's)")
+        a.add_argument("--plot", type=Path, metavar="PNG", help="draw the returned attention into this file")
+    p.set_defaults(func=_cmd_client)
 
     p = sub.add_parser("data", help="build the debian-docs corpus from the apt lists")
     p.add_argument("--out", type=Path, default=Path("data"))

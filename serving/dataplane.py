@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from serving.errors import InvalidInput, ServingError
+from serving.metrics import UNKNOWN, ModelLabels, ServingMetrics
 from serving.repository import LoadedVersion, ModelRepository
 from serving.stats import StatsRegistry
 
@@ -23,13 +24,32 @@ class InferResult:
     outputs: dict[str, np.ndarray]
 
 
+def labels_of(model: LoadedVersion, backend: str) -> ModelLabels:
+    cfg = model.config
+    return ModelLabels(cfg.name, str(model.version), cfg.attention, backend, cfg.device)
+
+
 class DataPlane:
     """Runs inference requests; the gRPC servicers only convert to and from protobuf."""
 
-    def __init__(self, repository: ModelRepository, executor: ThreadPoolExecutor, stats: StatsRegistry) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        executor: ThreadPoolExecutor,
+        stats: StatsRegistry,
+        metrics: ServingMetrics,
+    ) -> None:
         self.repository = repository
         self.executor = executor
         self.stats = stats
+        self.metrics = metrics
+        self.pending: dict[str, int] = {}
+
+    def rejected(self, model_name: str, error: ServingError, seconds: float) -> None:
+        """Count a request that failed before it reached a model (e.g. malformed tensors)."""
+        entry = self.repository.entry(model_name) if model_name else None
+        labels = ModelLabels(model_name, "", "", "", "") if entry is not None else UNKNOWN
+        self.metrics.observe_request(labels, error.code.name, seconds, None, 0, 0)
 
     async def infer(
         self,
@@ -38,29 +58,59 @@ class DataPlane:
         inputs: Mapping[str, np.ndarray],
         params: Mapping[str, Any],
         requested: Iterable[str] = (),
+        arrived: float | None = None,
     ) -> InferResult:
         """Run one request. `requested` names outputs to return (empty: all of them)."""
-        model = self.repository.get(name, version)
+        arrived = arrived or time.perf_counter()
+        labels = UNKNOWN
+        try:
+            model = self.repository.get(name, version)
+            backend = params.get("backend")
+            if backend is not None and not isinstance(backend, str):
+                raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
+            backend_name, runners = model.runners(backend)
+            labels = labels_of(model, backend_name)
+            self.pending[labels.model] = self.pending.get(labels.model, 0) + 1
+            try:
+                with self.metrics.track_inflight(labels.model):
+                    return await self._run(model, backend_name, runners, labels, inputs, params, requested, arrived)
+            finally:
+                self.pending[labels.model] -= 1
+        except ServingError as exc:
+            if labels is UNKNOWN and self.repository.entry(name) is not None:
+                labels = ModelLabels(name, "", "", "", "")  # never the client's version string
+            self.metrics.observe_request(labels, exc.code.name, time.perf_counter() - arrived, None, 0, 0)
+            raise
+
+    async def _run(
+        self,
+        model: LoadedVersion,
+        backend_name: str,
+        runners: dict[str, Any],
+        labels: ModelLabels,
+        inputs: Mapping[str, np.ndarray],
+        params: Mapping[str, Any],
+        requested: Iterable[str],
+        arrived: float,
+    ) -> InferResult:
         requested = list(requested)
         known = [t.name for t in model.pipeline.outputs]
         unknown = [r for r in requested if r not in known]
         if unknown:
-            raise InvalidInput(f"model '{name}' has no output(s) {unknown}; it offers {known}")
+            raise InvalidInput(f"model '{model.config.name}' has no output(s) {unknown}; it offers {known}")
         if len(set(requested)) != len(requested):
             raise InvalidInput(f"output(s) requested twice: {requested}")
-        backend = params.get("backend")
-        if backend is not None and not isinstance(backend, str):
-            raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
-        backend_name, runners = model.runners(backend)
+        steps = [0]
+        timed = {comp: self.metrics.timed_runner(r, labels, comp, steps) for comp, r in runners.items()}
+        batch = _batch_size(inputs)
         queued = time.perf_counter_ns()
-        loop = asyncio.get_running_loop()
 
         def work() -> tuple[dict[str, np.ndarray], int, int]:
             started = time.perf_counter_ns()
-            outputs = model.pipeline.run(inputs, params, runners)
+            outputs = model.pipeline.run(inputs, params, timed)
             return outputs, started, time.perf_counter_ns()
 
-        batch = int(next(iter(inputs.values())).shape[0]) if inputs and next(iter(inputs.values())).ndim else 0
+        loop = asyncio.get_running_loop()
         try:
             outputs, started, finished = await loop.run_in_executor(self.executor, work)
         except ServingError:
@@ -72,4 +122,12 @@ class DataPlane:
             model.config.name, model.version, True, batch, done - queued,
             queue_ns=started - queued, infer_ns=finished - started, output_ns=done - finished,
         )  # fmt: skip
+        self.metrics.observe_request(
+            labels, "OK", time.perf_counter() - arrived, (started - queued) / 1e9, batch, steps[0]
+        )
         return InferResult(model=model, backend=backend_name, outputs=selected)
+
+
+def _batch_size(inputs: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(inputs.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 0

@@ -140,6 +140,8 @@ class ModelRepository:
             raw = ModelConfig.load(folder / CONFIG_FILE).model_dump()
             raw.update(override or {})
             config = self._apply_overrides(ModelConfig.model_validate(raw))
+            if config.name != name:
+                raise ModelLoadError(f"config.yaml of folder '{name}' names the model '{config.name}'; they must match")
             versions = {v: self._load_version(config, folder / str(v), v) for v in self._versions(folder, config)}
         except Exception as exc:  # any failure: the model stays (or becomes) unavailable with a reason
             reason = exc.message if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}"

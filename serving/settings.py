@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serving.metrics import DEFAULT_BUCKETS
 
 INT32_MAX = 2**31 - 1
 
@@ -28,7 +31,17 @@ class MetricsSettings(BaseModel):
 
     enabled: bool = True
     host: str = "0.0.0.0"
-    port: int = Field(8002, ge=0, le=65535)
+    port: int = Field(8002, ge=0, le=65535)  # 0 = any free port (tests)
+    # histogram bucket upper bounds in seconds (0.25 ms to 10 s by default)
+    buckets: list[float] = Field(default_factory=lambda: list(DEFAULT_BUCKETS), min_length=1)
+    triton_names: bool = False  # also export nv_inference_* (Triton's names) for existing dashboards
+
+    @field_validator("buckets")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if any(b <= 0 for b in v) or any(b >= c for b, c in itertools.pairwise(v)):
+            raise ValueError("buckets must be positive and strictly increasing")
+        return v
 
 
 class ServerSettings(BaseSettings):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from grpc import StatusCode, aio
 
 from serving.config import ModelConfig
 from serving.dataplane import DataPlane
-from serving.errors import InvalidInput, ModelNotFound
+from serving.errors import InvalidInput, ModelNotFound, ServingError
 from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
@@ -97,10 +98,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # --- inference -------------------------------------------------------------------
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
-        inputs = convert.request_inputs(request)
+        arrived = time.perf_counter()
+        try:
+            inputs = convert.request_inputs(request)
+        except ServingError as exc:
+            self.dataplane.rejected(request.model_name, exc, time.perf_counter() - arrived)
+            raise
         params = convert.parameters(request.parameters)
         requested = [o.name for o in request.outputs]
-        result = await self.dataplane.infer(request.model_name, request.model_version, inputs, params, requested)
+        result = await self.dataplane.infer(
+            request.model_name, request.model_version, inputs, params, requested, arrived
+        )
         response = pb.ModelInferResponse(
             model_name=result.model.config.name, model_version=str(result.model.version), id=request.id
         )

@@ -50,7 +50,8 @@ class RunningServer:
 
 def start_server(repository: Path, **settings) -> RunningServer:
     grpc = {"host": "127.0.0.1", "port": 0, **settings.pop("grpc", {})}
-    return RunningServer(ServerSettings(repository=repository, grpc=grpc, **settings))
+    metrics = {"host": "127.0.0.1", "port": 0, **settings.pop("metrics", {})}
+    return RunningServer(ServerSettings(repository=repository, grpc=grpc, metrics=metrics, **settings))
 
 
 @pytest.fixture(scope="session")

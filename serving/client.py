@@ -1,0 +1,478 @@
+"""Python clients for an attnserve server: the Open Inference Protocol and the typed `attnserve.v1.Attention`.
+
+`Client` is synchronous, `AsyncClient` runs on grpc.aio; both offer the same methods:
+
+    with Client("localhost:8001") as c:
+        c.models()                                       # [{"name", "version", "state", "reason"}]
+        c.infer("sort-pointer", {"values": np.array([[3, 1, 2]])})["order"]
+        c.translate("dates-transformer", ["14 de març 2003"], return_attention=True)[0].attention.weights
+
+Tensors travel raw (row-major little-endian; BYTES as 4-byte length-prefixed items) and come back
+as numpy arrays, BYTES as object arrays of `bytes`. A failed call raises ClientError with the gRPC
+status name and the server's message. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import grpc
+import numpy as np
+
+from models.attention_map import AttentionMap
+from serving.grpc._gen.attnserve.v1 import attention_pb2 as apb
+from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
+from serving.grpc._gen.inference import grpc_service_pb2 as pb
+from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+
+__all__ = [
+    "AsyncClient",
+    "AttentionMap",
+    "Classification",
+    "Client",
+    "ClientError",
+    "Sentence",
+    "Sorted",
+    "Translation",
+]
+
+MAX_MESSAGE = 2**31 - 1
+CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
+ROW_LABEL_CHARS = 40  # hierarchical maps: sentence row labels cut to this many characters
+
+# OIP datatype <-> numpy dtype (BYTES: object arrays of bytes)
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+_NUMPY_TO_DATATYPE = {dtype: name for name, dtype in DATATYPES.items()}
+# typed `contents` fields, read only when a server sends typed rather than raw outputs
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+class ClientError(Exception):
+    """A failed call: `code` is the gRPC status name (e.g. "NOT_FOUND"), `message` the server's text."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _error(exc: grpc.RpcError) -> ClientError:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else None
+    return ClientError(code.name if code is not None else "UNKNOWN", details or str(exc))
+
+
+# --- results of the typed service ---------------------------------------------------------
+
+
+class Sentence(NamedTuple):
+    """One sentence of a classified document: its words, their weights, and its weight in the document."""
+
+    words: list[str]
+    word_weights: np.ndarray  # FP32 [len(words)]
+    weight: float
+
+
+@dataclass(frozen=True)
+class Translation:
+    text: str
+    attention: AttentionMap | None = None  # rows: output tokens (with "</s>"), cols: input characters
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str
+    probabilities: dict[str, float]
+    sentences: list[Sentence]  # empty unless return_attention
+
+    def attention_map(self) -> AttentionMap | None:
+        """The HAN picture for models.plot.plot: word weights [S, W] plus sentence weights in `extra`."""
+        if not self.sentences:
+            return None
+        words = [list(s.words) for s in self.sentences]
+        width = max((len(w) for w in words), default=0) or 1
+        weights = np.zeros((len(words), width), dtype=np.float32)
+        for i, s in enumerate(self.sentences):
+            weights[i, : len(s.word_weights)] = s.word_weights
+        rows = [" ".join(w) for w in words]
+        return AttentionMap(
+            rows=[r if len(r) <= ROW_LABEL_CHARS else r[: ROW_LABEL_CHARS - 1] + "…" for r in rows],
+            cols=[str(i) for i in range(width)],
+            weights=weights,
+            prediction=self.label,
+            extra={
+                "sentence_weights": [s.weight for s in self.sentences],
+                "words": words,
+                "probabilities": dict(self.probabilities),
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Sorted:
+    order: list[int]  # indices into the input, in sorted order
+    values: list[int]  # the input values in that order
+    attention: AttentionMap | None = None  # rows: decoding steps (the value picked), cols: input values
+
+
+# --- requests and responses (shared by both clients) --------------------------------------
+
+
+def _datatype(array: np.ndarray) -> str:
+    if array.dtype.kind in "OSU":
+        return "BYTES"
+    try:
+        return _NUMPY_TO_DATATYPE[array.dtype.newbyteorder("=")]
+    except KeyError:
+        raise TypeError(f"no Open Inference Protocol datatype for numpy dtype {array.dtype}") from None
+
+
+def _serialize_bytes(array: np.ndarray) -> bytes:
+    parts = []
+    for item in array.reshape(-1):
+        data = bytes(item) if isinstance(item, bytes | bytearray | memoryview) else str(item).encode("utf-8")
+        parts.append(struct.pack("<I", len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def _deserialize_bytes(raw: bytes, count: int, name: str) -> np.ndarray:
+    items, offset = [], 0
+    for _ in range(count):
+        if offset + 4 > len(raw):
+            raise ValueError(f"output '{name}': raw BYTES data ends early")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        items.append(raw[offset : offset + length])
+        offset += length
+    out = np.empty(count, dtype=np.object_)
+    out[:] = items
+    return out
+
+
+def _set_parameter(param: pb.InferParameter, value: Any) -> None:
+    if isinstance(value, bool | np.bool_):
+        param.bool_param = bool(value)
+    elif isinstance(value, int | np.integer):
+        param.int64_param = int(value)
+    elif isinstance(value, float | np.floating):
+        param.double_param = float(value)
+    elif isinstance(value, str):
+        param.string_param = value
+    else:
+        raise TypeError(f"parameter value {value!r} is not a bool, int, float or str")
+
+
+def _infer_request(
+    model: str,
+    inputs: Mapping[str, Any],
+    outputs: Sequence[str] | None,
+    parameters: Mapping[str, Any] | None,
+    version: str,
+) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=model, model_version=str(version))
+    for name, value in inputs.items():
+        array = np.asarray(value)
+        datatype = _datatype(array)
+        request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
+        if datatype == "BYTES":
+            data = _serialize_bytes(array)
+        else:
+            data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        request.raw_input_contents.append(data)
+    for name in outputs or ():
+        request.outputs.add(name=name)
+    for key, value in (parameters or {}).items():
+        _set_parameter(request.parameters[key], value)
+    return request
+
+
+def _infer_outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
+    raw = list(response.raw_output_contents)
+    out: dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(response.outputs):
+        shape = tuple(int(d) for d in tensor.shape)
+        count = int(np.prod(shape, dtype=np.int64))
+        if tensor.datatype == "BYTES":
+            if raw:
+                array = _deserialize_bytes(raw[i], count, tensor.name)
+            else:
+                array = np.empty(count, dtype=np.object_)
+                array[:] = list(tensor.contents.bytes_contents)
+        elif tensor.datatype in DATATYPES:
+            dtype = DATATYPES[tensor.datatype]
+            if raw:
+                array = np.frombuffer(raw[i], dtype=dtype.newbyteorder("<")).astype(dtype)
+            else:
+                array = np.array(list(getattr(tensor.contents, _CONTENTS[tensor.datatype])), dtype=dtype)
+        else:
+            raise ValueError(f"output '{tensor.name}' has an unknown datatype '{tensor.datatype}'")
+        out[tensor.name] = array.reshape(shape)
+    return out
+
+
+def _index(response: pb.RepositoryIndexResponse) -> list[dict[str, str]]:
+    return [{"name": m.name, "version": m.version, "state": m.state, "reason": m.reason} for m in response.models]
+
+
+def _metadata(response: pb.ModelMetadataResponse) -> dict[str, Any]:
+    def tensors(items: Any) -> list[dict[str, Any]]:
+        return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]
+
+    return {
+        "name": response.name,
+        "versions": list(response.versions),
+        "platform": response.platform,
+        "inputs": tensors(response.inputs),
+        "outputs": tensors(response.outputs),
+    }
+
+
+def _texts(texts: str | Sequence[str]) -> list[str]:
+    return [texts] if isinstance(texts, str) else list(texts)
+
+
+def _map(msg: apb.AttentionMap, prediction: str) -> AttentionMap:
+    rows, cols = list(msg.rows), list(msg.cols)
+    weights = np.array(msg.weights, dtype=np.float32)
+    if weights.size != len(rows) * len(cols):
+        raise ValueError(f"attention map has {weights.size} weights for {len(rows)} x {len(cols)} labels")
+    return AttentionMap(rows=rows, cols=cols, weights=weights.reshape(len(rows), len(cols)), prediction=prediction)
+
+
+def _translations(response: apb.TranslateResponse, with_attention: bool) -> list[Translation]:
+    return [
+        Translation(text=t.text, attention=_map(t.attention, t.text) if with_attention else None)
+        for t in response.translations
+    ]
+
+
+def _classifications(response: apb.ClassifyResponse) -> list[Classification]:
+    results = []
+    for r in response.results:
+        sentences = [
+            Sentence(list(s.words), np.array(s.word_weights, dtype=np.float32), float(s.weight)) for s in r.sentences
+        ]
+        results.append(Classification(label=r.label, probabilities=dict(r.probabilities), sentences=sentences))
+    return results
+
+
+def _sorted(response: apb.SortResponse, with_attention: bool) -> list[Sorted]:
+    results = []
+    for r in response.results:
+        values = [int(v) for v in r.values]
+        amap = _map(r.attention, " ".join(map(str, values))) if with_attention else None
+        results.append(Sorted(order=[int(p) for p in r.order], values=values, attention=amap))
+    return results
+
+
+def _sort_request(model: str, rows: Any, return_attention: bool, backend: str) -> apb.SortRequest:
+    request = apb.SortRequest(model=model, return_attention=return_attention, backend=backend)
+    for row in np.atleast_2d(np.asarray(rows, dtype=np.int64)):
+        request.values.add(values=[int(v) for v in row])
+    return request
+
+
+# --- the clients --------------------------------------------------------------------------
+
+
+class Client:
+    """Synchronous client; use as a context manager or call close()."""
+
+    def __init__(self, address: str, timeout: float = 30.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.inference = pb_grpc.GRPCInferenceServiceStub(self.channel)
+        self.attention = apb_grpc.AttentionStub(self.channel)
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- Open Inference Protocol ---
+
+    def models(self) -> list[dict[str, str]]:
+        """The repository index: one entry per model version (or per model without versions)."""
+        return _index(self._call(self.inference.RepositoryIndex, pb.RepositoryIndexRequest()))
+
+    def ready(self, model: str | None = None, version: str = "") -> bool:
+        """Server readiness, or a model's (NOT_FOUND for a model the repository does not have)."""
+        if model is None:
+            return self._call(self.inference.ServerReady, pb.ServerReadyRequest()).ready
+        return self._call(self.inference.ModelReady, pb.ModelReadyRequest(name=model, version=str(version))).ready
+
+    def metadata(self, model: str, version: str = "") -> dict[str, Any]:
+        request = pb.ModelMetadataRequest(name=model, version=str(version))
+        return _metadata(self._call(self.inference.ModelMetadata, request))
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        outputs: Sequence[str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        version: str = "",
+    ) -> dict[str, np.ndarray]:
+        """ModelInfer with raw tensors; `outputs` None: every output the model has."""
+        request = _infer_request(model, inputs, outputs, parameters, version)
+        return _infer_outputs(self._call(self.inference.ModelInfer, request))
+
+    # --- attnserve.v1.Attention ---
+
+    def translate(
+        self,
+        model: str,
+        texts: str | Sequence[str],
+        return_attention: bool = False,
+        beam_size: int = 0,
+        max_length: int = 0,
+        backend: str = "",
+    ) -> list[Translation]:
+        request = apb.TranslateRequest(
+            model=model,
+            texts=_texts(texts),
+            return_attention=return_attention,
+            beam_size=beam_size,
+            max_length=max_length,
+            backend=backend,
+        )
+        return _translations(self._call(self.attention.Translate, request), return_attention)
+
+    def classify(
+        self, model: str, texts: str | Sequence[str], return_attention: bool = False, backend: str = ""
+    ) -> list[Classification]:
+        request = apb.ClassifyRequest(
+            model=model, texts=_texts(texts), return_attention=return_attention, backend=backend
+        )
+        return _classifications(self._call(self.attention.Classify, request))
+
+    def sort(self, model: str, rows: Any, return_attention: bool = False, backend: str = "") -> list[Sorted]:
+        """Sort each row of integers (a single row may be given as a flat list)."""
+        request = _sort_request(model, rows, return_attention, backend)
+        return _sorted(self._call(self.attention.Sort, request), return_attention)
+
+
+class AsyncClient:
+    """grpc.aio client with Client's methods as coroutines; use `async with` or `await close()`."""
+
+    def __init__(self, address: str, timeout: float = 30.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.inference = pb_grpc.GRPCInferenceServiceStub(self.channel)
+        self.attention = apb_grpc.AttentionStub(self.channel)
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- Open Inference Protocol ---
+
+    async def models(self) -> list[dict[str, str]]:
+        return _index(await self._call(self.inference.RepositoryIndex, pb.RepositoryIndexRequest()))
+
+    async def ready(self, model: str | None = None, version: str = "") -> bool:
+        if model is None:
+            return (await self._call(self.inference.ServerReady, pb.ServerReadyRequest())).ready
+        request = pb.ModelReadyRequest(name=model, version=str(version))
+        return (await self._call(self.inference.ModelReady, request)).ready
+
+    async def metadata(self, model: str, version: str = "") -> dict[str, Any]:
+        request = pb.ModelMetadataRequest(name=model, version=str(version))
+        return _metadata(await self._call(self.inference.ModelMetadata, request))
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        outputs: Sequence[str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        version: str = "",
+    ) -> dict[str, np.ndarray]:
+        request = _infer_request(model, inputs, outputs, parameters, version)
+        return _infer_outputs(await self._call(self.inference.ModelInfer, request))
+
+    # --- attnserve.v1.Attention ---
+
+    async def translate(
+        self,
+        model: str,
+        texts: str | Sequence[str],
+        return_attention: bool = False,
+        beam_size: int = 0,
+        max_length: int = 0,
+        backend: str = "",
+    ) -> list[Translation]:
+        request = apb.TranslateRequest(
+            model=model,
+            texts=_texts(texts),
+            return_attention=return_attention,
+            beam_size=beam_size,
+            max_length=max_length,
+            backend=backend,
+        )
+        return _translations(await self._call(self.attention.Translate, request), return_attention)
+
+    async def classify(
+        self, model: str, texts: str | Sequence[str], return_attention: bool = False, backend: str = ""
+    ) -> list[Classification]:
+        request = apb.ClassifyRequest(
+            model=model, texts=_texts(texts), return_attention=return_attention, backend=backend
+        )
+        return _classifications(await self._call(self.attention.Classify, request))
+
+    async def sort(self, model: str, rows: Any, return_attention: bool = False, backend: str = "") -> list[Sorted]:
+        request = _sort_request(model, rows, return_attention, backend)
+        return _sorted(await self._call(self.attention.Sort, request), return_attention)

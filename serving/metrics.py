@@ -1,0 +1,191 @@
+"""Prometheus metrics on an injected CollectorRegistry (no module-level collectors).
+
+Histograms in seconds (they aggregate across replicas; summaries do not), labels from a closed
+set: model, version, attention, backend, device, stage, code. A request naming a model the
+server does not serve is counted under model="" so client input never creates series.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from serving.stats import StatsRegistry
+
+# 0.25 ms to 10 s, about x2 apart, with common SLO edges (1, 5, 10, 50, 100 ms, 1 s) included.
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+STEP_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 11, 16, 24, 32, 48, 64)
+BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+MODEL_LABELS = ("model", "version", "attention", "backend", "device")
+STAGES = {"encoder": "encode", "decoder_step": "decode_step", "classify": "classify"}
+
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ModelLabels:
+    """The label values of one model version on one backend."""
+
+    model: str
+    version: str
+    attention: str
+    backend: str
+    device: str
+
+    def values(self) -> tuple[str, ...]:
+        return (self.model, self.version, self.attention, self.backend, self.device)
+
+
+UNKNOWN = ModelLabels("", "", "", "", "")
+
+
+class ServingMetrics:
+    """Every attnserve_* collector, registered on `registry`."""
+
+    def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...] = DEFAULT_BUCKETS) -> None:
+        self.registry = registry
+        kw = {"registry": registry}
+        self.request_duration = Histogram(
+            "attnserve_request_duration_seconds",
+            "Server-side duration of an inference request, from arrival to response.",
+            MODEL_LABELS, buckets=buckets, **kw,
+        )  # fmt: skip
+        self.queue_duration = Histogram(
+            "attnserve_queue_duration_seconds",
+            "Time a request waited for a worker thread before computing.",
+            MODEL_LABELS, buckets=buckets, **kw,
+        )  # fmt: skip
+        self.compute_duration = Histogram(
+            "attnserve_compute_duration_seconds",
+            "Duration of one component call (stage: encode, decode_step, classify).",
+            (*MODEL_LABELS, "stage"), buckets=buckets, **kw,
+        )  # fmt: skip
+        self.decode_steps = Histogram(
+            "attnserve_decode_steps",
+            "Decoder steps run for one request.",
+            MODEL_LABELS, buckets=STEP_BUCKETS, **kw,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "attnserve_batch_size", "Items in one inference request.", MODEL_LABELS, buckets=BATCH_BUCKETS, **kw
+        )
+        self.requests = Counter(
+            "attnserve_requests", "Inference requests by status code.", (*MODEL_LABELS, "code"), **kw
+        )
+        self.failures = Counter(
+            "attnserve_request_failures", "Failed inference requests by reason (status code).", ("model", "code"), **kw
+        )
+        self.inflight = Gauge("attnserve_inflight_requests", "Requests being served now.", ("model",), **kw)
+        self.model_ready = Gauge(
+            "attnserve_model_ready", "1 when the model version serves on this backend and device.", MODEL_LABELS, **kw
+        )
+
+    @contextmanager
+    def track_inflight(self, model: str) -> Iterator[None]:
+        gauge = self.inflight.labels(model)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
+
+    def timed_runner(self, runner: Runner, labels: ModelLabels, component: str, counter: list[int]) -> Runner:
+        """Wrap a component runner: observe its duration under its stage; count decoder steps."""
+        stage = STAGES.get(component, component)
+        hist = self.compute_duration.labels(*labels.values(), stage)
+
+        def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            t0 = time.perf_counter()
+            try:
+                return runner(feeds)
+            finally:
+                hist.observe(time.perf_counter() - t0)
+                if stage == "decode_step":
+                    counter[0] += 1
+
+        return run
+
+    def observe_request(
+        self, labels: ModelLabels, code: str, seconds: float, queue_seconds: float | None, batch: int, steps: int
+    ) -> None:
+        values = labels.values()
+        self.requests.labels(*values, code).inc()
+        self.request_duration.labels(*values).observe(seconds)
+        if code != "OK":
+            self.failures.labels(labels.model, code).inc()
+            return
+        if queue_seconds is not None:
+            self.queue_duration.labels(*values).observe(queue_seconds)
+        self.batch_size.labels(*values).observe(batch)
+        if steps:
+            self.decode_steps.labels(*values).observe(steps)
+
+    def set_ready(self, labels: ModelLabels, ready: bool) -> None:
+        self.model_ready.labels(*labels.values()).set(1 if ready else 0)
+
+    def forget_model(self, model: str) -> None:
+        """Drop the ready series of an unloaded model's backends."""
+        for metric in self.model_ready.collect():
+            for sample in metric.samples:
+                if sample.labels.get("model") == model:
+                    self.model_ready.labels(*(sample.labels[k] for k in MODEL_LABELS)).set(0)
+
+
+class TritonCompatCollector(Collector):
+    """Triton's metric names (nv_inference_*, labels model and version) from the same statistics."""
+
+    def __init__(self, stats: StatsRegistry, pending: Callable[[], dict[str, int]]) -> None:
+        self.stats = stats
+        self.pending = pending
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        labels = ["model", "version"]
+        fams = {
+            "success": CounterMetricFamily(
+                "nv_inference_request_success", "Successful inference requests", labels=labels
+            ),
+            "failure": CounterMetricFamily(
+                "nv_inference_request_failure", "Failed inference requests", labels=[*labels, "reason"]
+            ),
+            "count": CounterMetricFamily("nv_inference_count", "Inferences performed (batch items)", labels=labels),
+            "exec": CounterMetricFamily("nv_inference_exec_count", "Model executions", labels=labels),
+            "request_us": CounterMetricFamily(
+                "nv_inference_request_duration_us", "Cumulative request duration (us)", labels=labels
+            ),
+            "queue_us": CounterMetricFamily(
+                "nv_inference_queue_duration_us", "Cumulative queue time (us)", labels=labels
+            ),
+            "input_us": CounterMetricFamily(
+                "nv_inference_compute_input_duration_us", "Cumulative input preparation time (us)", labels=labels
+            ),
+            "infer_us": CounterMetricFamily(
+                "nv_inference_compute_infer_duration_us", "Cumulative compute time (us)", labels=labels
+            ),
+            "output_us": CounterMetricFamily(
+                "nv_inference_compute_output_duration_us", "Cumulative output preparation time (us)", labels=labels
+            ),
+        }
+        for (model, version), s in sorted(self.stats.snapshot().items()):
+            v = [model, str(version)]
+            fams["success"].add_metric(v, s.success.count)
+            fams["failure"].add_metric([*v, "BACKEND"], s.fail.count)
+            fams["count"].add_metric(v, s.inference_count)
+            fams["exec"].add_metric(v, s.execution_count)
+            fams["request_us"].add_metric(v, (s.success.ns + s.fail.ns) / 1e3)
+            fams["queue_us"].add_metric(v, s.queue.ns / 1e3)
+            fams["input_us"].add_metric(v, s.compute_input.ns / 1e3)
+            fams["infer_us"].add_metric(v, s.compute_infer.ns / 1e3)
+            fams["output_us"].add_metric(v, s.compute_output.ns / 1e3)
+        yield from fams.values()
+        pending = GaugeMetricFamily("nv_inference_pending_request_count", "Requests being served", labels=["model"])
+        for model, n in sorted(self.pending().items()):
+            pending.add_metric([model], n)
+        yield pending
