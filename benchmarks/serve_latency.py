@@ -57,7 +57,8 @@ def request(model: str, inputs: dict[str, np.ndarray], backend: str) -> pb.Model
 
 
 def start_server(repository: Path, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "serving.cli", "serve", "--repository", str(repository), "--grpc-port", str(port)]
+    cmd = [sys.executable, "-m", "serving.cli", "serve", "--repository", str(repository), "--grpc-port", str(port),
+           "--metrics-port", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:

@@ -66,3 +66,17 @@ def format_table(records: list[dict[str, Any]]) -> str:
             f"{r['value']:>7.4f} {r['n']:>6}  {base}"
         )
     return "\n".join(lines)
+
+
+def format_markdown(records: list[dict[str, Any]]) -> str:
+    """The README's zoo table."""
+    lines = [
+        "| model | task | attention | metric | held-out value | n | baseline (same split) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        base = f"{r['baseline']:.4f} (TF-IDF + logistic regression)" if "baseline" in r else ""
+        lines.append(
+            f"| {r['model']} | {r['task']} | {r['attention']} | {r['metric']} | {r['value']:.4f} | {r['n']} | {base} |"
+        )
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from models.families.base import AttentionMap
+from models.attention_map import AttentionMap
 
 
 def plot_alignment(amap: AttentionMap, title: str, out: Path) -> Path:

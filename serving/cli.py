@@ -34,7 +34,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from models.evaluate import evaluate, find_checkpoints, format_table
+    from models.evaluate import evaluate, find_checkpoints, format_markdown, format_table
 
     paths = list(args.checkpoint)
     if args.all:
@@ -43,7 +43,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print("name a checkpoint folder or pass --all", file=sys.stderr)
         return 2
     records = evaluate(paths)
-    print(json.dumps(records, indent=1) if args.json else format_table(records))
+    if args.json:
+        print(json.dumps(records, indent=1))
+    else:
+        print(format_markdown(records) if args.markdown else format_table(records))
     return 0
 
 
@@ -209,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every checkpoint under --checkpoints")
     p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.add_argument("--markdown", action="store_true", help="print the README's table")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("plot", help="draw a model's attention on one input")

@@ -8,10 +8,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models.attention_map import AttentionMap
 from models.recipes import Recipe
 from models.tokenizers import Vocab
 
@@ -31,17 +31,6 @@ class TaskData:
     train: Any  # a Sequence of examples, or an endless iterator for generated tasks
     test: Sequence[Any]
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class AttentionMap:
-    """What a plot shows: rows attend over columns; `extra` holds family-specific maps."""
-
-    rows: list[str]
-    cols: list[str]
-    weights: np.ndarray  # [len(rows), len(cols)]
-    prediction: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Family(abc.ABC):
