@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
 from serving.stats import StatsRegistry
@@ -140,36 +140,40 @@ class ServingMetrics:
 
 
 class TritonCompatCollector(Collector):
-    """Triton's metric names (nv_inference_*, labels model and version) from the same statistics."""
+    """Triton's metric names (nv_inference_*, labels model and version) from the same statistics.
+
+    Exported untyped: prometheus_client would append `_total` to a counter's name, and Triton's
+    names have none; PromQL's rate() works on them either way.
+    """
 
     def __init__(self, stats: StatsRegistry, pending: Callable[[], dict[str, int]]) -> None:
         self.stats = stats
         self.pending = pending
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[UnknownMetricFamily | GaugeMetricFamily]:
         labels = ["model", "version"]
         fams = {
-            "success": CounterMetricFamily(
+            "success": UnknownMetricFamily(
                 "nv_inference_request_success", "Successful inference requests", labels=labels
             ),
-            "failure": CounterMetricFamily(
+            "failure": UnknownMetricFamily(
                 "nv_inference_request_failure", "Failed inference requests", labels=[*labels, "reason"]
             ),
-            "count": CounterMetricFamily("nv_inference_count", "Inferences performed (batch items)", labels=labels),
-            "exec": CounterMetricFamily("nv_inference_exec_count", "Model executions", labels=labels),
-            "request_us": CounterMetricFamily(
+            "count": UnknownMetricFamily("nv_inference_count", "Inferences performed (batch items)", labels=labels),
+            "exec": UnknownMetricFamily("nv_inference_exec_count", "Model executions", labels=labels),
+            "request_us": UnknownMetricFamily(
                 "nv_inference_request_duration_us", "Cumulative request duration (us)", labels=labels
             ),
-            "queue_us": CounterMetricFamily(
+            "queue_us": UnknownMetricFamily(
                 "nv_inference_queue_duration_us", "Cumulative queue time (us)", labels=labels
             ),
-            "input_us": CounterMetricFamily(
+            "input_us": UnknownMetricFamily(
                 "nv_inference_compute_input_duration_us", "Cumulative input preparation time (us)", labels=labels
             ),
-            "infer_us": CounterMetricFamily(
+            "infer_us": UnknownMetricFamily(
                 "nv_inference_compute_infer_duration_us", "Cumulative compute time (us)", labels=labels
             ),
-            "output_us": CounterMetricFamily(
+            "output_us": UnknownMetricFamily(
                 "nv_inference_compute_output_duration_us", "Cumulative output preparation time (us)", labels=labels
             ),
         }

@@ -20,6 +20,11 @@ from serving.errors import InvalidInput
 from serving.pipelines.decode import Runner
 
 Runners = Mapping[str, Runner]  # component name -> runner
+DTYPES = {"BYTES": np.dtype(np.object_), "FP32": np.dtype(np.float32), "INT64": np.dtype(np.int64)}
+DATATYPE_NAMES = {
+    np.dtype(np.object_): "BYTES", np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64",
+    np.dtype(np.int32): "INT32", np.dtype(np.float64): "FP64", np.dtype(np.bool_): "BOOL",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,9 @@ class Pipeline(abc.ABC):
             raise InvalidInput(f"unexpected input(s) {extra}; model '{self.config.name}' takes {sorted(declared)}")
         for name, meta in declared.items():
             array = inputs[name]
+            if array.dtype != DTYPES[meta.datatype]:
+                got = DATATYPE_NAMES.get(array.dtype, str(array.dtype))
+                raise InvalidInput(f"input '{name}' must be {meta.datatype}, got {got}")
             if array.ndim != len(meta.shape):
                 raise InvalidInput(
                     f"input '{name}' must have rank {len(meta.shape)} (shape {list(meta.shape)}), "

@@ -25,8 +25,6 @@ class SortPipeline(Pipeline):
         self.check_inputs(inputs)
         self.check_params(params)
         values = np.asarray(inputs["values"])
-        if values.dtype != np.int64:
-            raise InvalidInput(f"input 'values' must be INT64, got {values.dtype}")
         n = values.shape[1]
         if not 1 <= n <= self.config.max_input_length:
             raise InvalidInput(

@@ -55,7 +55,7 @@ def test_wrong_dtype_shape_and_missing_input(stub):
     req = pb.ModelInferRequest(model_name="dates-additive")
     req.inputs.add(name="text", datatype="FP32", shape=[1])
     req.raw_input_contents.append(np.float32(1).tobytes())
-    expect(stub, req, grpc.StatusCode.INVALID_ARGUMENT, "'text'")
+    expect(stub, req, grpc.StatusCode.INVALID_ARGUMENT, "input 'text' must be BYTES, got FP32")
     req = text_request("dates-additive", [b"a", b"b"])
     req.inputs[0].shape[:] = [1, 2]
     expect(stub, req, grpc.StatusCode.INVALID_ARGUMENT, "rank 1")
