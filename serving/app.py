@@ -42,7 +42,9 @@ class App:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ServingMetrics(self.registry, tuple(settings.metrics.buckets))
         self.repository = ModelRepository(settings.repository, get_backend, settings.backend, settings.device)
-        self.dataplane = DataPlane(self.repository, self.executor, self.stats, self.metrics)
+        self.dataplane = DataPlane(
+            self.repository, self.executor, self.stats, self.metrics, settings.grpc.inline_when_idle
+        )
         if settings.metrics.triton_names:
             self.registry.register(TritonCompatCollector(self.stats, lambda: dict(self.dataplane.pending)))
         self.metrics_server: object | None = None

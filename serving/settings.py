@@ -23,6 +23,9 @@ class GrpcSettings(BaseModel):
     # tritonclient sets INT32_MAX on its channel; a lower server limit rejects its large requests
     max_message_bytes: int = Field(INT32_MAX, gt=0)
     workers: int = Field(4, gt=0)  # threads running pipelines and backends
+    # run a batch-1 request on the event loop when nothing else computes (saves the thread hand-off);
+    # turn off for many concurrent single-item clients on a many-core machine
+    inline_when_idle: bool = True
     reflection: bool = True
 
 
