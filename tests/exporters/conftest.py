@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,20 +37,21 @@ TINY: dict[str, Recipe] = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def debian_fixture() -> Path:
-    return FIXTURE_DOCS
+@contextmanager
+def fixture_docs() -> Iterator[None]:
+    """Point the debian-docs task at the committed fixture while the block runs (subprocesses too)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ATTNSERVE_DEBIAN_DOCS", str(FIXTURE_DOCS))
+        yield
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoints(tmp_path_factory, debian_fixture: Path) -> dict[str, Path]:
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     """family -> checkpoint folder."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ATTNSERVE_DEBIAN_DOCS", str(debian_fixture))
     root = tmp_path_factory.mktemp("checkpoints")
     out = {}
-    for family, recipe in TINY.items():
-        train(recipe, root / recipe.name, progress=False, evaluate=False)
-        out[family] = root / recipe.name
-    yield out
-    mp.undo()
+    with fixture_docs():
+        for family, recipe in TINY.items():
+            train(recipe, root / recipe.name, progress=False, evaluate=False)
+            out[family] = root / recipe.name
+    return out

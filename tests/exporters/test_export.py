@@ -14,23 +14,16 @@ from exporters.spec import registered_families
 from models.recipes import RECIPES
 from serving import cli
 from serving.config import ModelConfig
-from tests.exporters.conftest import TINY
+from tests.exporters.conftest import TINY, fixture_docs
 
 
 @pytest.fixture(scope="module")
-def repository(tiny_checkpoints: dict[str, Path], tmp_path_factory, monkeypatch_module) -> Path:
+def repository(tiny_checkpoints: dict[str, Path], tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
     paths = [str(p) for p in tiny_checkpoints.values()]
-    assert cli.main(["export", *paths, "--repository", str(repo), "--quantize", "int8"]) == 0
+    with fixture_docs():
+        assert cli.main(["export", *paths, "--repository", str(repo), "--quantize", "int8"]) == 0
     return repo
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module(debian_fixture: Path):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ATTNSERVE_DEBIAN_DOCS", str(debian_fixture))
-    yield mp
-    mp.undo()
 
 
 def test_every_family_has_an_export_test():
