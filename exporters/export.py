@@ -26,19 +26,11 @@ from exporters.validate import ATOL, Report, check_parity, check_symbolic, ort_r
 from models import checkpoint
 from models.checkpoint import Checkpoint
 from serving.pipelines.decode import Runner
+from serving.version import attnserve_version
 
 REPORT_FILE = "export_report.json"
 TORCH_DIR = "torch"
 E2E_EXAMPLES = 500
-
-
-def attnserve_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("attnserve")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def versions(opset: int) -> dict[str, Any]:

@@ -19,17 +19,9 @@ from serving.metrics import ServingMetrics, TritonCompatCollector
 from serving.repository import ModelRepository, State
 from serving.settings import ServerSettings
 from serving.stats import StatsRegistry
+from serving.version import attnserve_version
 
 log = logging.getLogger(__name__)
-
-
-def attnserve_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("attnserve")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 class App:
