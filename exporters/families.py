@@ -77,6 +77,30 @@ class _EncoderDecoder(ExportSpec):
         return feeds, outs
 
 
+def gru_signatures(source: str, hidden: int, logits: int | str) -> tuple[ComponentSpec, ComponentSpec]:
+    """encoder(source, src_mask) -> (memory, state) and the GRU decoder_step, shared by seq2seq and pointer."""
+    enc = ComponentSpec(
+        "encoder",
+        inputs=(TensorSpec(source, I64, ("batch", "src_len")), TensorSpec("src_mask", BOOL, ("batch", "src_len"))),
+        outputs=(TensorSpec("memory", F32, ("batch", "src_len", hidden)), TensorSpec("state", F32, ("batch", hidden))),
+    )
+    dec = ComponentSpec(
+        "decoder_step",
+        inputs=(
+            TensorSpec("prev_ids", I64, ("batch",)),
+            TensorSpec("state", F32, ("batch", hidden)),
+            TensorSpec("memory", F32, ("batch", "src_len", hidden)),
+            TensorSpec("src_mask", BOOL, ("batch", "src_len")),
+        ),
+        outputs=(
+            TensorSpec("logits", F32, ("batch", logits)),
+            TensorSpec("new_state", F32, ("batch", hidden)),
+            TensorSpec("attention", F32, ("batch", "src_len")),
+        ),
+    )
+    return enc, dec
+
+
 class _Text2TextSpec(_EncoderDecoder):
     """Greedy decoding of held-out texts over the components."""
 
@@ -113,31 +137,7 @@ class Seq2SeqSpec(_Text2TextSpec):
 
     def components(self) -> list[Component]:
         H, V, Vs = self.config["hidden"], self.config["tgt_vocab"], self.config["src_vocab"]
-        enc = ComponentSpec(
-            "encoder",
-            inputs=(
-                TensorSpec("src_ids", I64, ("batch", "src_len")),
-                TensorSpec("src_mask", BOOL, ("batch", "src_len")),
-            ),
-            outputs=(
-                TensorSpec("memory", F32, ("batch", "src_len", H)),
-                TensorSpec("state", F32, ("batch", H)),
-            ),
-        )
-        dec = ComponentSpec(
-            "decoder_step",
-            inputs=(
-                TensorSpec("prev_ids", I64, ("batch",)),
-                TensorSpec("state", F32, ("batch", H)),
-                TensorSpec("memory", F32, ("batch", "src_len", H)),
-                TensorSpec("src_mask", BOOL, ("batch", "src_len")),
-            ),
-            outputs=(
-                TensorSpec("logits", F32, ("batch", V)),
-                TensorSpec("new_state", F32, ("batch", H)),
-                TensorSpec("attention", F32, ("batch", "src_len")),
-            ),
-        )
+        enc, dec = gru_signatures("src_ids", H, V)
 
         def enc_inputs(d: Dims, g: torch.Generator) -> dict[str, Tensor]:
             mask = lengths_mask(d["batch"], d["src_len"], g)
@@ -180,38 +180,12 @@ class PointerSpec(_EncoderDecoder):
 
     def components(self) -> list[Component]:
         H, max_value = self.config["hidden"], self.config["max_value"]
-        enc = ComponentSpec(
-            "encoder",
-            inputs=(
-                TensorSpec("values", I64, ("batch", "src_len")),
-                TensorSpec("src_mask", BOOL, ("batch", "src_len")),
-            ),
-            outputs=(
-                TensorSpec("memory", F32, ("batch", "src_len", H)),
-                TensorSpec("state", F32, ("batch", H)),
-            ),
-        )
-        dec = ComponentSpec(
-            "decoder_step",
-            inputs=(
-                TensorSpec("prev_ids", I64, ("batch",)),
-                TensorSpec("state", F32, ("batch", H)),
-                TensorSpec("memory", F32, ("batch", "src_len", H)),
-                TensorSpec("src_mask", BOOL, ("batch", "src_len")),
-            ),
-            outputs=(
-                TensorSpec("logits", F32, ("batch", "src_len")),
-                TensorSpec("new_state", F32, ("batch", H)),
-                TensorSpec("attention", F32, ("batch", "src_len")),
-            ),
-        )
+        enc, dec = gru_signatures("values", H, "src_len")  # pointer logits are over the inputs
 
         def enc_inputs(d: Dims, g: torch.Generator) -> dict[str, Tensor]:
             mask = lengths_mask(d["batch"], d["src_len"], g)
             # distinct values per row, as the task has
-            values = torch.stack(
-                [torch.randperm(max_value, generator=g)[: d["src_len"]] for _ in range(d["batch"])]
-            )
+            values = torch.stack([torch.randperm(max_value, generator=g)[: d["src_len"]] for _ in range(d["batch"])])
             return {"values": values.masked_fill(~mask, 0), "src_mask": mask}
 
         def dec_inputs(d: Dims, g: torch.Generator) -> dict[str, Tensor]:

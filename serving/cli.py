@@ -33,12 +33,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from models.evaluate import evaluate, find_checkpoints, format_markdown, format_table
+def _checkpoint_paths(args: argparse.Namespace) -> list[Path]:
+    """The checkpoints named on the command line, plus every one under --checkpoints with --all."""
+    from models.evaluate import find_checkpoints
 
     paths = list(args.checkpoint)
     if args.all:
         paths += [p for p in find_checkpoints(args.checkpoints) if p not in paths]
+    return paths
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.evaluate import evaluate, format_markdown, format_table
+
+    paths = _checkpoint_paths(args)
     if not paths:
         print("name a checkpoint folder or pass --all", file=sys.stderr)
         return 2
@@ -63,11 +71,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from exporters.cli import export_many
-    from models.evaluate import find_checkpoints
 
-    paths = list(args.checkpoint)
-    if args.all:
-        paths += [p for p in find_checkpoints(args.checkpoints) if p not in paths]
+    paths = _checkpoint_paths(args)
     if not paths:
         print("name a checkpoint folder or pass --all", file=sys.stderr)
         return 2
