@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -95,8 +96,11 @@ class App:
         await self.health.set(name, SERVING if ready else NOT_SERVING)
         self.metrics.forget_model(name)
         for version in entry.versions.values() if entry else ():
-            for backend in version.backends:
-                self.metrics.set_ready(labels_of(version, backend), ready)
+            for backend, facts in version.describe().items():
+                # the device actually used: an ONNX Runtime model that fell back to CPU reports cpu
+                device = "cpu" if facts.get("cpu_fallback") else version.config.device
+                labels = labels_of(version, backend)
+                self.metrics.set_ready(dataclasses.replace(labels, device=device), ready)
 
 
 async def serve(settings: ServerSettings) -> None:

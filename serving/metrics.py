@@ -85,7 +85,11 @@ class ServingMetrics:
         )
         self.inflight = Gauge("attnserve_inflight_requests", "Requests being served now.", ("model",), **kw)
         self.model_ready = Gauge(
-            "attnserve_model_ready", "1 when the model version serves on this backend and device.", MODEL_LABELS, **kw
+            "attnserve_model_ready",
+            "1 when the model version serves on this backend; device is the one actually in use "
+            "(cpu when ONNX Runtime fell back from CUDA).",
+            MODEL_LABELS,
+            **kw,
         )
 
     @contextmanager

@@ -54,9 +54,10 @@ def make_batch(lengths: list[list[int]], S: int | None = None, W: int | None = N
 DOCS = [[3, 5], [4, 1, 6, 2], [2]]
 
 
+@pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("attention", sorted(REGISTRY))
-def test_shapes_and_distributions(attention: str) -> None:
-    model = small_model(attention)
+def test_shapes_and_distributions(attention: str, residual: bool) -> None:
+    model = small_model(attention, residual=residual)
     ids, word_mask, sent_mask = make_batch(DOCS)
     with torch.no_grad():
         logits, word_attn, sent_attn = model(ids, word_mask, sent_mask)
@@ -87,9 +88,12 @@ def test_sentence_without_words_gets_zero_weight() -> None:
     assert word_attn[2, 1:].eq(0).all()
 
 
-@pytest.mark.parametrize("max_pool", [False, True])
-def test_padding_invariance(max_pool: bool) -> None:
-    model = small_model(max_pool=max_pool)
+OPTIONS = [{}, {"max_pool": True}, {"residual": True}, {"max_pool": True, "residual": True}]
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_padding_invariance(options: dict) -> None:
+    model = small_model(**options)
     alone = make_batch([DOCS[0]])
     padded = make_batch([DOCS[0], [7, 2, 9, 3, 5]])  # more sentences and longer ones
     assert torch.equal(padded[0][0, :2, :5], alone[0][0])
@@ -103,9 +107,9 @@ def test_padding_invariance(max_pool: bool) -> None:
     assert p_sents[0, 2:].eq(0).all()
 
 
-@pytest.mark.parametrize("max_pool", [False, True])
-def test_gradients_reach_every_parameter(max_pool: bool) -> None:
-    model = small_model(max_pool=max_pool).train()
+@pytest.mark.parametrize("options", OPTIONS)
+def test_gradients_reach_every_parameter(options: dict) -> None:
+    model = small_model(**options).train()
     ids, word_mask, sent_mask = make_batch(DOCS)
     logits, _, _ = model(ids, word_mask, sent_mask)
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
