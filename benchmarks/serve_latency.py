@@ -56,14 +56,16 @@ def request(model: str, inputs: dict[str, np.ndarray], backend: str) -> pb.Model
     return req
 
 
-def start_server(repository: Path, port: int) -> subprocess.Popen:
+def start_server(repository: Path, port: int) -> tuple[subprocess.Popen, float]:
+    """Start `attnserve serve`; return it and the seconds until it reported ready (every model loaded)."""
     cmd = [sys.executable, "-m", "serving.cli", "serve", "--repository", str(repository), "--grpc-port", str(port),
            "--metrics-port", "0"]  # fmt: skip
+    t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
         if "serving gRPC on port" in line:
-            return proc
+            return proc, time.perf_counter() - t0
     raise RuntimeError("server exited before it was ready")
 
 
@@ -73,11 +75,25 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 
 def bench(repository: Path, models: list[str], requests: int, port: int) -> dict[str, Any]:
+    load_average = os.getloadavg()[0]
     local = ModelRepository(repository, get_backend)
-    proc = start_server(repository, port)
+    proc, startup = start_server(repository, port)
+    results: dict[str, Any] = {
+        "startup_seconds": startup,
+        "models_in_repository": len(local.available()),
+        "load_average_at_start": load_average,
+    }
+    print(f"server ready after {startup:.2f} s with {len(local.available())} models", flush=True)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
-    results: dict[str, Any] = {}
+    per_model: dict[str, Any] = results.setdefault("models", {})
+    floor = []
+    for i in range(requests + 20):  # an empty RPC: what gRPC itself costs on this machine
+        t0 = time.perf_counter()
+        stub.ServerLive(pb.ServerLiveRequest(), timeout=10)
+        if i >= 20:
+            floor.append(time.perf_counter() - t0)
+    results["server_live_rpc"] = summary(floor)
     try:
         for name in models:
             loaded = local.load(name).versions
@@ -102,7 +118,7 @@ def bench(repository: Path, models: list[str], requests: int, port: int) -> dict
             row["grpc_overhead_p50_ms"] = row["served_onnxruntime"]["p50_ms"] - row["in_process"]["p50_ms"]
             row["task"] = version.config.task
             row["attention"] = version.config.attention
-            results[name] = row
+            per_model[name] = row
             print(f"{name:<20} in-process {row['in_process']['p50_ms']:.3f} ms  served ORT "
                   f"{row['served_onnxruntime']['p50_ms']:.3f} ms  torch {row['served_torch']['p50_ms']:.3f} ms  "
                   f"overhead {row['grpc_overhead_p50_ms']:.3f} ms", flush=True)  # fmt: skip
@@ -120,15 +136,20 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "",
         f"Measured by `{command}` on {platform.machine()} with {os.cpu_count()} cores "
         f"(Python {platform.python_version()}); load average at the start "
-        f"{os.getloadavg()[0]:.2f}. One run, interleaved per request: the pipeline in process "
+        f"{results['load_average_at_start']:.2f}. One run, interleaved per request: the pipeline in process "
         "(ONNX Runtime), the same request served over gRPC on loopback with ONNX Runtime, and with "
         "torch (`parameters.backend`). The gRPC overhead is served p50 minus in-process p50.",
+        "",
+        f"Start-up: the server was ready (all {results['models_in_repository']} models of the repository "
+        f"loaded on both backends) {results['startup_seconds']:.2f} s after the process started. "
+        f"An empty RPC (ServerLive) took p50 {results['server_live_rpc']['p50_ms']:.3f} ms: the floor of "
+        "any served request on this machine.",
         "",
         "| model | task | attention | in-process p50 / p99 (ms) | served ORT p50 / p99 (ms) "
         "| served torch p50 / p99 (ms) | gRPC overhead p50 (ms) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, r in results.items():
+    for name, r in results["models"].items():
         kinds = ("in_process", "served_onnxruntime", "served_torch")
         cells = [f"{r[k]['p50_ms']:.3f} / {r[k]['p99_ms']:.3f}" for k in kinds]
         lines.append(
