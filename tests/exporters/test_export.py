@@ -116,3 +116,19 @@ def test_graphs_load_in_a_fresh_process_with_only_onnxruntime_and_numpy(reposito
     )
     assert proc.returncode == 0, proc.stderr
     assert set(json.loads(proc.stdout)) == set(graphs)
+
+
+def test_every_reference_model_and_attention_variant_exports_green(reference_repository: Path):
+    """The reference repository (built by the same exporter) covers every recipe and attention."""
+    from models.attention import REGISTRY
+
+    exported = {}
+    for name, recipe in RECIPES.items():
+        report = json.loads((reference_repository / name / "1" / "export_report.json").read_text())
+        assert report["failures"] == [] and report["end_to_end"]["agreement"] == 1.0, name
+        assert report["end_to_end"]["n"] >= 500 and report["parity"]["max_abs_diff"] <= 1e-4, name
+        exported[recipe.attention] = name
+    assert set(exported) == set(REGISTRY)
+    for name in ("dates-additive-int8", "debian-han-int8"):
+        metric = json.loads((reference_repository / name / "1" / "export_report.json").read_text())["task_metric"]
+        assert metric["int8"] is not None and metric["fp32"] is not None

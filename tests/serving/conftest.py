@@ -1,9 +1,8 @@
-"""A real server on port 0 over the reference model repository (built from checkpoints/ if missing)."""
+"""A real server on port 0 over the reference model repository (tests/conftest.py builds it)."""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,16 +11,7 @@ import pytest
 
 from serving.app import App
 from serving.settings import ServerSettings
-
-ROOT = Path(__file__).resolve().parents[2]
-REPOSITORY = ROOT / "model_repository"
-
-
-@pytest.fixture(scope="session")
-def reference_repository() -> Path:
-    """The repository the README's main job builds; building it is part of the test run when absent."""
-    subprocess.run(["bash", str(ROOT / "scripts" / "build-repository.sh"), str(REPOSITORY)], check=True, cwd=ROOT)
-    return REPOSITORY
+from tests.conftest import ROOT  # noqa: F401  (re-exported for the serving tests)
 
 
 class RunningServer:
