@@ -80,8 +80,9 @@ RECIPES: dict[str, Recipe] = {
             task="debian-docs",
             family="han",
             attention="additive",
-            model={"emb_dim": 100, "hidden": 50},
-            train=TrainConfig(steps=1500, batch_size=32, lr=2e-3),
+            model={"emb_dim": 64, "hidden": 50, "dropout": 0.5, "word_dropout": 0.2},
+            # One thread: ~0.1 s/step vs ~0.35 s/step with two on the shared 2-core box.
+            train=TrainConfig(steps=2500, batch_size=32, lr=5e-3, threads=1),
         ),
     ]
 }

@@ -54,10 +54,10 @@ def make_batch(lengths: list[list[int]], S: int | None = None, W: int | None = N
 DOCS = [[3, 5], [4, 1, 6, 2], [2]]
 
 
-@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("max_pool", [False, True])
 @pytest.mark.parametrize("attention", sorted(REGISTRY))
-def test_shapes_and_distributions(attention: str, residual: bool) -> None:
-    model = small_model(attention, residual=residual)
+def test_shapes_and_distributions(attention: str, max_pool: bool) -> None:
+    model = small_model(attention, max_pool=max_pool)
     ids, word_mask, sent_mask = make_batch(DOCS)
     with torch.no_grad():
         logits, word_attn, sent_attn = model(ids, word_mask, sent_mask)
@@ -88,7 +88,7 @@ def test_sentence_without_words_gets_zero_weight() -> None:
     assert word_attn[2, 1:].eq(0).all()
 
 
-OPTIONS = [{}, {"max_pool": True}, {"residual": True}, {"max_pool": True, "residual": True}]
+OPTIONS = [{}, {"max_pool": True}]
 
 
 @pytest.mark.parametrize("options", OPTIONS)
