@@ -11,6 +11,7 @@ import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ class HanFamily(Family):
 
         return HAN(HANConfig(**config))
 
+    @cached_property
     def limits(self) -> tuple[int, int]:
         """(max_sents, max_words) of the model this family builds."""
         cfg = self.model_config()
@@ -100,7 +102,7 @@ class HanFamily(Family):
         """
         if isinstance(sentences, str):
             raise ValueError("a document is a sequence of sentences, not one string")
-        max_sents, max_words = self.limits()
+        max_sents, max_words = self.limits
         words = [w for w in (split(s, "word") for s in sentences) if w]
         if not words:
             raise ValueError("document has no words")
