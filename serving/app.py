@@ -39,7 +39,7 @@ class App:
             self.repository, self.executor, self.stats, self.metrics, settings.grpc.inline_when_idle
         )
         if settings.metrics.triton_names:
-            self.registry.register(TritonCompatCollector(self.stats, lambda: dict(self.dataplane.pending)))
+            self.registry.register(TritonCompatCollector(self.stats, self.metrics.inflight_by_model))
         self.metrics_server: object | None = None
         self.metrics_port = 0
         self.health = health_aio.HealthServicer()

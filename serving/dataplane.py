@@ -45,7 +45,6 @@ class DataPlane:
         self.stats = stats
         self.metrics = metrics
         self.inline_when_idle = inline_when_idle
-        self.pending: dict[str, int] = {}
         self._computing = 0  # pipelines running now; touched only on the event loop thread
 
     def rejected(self, model_name: str, error: ServingError, seconds: float) -> None:
@@ -73,12 +72,8 @@ class DataPlane:
                 raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
             backend_name, runners = model.runners(backend)
             labels = labels_of(model, backend_name)
-            self.pending[labels.model] = self.pending.get(labels.model, 0) + 1
-            try:
-                with self.metrics.track_inflight(labels.model):
-                    return await self._run(model, backend_name, runners, labels, inputs, params, requested, arrived)
-            finally:
-                self.pending[labels.model] -= 1
+            with self.metrics.track_inflight(labels.model):
+                return await self._run(model, backend_name, runners, labels, inputs, params, requested, arrived)
         except ServingError as exc:
             if labels is UNKNOWN and self.repository.entry(name) is not None:
                 labels = ModelLabels(name, "", "", "", "")  # never the client's version string

@@ -135,6 +135,10 @@ class ServingMetrics:
     def set_ready(self, labels: ModelLabels, ready: bool) -> None:
         self.model_ready.labels(*labels.values()).set(1 if ready else 0)
 
+    def inflight_by_model(self) -> dict[str, int]:
+        """Requests being served now, per model (the attnserve_inflight_requests gauge)."""
+        return {s.labels["model"]: int(s.value) for m in self.inflight.collect() for s in m.samples}
+
     def forget_model(self, model: str) -> None:
         """Drop the ready series of an unloaded model's backends."""
         for metric in self.model_ready.collect():
