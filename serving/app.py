@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -100,7 +99,7 @@ class App:
                 # the device actually used: an ONNX Runtime model that fell back to CPU reports cpu
                 device = "cpu" if facts.get("cpu_fallback") else version.config.device
                 labels = labels_of(version, backend)
-                self.metrics.set_ready(dataclasses.replace(labels, device=device), ready)
+                self.metrics.set_ready(labels._replace(device=device), ready)
 
 
 async def serve(settings: ServerSettings) -> None:

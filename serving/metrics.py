@@ -8,9 +8,9 @@ server does not serve is counted under model="" so client input never creates se
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -31,9 +31,8 @@ STAGES = {"encoder": "encode", "decoder_step": "decode_step", "classify": "class
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-@dataclass(frozen=True)
-class ModelLabels:
-    """The label values of one model version on one backend."""
+class ModelLabels(NamedTuple):
+    """The label values of one model version on one backend (a tuple: cheap to build and hash)."""
 
     model: str
     version: str
@@ -42,10 +41,65 @@ class ModelLabels:
     device: str
 
     def values(self) -> tuple[str, ...]:
-        return (self.model, self.version, self.attention, self.backend, self.device)
+        return tuple(self)
 
 
 UNKNOWN = ModelLabels("", "", "", "", "")
+
+
+@dataclass
+class ModelSeries:
+    """Pre-bound collectors of one model version on one backend: the hot path of every request."""
+
+    requests_ok: Any  # children of Counter / Histogram / Gauge
+    request_duration: Any
+    queue_duration: Any
+    batch_size: Any
+    decode_steps: Any
+    inflight: Any
+    compute_duration: Histogram  # the parent; a stage's child is bound on its first call
+    values: tuple[str, ...]
+    stages: dict[str, Any] = field(default_factory=dict)  # component -> child of its stage
+
+    def timed(self, runners: Mapping[str, Runner], calls: list[tuple[Any, float]]) -> dict[str, Runner]:
+        """Wrap component runners so each call appends (its stage's child, seconds) to `calls`.
+
+        The histograms are observed once per request, in `observe`, not inside the decode loop.
+        """
+        return {comp: _timed(runner, self._stage(comp), calls) for comp, runner in runners.items()}
+
+    def observe(self, seconds: float, queue_seconds: float, batch: int, calls: list[tuple[Any, float]]) -> int:
+        """Record a successful request and its component calls; returns the decoder steps counted."""
+        step = self.stages.get("decoder_step")
+        steps = 0
+        for child, duration in calls:
+            child.observe(duration)
+            steps += child is step
+        self.requests_ok.inc()
+        self.request_duration.observe(seconds)
+        self.queue_duration.observe(queue_seconds)
+        self.batch_size.observe(batch)
+        if steps:
+            self.decode_steps.observe(steps)
+        return steps
+
+    def _stage(self, component: str) -> Any:
+        child = self.stages.get(component)
+        if child is None:
+            stage = STAGES.get(component, component)
+            child = self.stages[component] = self.compute_duration.labels(*self.values, stage)
+        return child
+
+
+def _timed(runner: Runner, child: Any, calls: list[tuple[Any, float]]) -> Runner:
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        try:
+            return runner(feeds)
+        finally:
+            calls.append((child, time.perf_counter() - t0))
+
+    return run
 
 
 class ServingMetrics:
@@ -84,6 +138,7 @@ class ServingMetrics:
             "attnserve_request_failures", "Failed inference requests by reason (status code).", ("model", "code"), **kw
         )
         self.inflight = Gauge("attnserve_inflight_requests", "Requests being served now.", ("model",), **kw)
+        self._series: dict[ModelLabels, ModelSeries] = {}
         self.model_ready = Gauge(
             "attnserve_model_ready",
             "1 when the model version serves on this backend; device is the one actually in use "
@@ -92,34 +147,28 @@ class ServingMetrics:
             **kw,
         )
 
-    @contextmanager
-    def track_inflight(self, model: str) -> Iterator[None]:
-        gauge = self.inflight.labels(model)
-        gauge.inc()
-        try:
-            yield
-        finally:
-            gauge.dec()
-
-    def timed_runner(self, runner: Runner, labels: ModelLabels, component: str, counter: list[int]) -> Runner:
-        """Wrap a component runner: observe its duration under its stage; count decoder steps."""
-        stage = STAGES.get(component, component)
-        hist = self.compute_duration.labels(*labels.values(), stage)
-
-        def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            t0 = time.perf_counter()
-            try:
-                return runner(feeds)
-            finally:
-                hist.observe(time.perf_counter() - t0)
-                if stage == "decode_step":
-                    counter[0] += 1
-
-        return run
+    def series(self, labels: ModelLabels) -> ModelSeries:
+        """The children of one model version on one backend, bound once (`labels()` takes a lock)."""
+        found = self._series.get(labels)
+        if found is None:
+            values = labels.values()
+            found = ModelSeries(
+                requests_ok=self.requests.labels(*values, "OK"),
+                request_duration=self.request_duration.labels(*values),
+                queue_duration=self.queue_duration.labels(*values),
+                batch_size=self.batch_size.labels(*values),
+                decode_steps=self.decode_steps.labels(*values),
+                inflight=self.inflight.labels(labels.model),
+                compute_duration=self.compute_duration,
+                values=values,
+            )
+            self._series[labels] = found
+        return found
 
     def observe_request(
         self, labels: ModelLabels, code: str, seconds: float, queue_seconds: float | None, batch: int, steps: int
     ) -> None:
+        """Count one request under its status code (the error path; successes use ModelSeries.observe)."""
         values = labels.values()
         self.requests.labels(*values, code).inc()
         self.request_duration.labels(*values).observe(seconds)
@@ -141,6 +190,8 @@ class ServingMetrics:
 
     def forget_model(self, model: str) -> None:
         """Drop the ready series of an unloaded model's backends."""
+        for labels in [k for k in self._series if k.model == model]:
+            self._series.pop(labels, None)
         for metric in self.model_ready.collect():
             for sample in metric.samples:
                 if sample.labels.get("model") == model:

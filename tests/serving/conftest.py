@@ -32,6 +32,14 @@ class RunningServer:
     def call(self, coro, timeout: float = 120):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def settle(self) -> None:
+        """Return once the loop has run every callback scheduled so far.
+
+        The data plane records a request's metrics as a loop callback after the response is
+        handed to gRPC; a reader on another thread (/metrics) calls this before reading.
+        """
+        self.call(asyncio.sleep(0))
+
     def stop(self) -> None:
         self.call(self.app.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -39,6 +39,7 @@ def stub(metrics_server):
 
 
 def scrape(srv) -> str:
+    srv.settle()  # the last response's metrics are recorded just after it is sent
     with urllib.request.urlopen(f"http://127.0.0.1:{srv.app.metrics_port}/metrics", timeout=5) as r:
         return r.read().decode()
 
@@ -133,6 +134,7 @@ def test_promtool_check_metrics_is_clean(reference_repository):
 
 def test_stats_command_prints_percentiles(stub, metrics_server, capsys):
     translate(stub, "dates-additive", "2. September 1983")
+    metrics_server.settle()
     assert cli.main(["stats", "--url", f"http://127.0.0.1:{metrics_server.app.metrics_port}/metrics"]) == 0
     out = capsys.readouterr().out
     assert "dates-additive" in out and "decode_step" in out and "p99 ms" in out

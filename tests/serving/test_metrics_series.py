@@ -1,0 +1,75 @@
+"""ModelSeries: the per-request metrics path, bound once per model version and backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from serving.metrics import ModelLabels, ServingMetrics
+
+LABELS = ModelLabels("dates-additive", "1", "additive", "onnxruntime", "cpu")
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, {**LABELS._asdict(), **labels}) or 0.0
+
+
+def runner(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"y": feeds["x"] + 1}
+
+
+def test_component_calls_are_observed_once_per_request_with_their_stage():
+    registry = CollectorRegistry()
+    metrics = ServingMetrics(registry)
+    series = metrics.series(LABELS)
+    calls: list = []
+    timed = series.timed({"encoder": runner, "decoder_step": runner, "custom": runner}, calls)
+    x = {"x": np.zeros(2)}
+    timed["encoder"](x)
+    for _ in range(3):
+        timed["decoder_step"](x)
+    timed["custom"](x)
+    assert len(calls) == 5
+    assert value(registry, "attnserve_compute_duration_seconds_count", stage="decode_step") == 0  # not yet
+
+    assert series.observe(0.002, 0.0, 1, calls) == 3
+    assert value(registry, "attnserve_compute_duration_seconds_count", stage="encode") == 1
+    assert value(registry, "attnserve_compute_duration_seconds_count", stage="decode_step") == 3
+    assert value(registry, "attnserve_compute_duration_seconds_count", stage="custom") == 1
+    assert value(registry, "attnserve_decode_steps_sum") == 3
+    assert value(registry, "attnserve_requests_total", code="OK") == 1
+    assert value(registry, "attnserve_request_duration_seconds_sum") == 0.002
+    assert value(registry, "attnserve_batch_size_sum") == 1
+
+
+def test_a_classifier_records_no_decode_steps():
+    registry = CollectorRegistry()
+    series = ServingMetrics(registry).series(LABELS)
+    calls: list = []
+    series.timed({"classify": runner}, calls)["classify"]({"x": np.zeros(1)})
+    assert series.observe(0.001, 0.0, 1, calls) == 0
+    assert value(registry, "attnserve_decode_steps_count") == 0
+    assert value(registry, "attnserve_compute_duration_seconds_count", stage="classify") == 1
+
+
+def test_a_failing_component_call_is_still_timed():
+    registry = CollectorRegistry()
+    series = ServingMetrics(registry).series(LABELS)
+    calls: list = []
+
+    def broken(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        series.timed({"encoder": broken}, calls)["encoder"]({})
+    assert len(calls) == 1 and calls[0][1] >= 0
+
+
+def test_series_are_bound_once_and_forgotten_with_their_model():
+    metrics = ServingMetrics(CollectorRegistry())
+    first = metrics.series(LABELS)
+    assert metrics.series(LABELS) is first
+    assert metrics.series(LABELS._replace(backend="torch")) is not first
+    metrics.forget_model("dates-additive")
+    assert metrics.series(LABELS) is not first
