@@ -65,34 +65,44 @@ def _coerce_options(cls: type[Backend], options: BackendOptions | Mapping[str, A
     return cls.Options.model_validate(data)
 
 
-def _check_feeds(component: str, signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+class FeedCheck:
     """Missing inputs, non-arrays and inconsistent sizes of one symbolic axis (e.g. two batch sizes).
 
     ORT checks dtypes, ranks and fixed sizes itself (InvalidArgument), but a symbol that differs
     between inputs only fails deep inside a node, as FAIL, which would read as a server error.
+    The plan is computed once per session: the check runs on every decoder step.
     """
-    missing = [t.name for t in signature.inputs if t.name not in inputs]
-    if missing:
-        raise InvalidInput(
-            f"{component}: missing input(s) {missing}; expected {[t.name for t in signature.inputs]}"
-        )
-    sizes: dict[str, tuple[int, str]] = {}
-    for t in signature.inputs:
-        value = inputs[t.name]
-        if not isinstance(value, np.ndarray):
-            raise InvalidInput(
-                f"{component}: input {t.name} must be a numpy array, got {type(value).__name__}"
-            )
-        if value.ndim != len(t.shape):
-            continue  # ORT reports the rank
-        for axis, (sym, size) in enumerate(zip(t.shape, value.shape, strict=True)):
-            if not isinstance(sym, str) or sym == "?":
-                continue
-            seen = sizes.setdefault(sym, (size, f"{t.name} axis {axis}"))
-            if seen[0] != size:
-                raise InvalidInput(
-                    f"{component}: axis {sym!r} is {size} in {t.name} axis {axis} but {seen[0]} in {seen[1]}"
-                )
+
+    def __init__(self, component: str, signature: Signature) -> None:
+        self.component = component
+        self.names = [t.name for t in signature.inputs]
+        # per input: its rank and the (axis, symbol) pairs of its named symbolic axes
+        self.plan = [
+            (t.name, len(t.shape), [(i, d) for i, d in enumerate(t.shape) if isinstance(d, str) and d != "?"])
+            for t in signature.inputs
+        ]
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> None:
+        sizes: dict[str, tuple[int, str]] = {}
+        for name, rank, symbols in self.plan:
+            value = inputs.get(name)
+            if value is None:
+                missing = [n for n in self.names if n not in inputs]
+                raise InvalidInput(f"{self.component}: missing input(s) {missing}; expected {self.names}")
+            if not isinstance(value, np.ndarray):
+                raise InvalidInput(f"{self.component}: input {name} must be a numpy array, got {type(value).__name__}")
+            if value.ndim != rank:
+                continue  # ORT reports the rank
+            shape = value.shape
+            for axis, sym in symbols:
+                seen = sizes.get(sym)
+                if seen is None:
+                    sizes[sym] = (shape[axis], f"{name} axis {axis}")
+                elif seen[0] != shape[axis]:
+                    raise InvalidInput(
+                        f"{self.component}: axis {sym!r} is {shape[axis]} in {name} axis {axis} "
+                        f"but {seen[0]} in {seen[1]}"
+                    )
 
 
 class OnnxRuntimeBackend(Backend):
@@ -111,6 +121,7 @@ class OnnxRuntimeBackend(Backend):
             outputs=tuple(_tensor_info(a) for a in session.get_outputs()),
         )
         self._input_names = [t.name for t in self._signature.inputs]
+        self._check = FeedCheck(component, self._signature)
         self._output_names = [t.name for t in self._signature.outputs]
         self._providers = list(session.get_providers())
 
@@ -167,7 +178,7 @@ class OnnxRuntimeBackend(Backend):
         """Feeds exactly the graph's inputs (other keys are ignored) and returns every output."""
         if self._session is None:
             raise BackendFailure(f"{self._component}: backend is closed")
-        _check_feeds(self._component, self._signature, inputs)
+        self._check(inputs)
         feeds = {n: inputs[n] for n in self._input_names}
         try:
             outputs = self._session.run(self._output_names, feeds)

@@ -6,7 +6,9 @@ length prefixes) or typed (`contents`); outputs always go raw, as tritonclient e
 
 from __future__ import annotations
 
+import math
 import struct
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +33,7 @@ DATATYPES: dict[str, tuple[Any, str]] = {
     "FP64": (np.float64, "fp64_contents"),
     "BYTES": (np.object_, "bytes_contents"),
 }
+LITTLE_ENDIAN = sys.byteorder == "little"
 NUMPY_TO_DATATYPE = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64", np.dtype(np.bool_): "BOOL"}
 
 
@@ -81,10 +84,10 @@ def request_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
             raise InvalidInput(f"input '{name}' appears twice")
         if tensor.datatype not in DATATYPES:
             raise InvalidInput(f"input '{name}': unknown datatype '{tensor.datatype}'; use one of {sorted(DATATYPES)}")
-        shape = tuple(int(d) for d in tensor.shape)
+        shape = tuple(tensor.shape)
         if any(d < 0 for d in shape):
             raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         dtype, field = DATATYPES[tensor.datatype]
         if raw:
             data = raw[i]
@@ -117,6 +120,8 @@ def response_outputs(response: pb.ModelInferResponse, outputs: Mapping[str, np.n
             datatype = NUMPY_TO_DATATYPE.get(array.dtype)
             if datatype is None:
                 raise TypeError(f"output '{name}' has unsupported dtype {array.dtype}")
-            data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            if not LITTLE_ENDIAN or array.dtype.byteorder == ">":
+                array = array.astype(array.dtype.newbyteorder("<"))
+            data = array.tobytes()  # row-major (C order), whatever the array's strides
         response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
         response.raw_output_contents.append(data)

@@ -24,18 +24,32 @@ STATUS: dict[ErrorCode, grpc.StatusCode] = {
 
 
 class ErrorInterceptor(aio.ServerInterceptor):
-    """Turn ServingError into its status code and message; anything else into INTERNAL, logged."""
+    """Turn ServingError into its status code and message; anything else into INTERNAL, logged.
+
+    A method's guarded handler is built on its first call and reused: a method's handler never
+    changes, and building one per call costs the hot path.
+    """
+
+    def __init__(self) -> None:
+        self._guarded: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        guarded = self._guarded.get(details.method)
+        if guarded is not None:
+            return guarded
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
-            return handler
+            return handler  # unknown methods (UNIMPLEMENTED) and streams pass through
+        guarded = self._guarded[details.method] = self._guard(handler, details.method)
+        return guarded
+
+    @staticmethod
+    def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary
-        method = details.method
 
         async def guarded(request: Any, context: aio.ServicerContext) -> Any:
             try:
