@@ -90,7 +90,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from serving.app import serve
+    from serving.grpc_core import apply_experiments
     from serving.settings import load_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -105,6 +105,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         grpc=grpc or None,
         metrics=metrics or None,
     )
+    # before anything imports grpc: core reads its experiments once, when it loads
+    experiments = apply_experiments(settings.grpc.core_experiments)
+    from serving.app import serve
+
+    logging.getLogger("attnserve").info("gRPC core experiments: %s", experiments or "(gRPC defaults)")
     asyncio.run(serve(settings))
     return 0
 

@@ -27,6 +27,11 @@ class GrpcSettings(BaseModel):
     # turn off for many concurrent single-item clients on a many-core machine
     inline_when_idle: bool = True
     reflection: bool = True
+    # gRPC core experiments (GRPC_EXPERIMENTS) that `attnserve serve` sets before gRPC loads; an
+    # explicit GRPC_EXPERIMENTS in the environment wins. "-event_engine_listener" serves accepted
+    # connections from the completion-queue poller instead of EventEngine's thread pool: about
+    # half the thread switches per RPC (docs/performance.md). [] keeps gRPC's defaults.
+    core_experiments: list[str] = ["-event_engine_listener"]
 
 
 class MetricsSettings(BaseModel):

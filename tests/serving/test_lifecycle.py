@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -34,15 +35,19 @@ def slow_request() -> pb.ModelInferRequest:
 def test_sigterm_finishes_in_flight_calls_and_exits_zero(reference_repository: Path):
     cmd = [sys.executable, "-m", "serving.cli", "serve", "--repository", str(reference_repository),
            "--grpc-port", "0", "--metrics-port", "0", "--host", "127.0.0.1", "--models", "dates-additive"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        port = None
+        port, log = None, []
         for line in proc.stdout:
+            log.append(line)
             match = re.search(r"serving gRPC on port (\d+)", line)
             if match:
                 port = int(match.group(1))
                 break
         assert port, "server did not start"
+        # the default core experiments were set before gRPC loaded, and the server runs with them
+        assert any("gRPC core experiments: -event_engine_listener" in line for line in log), "".join(log)
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         result: dict = {}
