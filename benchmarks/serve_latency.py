@@ -1,10 +1,16 @@
 """Batch-1 latency: the pipeline in process vs served over gRPC (ONNX Runtime, and torch).
 
-One run, interleaved (in-process, served ORT, served torch, in turn per request) so machine
-noise hits all three alike. The server runs in its own process on loopback, as in production.
+One run, in rotating blocks (BLOCK requests in process, then served ORT, served torch, and an
+empty RPC, again and again) so machine noise hits all four alike while each runs back to back,
+as under steady traffic (alternating every request evicts the in-process pipeline's caches and
+inflates it up to 2x). The server runs in its own process on loopback, as in production.
 
     python benchmarks/serve_latency.py --repository model_repository --requests 300 \
         --markdown docs/performance.md --json runs/serve_latency.json
+
+`--baseline DIR` also serves the repository from another attnserve checkout (for example
+`git worktree add /tmp/base <commit>`) in the same rotation, for a before/after ratio taken in
+one run.
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +38,7 @@ from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.repository import ModelRepository
 
+BLOCK = 10  # requests of one kind in a row
 DEFAULT_MODELS = ["dates-additive", "dates-transformer", "debian-han", "sort-pointer"]
 INPUTS: dict[str, dict[str, np.ndarray]] = {
     "translate": {"text": np.array([b"Freitag, 2. September 1983"], dtype=np.object_)},
@@ -56,16 +66,21 @@ def request(model: str, inputs: dict[str, np.ndarray], backend: str) -> pb.Model
     return req
 
 
-def start_server(repository: Path, port: int) -> tuple[subprocess.Popen, float]:
-    """Start `attnserve serve`; return it and the seconds until it reported ready (every model loaded)."""
-    cmd = [sys.executable, "-m", "serving.cli", "serve", "--repository", str(repository), "--grpc-port", str(port),
-           "--metrics-port", "0"]  # fmt: skip
+def start_server(repository: Path, port: int, tree: Path | None = None) -> tuple[subprocess.Popen, int, float]:
+    """Start `attnserve serve` (from checkout `tree`, default this one); return it, its port and the
+    seconds until it was ready (every model loaded)."""
+    cmd = [sys.executable, "-m", "serving.cli", "serve", "--repository", str(repository.resolve()),
+           "--grpc-port", str(port), "--metrics-port", "0"]  # fmt: skip
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree.resolve())  # its packages before the installed ones
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tree, env=env)
     assert proc.stdout is not None
     for line in proc.stdout:
-        if "serving gRPC on port" in line:
-            return proc, time.perf_counter() - t0
+        match = re.search(r"serving gRPC on port (\d+)", line)
+        if match:
+            return proc, int(match.group(1)), time.perf_counter() - t0
     raise RuntimeError("server exited before it was ready")
 
 
@@ -74,60 +89,97 @@ def summary(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": statistics.median(ms), "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))], "n": len(ms)}
 
 
-def bench(repository: Path, models: list[str], requests: int, port: int) -> dict[str, Any]:
+def rotate(kinds: dict[str, Callable[[], object]], requests: int) -> dict[str, list[float]]:
+    """Seconds per call of each kind, run in rotating blocks of BLOCK calls (two warm-up rounds first)."""
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(2):
+        for fn in kinds.values():
+            for _ in range(BLOCK):
+                fn()
+    for _ in range(max(1, requests // BLOCK)):
+        for kind, fn in kinds.items():
+            for _ in range(BLOCK):
+                t0 = time.perf_counter()
+                fn()
+                times[kind].append(time.perf_counter() - t0)
+    return times
+
+
+def bench(
+    repository: Path, models: list[str], requests: int, port: int, baseline: Path | None = None
+) -> dict[str, Any]:
     load_average = os.getloadavg()[0]
     local = ModelRepository(repository, get_backend)
-    proc, startup = start_server(repository, port)
-    results: dict[str, Any] = {
-        "startup_seconds": startup,
-        "models_in_repository": len(local.available()),
-        "load_average_at_start": load_average,
-    }
-    print(f"server ready after {startup:.2f} s with {len(local.available())} models", flush=True)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = pb_grpc.GRPCInferenceServiceStub(channel)
-    per_model: dict[str, Any] = results.setdefault("models", {})
-    floor = []
-    for i in range(requests + 20):  # an empty RPC: what gRPC itself costs on this machine
-        t0 = time.perf_counter()
-        stub.ServerLive(pb.ServerLiveRequest(), timeout=10)
-        if i >= 20:
-            floor.append(time.perf_counter() - t0)
-    results["server_live_rpc"] = summary(floor)
+    servers: list[subprocess.Popen] = []
+    channels: list[grpc.Channel] = []
     try:
+        proc, port, startup = start_server(repository, port)
+        servers.append(proc)
+        channels.append(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        stub = pb_grpc.GRPCInferenceServiceStub(channels[0])
+        base_stub = None
+        if baseline is not None:
+            base_proc, base_port, _ = start_server(repository, 0, baseline)
+            servers.append(base_proc)
+            channels.append(grpc.insecure_channel(f"127.0.0.1:{base_port}"))
+            base_stub = pb_grpc.GRPCInferenceServiceStub(channels[1])
+        results: dict[str, Any] = {
+            "baseline": str(baseline) if baseline else None,
+            "startup_seconds": startup,
+            "models_in_repository": len(local.available()),
+            "load_average_at_start": load_average,
+            "models": {},
+        }
+        print(f"server ready after {startup:.2f} s with {len(local.available())} models", flush=True)
+        floor: list[float] = []
         for name in models:
             loaded = local.load(name).versions
-            version = loaded[max(loaded)]
-            inputs = INPUTS[version.config.task]
-            _, runners = version.runners("onnxruntime")
-            reqs = {b: request(name, inputs, b) for b in ("onnxruntime", "torch")}
-            times: dict[str, list[float]] = {"in_process": [], "served_onnxruntime": [], "served_torch": []}
-            for i in range(requests + 20):  # the first 20 are warm-up
-                t0 = time.perf_counter()
-                version.pipeline.run(inputs, {}, runners)
-                t1 = time.perf_counter()
-                stub.ModelInfer(reqs["onnxruntime"], timeout=30)
-                t2 = time.perf_counter()
-                stub.ModelInfer(reqs["torch"], timeout=30)
-                t3 = time.perf_counter()
-                if i >= 20:
-                    times["in_process"].append(t1 - t0)
-                    times["served_onnxruntime"].append(t2 - t1)
-                    times["served_torch"].append(t3 - t2)
-            row = {k: summary(v) for k, v in times.items()}
-            row["grpc_overhead_p50_ms"] = row["served_onnxruntime"]["p50_ms"] - row["in_process"]["p50_ms"]
-            row["task"] = version.config.task
-            row["attention"] = version.config.attention
-            per_model[name] = row
+            row = measure_model(loaded[max(loaded)], stub, base_stub, requests)
+            floor += row.pop("server_live_seconds")
+            results["models"][name] = row
             print(f"{name:<20} in-process {row['in_process']['p50_ms']:.3f} ms  served ORT "
                   f"{row['served_onnxruntime']['p50_ms']:.3f} ms  torch {row['served_torch']['p50_ms']:.3f} ms  "
-                  f"overhead {row['grpc_overhead_p50_ms']:.3f} ms", flush=True)  # fmt: skip
+                  f"overhead {row['grpc_overhead_p50_ms']:.3f} ms (empty RPC {row['server_live_p50_ms']:.3f} ms)",
+                  flush=True)  # fmt: skip
+        results["server_live_rpc"] = summary(floor)
+        return results
     finally:
-        channel.close()
-        proc.terminate()
-        proc.wait(timeout=30)
+        for channel in channels:
+            channel.close()
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
         local.close()
-    return results
+
+
+def measure_model(version: Any, stub: Any, base_stub: Any | None, requests: int) -> dict[str, Any]:
+    """One model's rotation: in process, served (ORT, torch), an empty RPC, and the baseline's ORT."""
+    name = version.config.name
+    inputs = INPUTS[version.config.task]
+    _, runners = version.runners("onnxruntime")
+    kinds: dict[str, Callable[[], object]] = {
+        "in_process": partial(version.pipeline.run, inputs, {}, runners),
+        "served_onnxruntime": partial(stub.ModelInfer, request(name, inputs, "onnxruntime"), timeout=30),
+        "served_torch": partial(stub.ModelInfer, request(name, inputs, "torch"), timeout=30),
+        "server_live": partial(stub.ServerLive, pb.ServerLiveRequest(), timeout=10),  # an empty RPC: the floor
+    }
+    if base_stub is not None:
+        kinds["baseline_onnxruntime"] = partial(base_stub.ModelInfer, request(name, inputs, "onnxruntime"), timeout=30)
+    times = rotate(kinds, requests)
+    live_times = times.pop("server_live")
+    row: dict[str, Any] = {k: summary(v) for k, v in times.items()}
+    row["grpc_overhead_p50_ms"] = row["served_onnxruntime"]["p50_ms"] - row["in_process"]["p50_ms"]
+    # what serving a model adds over an empty RPC measured in the same blocks
+    row["server_live_p50_ms"] = summary(live_times)["p50_ms"]
+    row["above_floor_p50_ms"] = row["grpc_overhead_p50_ms"] - row["server_live_p50_ms"]
+    if base_stub is not None:
+        base = row["baseline_onnxruntime"]["p50_ms"]
+        row["baseline_overhead_p50_ms"] = base - row["in_process"]["p50_ms"]
+        row["served_vs_baseline"] = row["served_onnxruntime"]["p50_ms"] / base
+    row["task"] = version.config.task
+    row["attention"] = version.config.attention
+    row["server_live_seconds"] = live_times
+    return row
 
 
 def markdown(results: dict[str, Any], command: str) -> str:
@@ -136,25 +188,48 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "",
         f"Measured by `{command}` on {platform.machine()} with {os.cpu_count()} cores "
         f"(Python {platform.python_version()}); load average at the start "
-        f"{results['load_average_at_start']:.2f}. One run, interleaved per request: the pipeline in process "
-        "(ONNX Runtime), the same request served over gRPC on loopback with ONNX Runtime, and with "
-        "torch (`parameters.backend`). The gRPC overhead is served p50 minus in-process p50.",
+        f"{results['load_average_at_start']:.2f}. One run, in rotating blocks of {BLOCK} requests: the "
+        "pipeline in process (ONNX Runtime), the same request served over gRPC on loopback with ONNX "
+        "Runtime, with torch (`parameters.backend`), and an empty RPC (ServerLive). The gRPC overhead "
+        "is served p50 minus in-process p50; *above the empty RPC* subtracts the empty RPC's p50 from "
+        "the same blocks, leaving what serving a model adds to the transport's own round trip.",
         "",
         f"Start-up: the server was ready (all {results['models_in_repository']} models of the repository "
         f"loaded on both backends) {results['startup_seconds']:.2f} s after the process started. "
-        f"An empty RPC (ServerLive) took p50 {results['server_live_rpc']['p50_ms']:.3f} ms: the floor of "
-        "any served request on this machine.",
+        f"An empty RPC (ServerLive) took p50 {results['server_live_rpc']['p50_ms']:.3f} ms over the whole "
+        "run: the floor of any served request on this machine.",
         "",
         "| model | task | attention | in-process p50 / p99 (ms) | served ORT p50 / p99 (ms) "
-        "| served torch p50 / p99 (ms) | gRPC overhead p50 (ms) |",
-        "|---|---|---|---|---|---|---|",
+        "| served torch p50 / p99 (ms) | gRPC overhead p50 (ms) | empty RPC p50 (ms) | above the empty RPC (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["models"].items():
         kinds = ("in_process", "served_onnxruntime", "served_torch")
         cells = [f"{r[k]['p50_ms']:.3f} / {r[k]['p99_ms']:.3f}" for k in kinds]
         lines.append(
-            f"| {name} | {r['task']} | {r['attention']} | {' | '.join(cells)} | {r['grpc_overhead_p50_ms']:.3f} |"
+            f"| {name} | {r['task']} | {r['attention']} | {' | '.join(cells)} | {r['grpc_overhead_p50_ms']:.3f} "
+            f"| {r['server_live_p50_ms']:.3f} | {r['above_floor_p50_ms']:.3f} |"
         )
+    if results.get("baseline"):
+        lines += [
+            "",
+            f"Against a baseline server run from `{results['baseline']}` in the same rotation (ONNX Runtime):",
+            "",
+            "| model | gRPC overhead p50 (ms) | baseline's gRPC overhead p50 (ms) | served p50, this / baseline |",
+            "|---|---|---|---|",
+        ]
+        for name, r in results["models"].items():
+            lines.append(
+                f"| {name} | {r['grpc_overhead_p50_ms']:.3f} | {r['baseline_overhead_p50_ms']:.3f} "
+                f"| {r['served_vs_baseline']:.3f} |"
+            )
+    lines += [
+        "",
+        "How to read it: on a 2-core virtual machine the empty RPC is mostly thread wake-ups (gRPC",
+        "core's poller, the asyncio loop, the client's completion queue), each one a cross-CPU wake",
+        "of an idle virtual CPU; it varies several-fold between machines of the same kind and from",
+        "day to day, so compare the columns of one run, not figures across runs.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -163,11 +238,12 @@ def main() -> int:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--port", type=int, default=18101)
+    parser.add_argument("--port", type=int, default=18101, help="the server's gRPC port (0: any free port)")
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--baseline", type=Path, help="another attnserve checkout to serve and compare against")
     args = parser.parse_args()
-    results = bench(args.repository, args.models.split(","), args.requests, args.port)
+    results = bench(args.repository, args.models.split(","), args.requests, args.port, args.baseline)
     command = "python benchmarks/serve_latency.py " + " ".join(sys.argv[1:])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
