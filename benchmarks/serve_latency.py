@@ -84,6 +84,16 @@ def start_server(repository: Path, port: int, tree: Path | None = None) -> tuple
     raise RuntimeError("server exited before it was ready")
 
 
+def commit_of(tree: Path) -> str:
+    """The checkout's commit (short), with '+changes' when its tracked files differ from it."""
+    git = ["git", "-C", str(tree)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    if head.returncode != 0:
+        return "unknown"
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD"], check=False).returncode != 0
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
 def summary(samples: list[float]) -> dict[str, float]:
     ms = sorted(s * 1e3 for s in samples)
     return {"p50_ms": statistics.median(ms), "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))], "n": len(ms)}
@@ -124,7 +134,9 @@ def bench(
             channels.append(grpc.insecure_channel(f"127.0.0.1:{base_port}"))
             base_stub = pb_grpc.GRPCInferenceServiceStub(channels[1])
         results: dict[str, Any] = {
+            "commit": commit_of(Path(__file__).resolve().parents[1]),
             "baseline": str(baseline) if baseline else None,
+            "baseline_commit": commit_of(baseline) if baseline else None,
             "startup_seconds": startup,
             "models_in_repository": len(local.available()),
             "load_average_at_start": load_average,
@@ -186,7 +198,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
     lines = [
         "# Serving latency at batch 1",
         "",
-        f"Measured by `{command}` on {platform.machine()} with {os.cpu_count()} cores "
+        f"Measured by `{command}` at commit {results['commit']} on {platform.machine()} with {os.cpu_count()} cores "
         f"(Python {platform.python_version()}); load average at the start "
         f"{results['load_average_at_start']:.2f}. One run, in rotating blocks of {BLOCK} requests: the "
         "pipeline in process (ONNX Runtime), the same request served over gRPC on loopback with ONNX "
@@ -213,7 +225,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
     if results.get("baseline"):
         lines += [
             "",
-            f"Against a baseline server run from `{results['baseline']}` in the same rotation (ONNX Runtime):",
+            f"Against a baseline server run from `{results['baseline']}` (commit {results['baseline_commit']}) "
+            "in the same rotation, ONNX Runtime:",
             "",
             "| model | gRPC overhead p50 (ms) | baseline's gRPC overhead p50 (ms) | served p50, this / baseline |",
             "|---|---|---|---|",

@@ -30,4 +30,4 @@ def test_serve_latency_benchmark_writes_json_and_markdown(reference_repository: 
     assert results["server_live_rpc"]["n"] == 20
     table = out_md.read_text()
     assert "| debian-han | classify | additive |" in table and "above the empty RPC" in table
-    assert f"baseline server run from `{ROOT}`" in table
+    assert f"baseline server run from `{ROOT}` (commit " in table
