@@ -94,6 +94,28 @@ def commit_of(tree: Path) -> str:
     return head.stdout.strip() + ("+changes" if dirty else "")
 
 
+def context_switches(pid: int) -> int | None:
+    """Voluntary + involuntary context switches of every thread of `pid` so far (Linux /proc)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for line in (task / "status").read_text().splitlines():
+                if "ctxt_switches:" in line:  # voluntary_ and nonvoluntary_
+                    total += int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return total
+
+
+def switches_per_call(pid: int, call: Callable[[], object], n: int = 500) -> float | None:
+    """The server's thread switches per call: a count, steadier than time on a noisy machine."""
+    before = context_switches(pid)
+    for _ in range(n):
+        call()
+    after = context_switches(pid)
+    return None if before is None or after is None else (after - before) / n
+
+
 def summary(samples: list[float]) -> dict[str, float]:
     ms = sorted(s * 1e3 for s in samples)
     return {"p50_ms": statistics.median(ms), "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))], "n": len(ms)}
@@ -154,6 +176,12 @@ def bench(
                   f"overhead {row['grpc_overhead_p50_ms']:.3f} ms (empty RPC {row['server_live_p50_ms']:.3f} ms)",
                   flush=True)  # fmt: skip
         results["server_live_rpc"] = summary(floor)
+        live = pb.ServerLiveRequest()
+        results["switches_per_empty_rpc"] = switches_per_call(proc.pid, partial(stub.ServerLive, live))
+        if base_stub is not None:
+            results["baseline_switches_per_empty_rpc"] = switches_per_call(
+                servers[1].pid, partial(base_stub.ServerLive, live)
+            )
         return results
     finally:
         for channel in channels:
@@ -195,6 +223,12 @@ def measure_model(version: Any, stub: Any, base_stub: Any | None, requests: int)
 
 
 def markdown(results: dict[str, Any], command: str) -> str:
+    switches = ""
+    if results.get("switches_per_empty_rpc") is not None:
+        switches = f" The server's threads switched {results['switches_per_empty_rpc']:.1f} times per empty RPC"
+        if results.get("baseline_switches_per_empty_rpc") is not None:
+            switches += f" (the baseline's: {results['baseline_switches_per_empty_rpc']:.1f})"
+        switches += "."
     lines = [
         "# Serving latency at batch 1",
         "",

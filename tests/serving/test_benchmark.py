@@ -28,6 +28,7 @@ def test_serve_latency_benchmark_writes_json_and_markdown(reference_repository: 
         # this checkout served again as its own baseline, in the same rotation
         assert row["baseline_onnxruntime"]["n"] == 10 and row["served_vs_baseline"] > 0
     assert results["server_live_rpc"]["n"] == 20
+    assert results["switches_per_empty_rpc"] > 0 and results["baseline_switches_per_empty_rpc"] > 0
     table = out_md.read_text()
     assert "| debian-han | classify | additive |" in table and "above the empty RPC" in table
     assert f"baseline server run from `{ROOT}` (commit " in table
