@@ -243,7 +243,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"Start-up: the server was ready (all {results['models_in_repository']} models of the repository "
         f"loaded on both backends) {results['startup_seconds']:.2f} s after the process started. "
         f"An empty RPC (ServerLive) took p50 {results['server_live_rpc']['p50_ms']:.3f} ms over the whole "
-        "run: the floor of any served request on this machine.",
+        f"run: the floor of any served request on this machine.{switches}",
         "",
         "| model | task | attention | in-process p50 / p99 (ms) | served ORT p50 / p99 (ms) "
         "| served torch p50 / p99 (ms) | gRPC overhead p50 (ms) | empty RPC p50 (ms) | above the empty RPC (ms) |",

@@ -32,3 +32,4 @@ def test_serve_latency_benchmark_writes_json_and_markdown(reference_repository: 
     table = out_md.read_text()
     assert "| debian-han | classify | additive |" in table and "above the empty RPC" in table
     assert f"baseline server run from `{ROOT}` (commit " in table
+    assert "times per empty RPC (the baseline's: " in table
