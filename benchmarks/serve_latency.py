@@ -1,9 +1,10 @@
 """Batch-1 latency: the pipeline in process vs served over gRPC (ONNX Runtime, and torch).
 
-One run, in rotating blocks (BLOCK requests in process, then served ORT, served torch, and an
-empty RPC, again and again) so machine noise hits all four alike while each runs back to back,
-as under steady traffic (alternating every request evicts the in-process pipeline's caches and
-inflates it up to 2x). The server runs in its own process on loopback, as in production.
+One run, in rotating blocks (BLOCK requests in process, then served ORT, served torch, an empty
+RPC, and a bare gRPC handler that spins as long as the pipeline, again and again) so machine
+noise hits all of them alike while each runs back to back, as under steady traffic
+(alternating every request would evict the in-process pipeline's caches and inflate it). The
+server runs in its own process on loopback, as in production.
 
     python benchmarks/serve_latency.py --repository model_repository --requests 300 \
         --markdown docs/performance.md --json runs/serve_latency.json
@@ -84,6 +85,18 @@ def start_server(repository: Path, port: int, tree: Path | None = None) -> tuple
     raise RuntimeError("server exited before it was ready")
 
 
+def start_spin_server() -> tuple[subprocess.Popen, int]:
+    """benchmarks/spin_server.py in its own process; return it and its port."""
+    cmd = [sys.executable, str(Path(__file__).with_name("spin_server.py")), "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        match = re.search(r"spin server on port (\d+)", line)
+        if match:
+            return proc, int(match.group(1))
+    raise RuntimeError("the spin server exited before it was ready")
+
+
 def commit_of(tree: Path) -> str:
     """The checkout's commit (short), with '+changes' when its tracked files differ from it."""
     git = ["git", "-C", str(tree)]
@@ -149,12 +162,16 @@ def bench(
         servers.append(proc)
         channels.append(grpc.insecure_channel(f"127.0.0.1:{port}"))
         stub = pb_grpc.GRPCInferenceServiceStub(channels[0])
+        spin, spin_port = start_spin_server()
+        servers.append(spin)
+        channels.append(grpc.insecure_channel(f"127.0.0.1:{spin_port}"))
+        spin_stub = pb_grpc.GRPCInferenceServiceStub(channels[-1])
         base_stub = None
         if baseline is not None:
             base_proc, base_port, _ = start_server(repository, 0, baseline)
             servers.append(base_proc)
             channels.append(grpc.insecure_channel(f"127.0.0.1:{base_port}"))
-            base_stub = pb_grpc.GRPCInferenceServiceStub(channels[1])
+            base_stub = pb_grpc.GRPCInferenceServiceStub(channels[-1])
         results: dict[str, Any] = {
             "commit": commit_of(Path(__file__).resolve().parents[1]),
             "baseline": str(baseline) if baseline else None,
@@ -168,7 +185,7 @@ def bench(
         floor: list[float] = []
         for name in models:
             loaded = local.load(name).versions
-            row = measure_model(loaded[max(loaded)], stub, base_stub, requests)
+            row = measure_model(loaded[max(loaded)], stub, spin_stub, base_stub, requests)
             floor += row.pop("server_live_seconds")
             results["models"][name] = row
             print(f"{name:<20} in-process {row['in_process']['p50_ms']:.3f} ms  served ORT "
@@ -180,7 +197,7 @@ def bench(
         results["switches_per_empty_rpc"] = switches_per_call(proc.pid, partial(stub.ServerLive, live))
         if base_stub is not None:
             results["baseline_switches_per_empty_rpc"] = switches_per_call(
-                servers[1].pid, partial(base_stub.ServerLive, live)
+                servers[-1].pid, partial(base_stub.ServerLive, live)
             )
         return results
     finally:
@@ -192,16 +209,20 @@ def bench(
         local.close()
 
 
-def measure_model(version: Any, stub: Any, base_stub: Any | None, requests: int) -> dict[str, Any]:
-    """One model's rotation: in process, served (ORT, torch), an empty RPC, and the baseline's ORT."""
+def measure_model(version: Any, stub: Any, spin_stub: Any, base_stub: Any | None, requests: int) -> dict[str, Any]:
+    """One model's rotation: in process, served (ORT, torch), an empty RPC, a bare gRPC handler
+    spinning as long as the pipeline, and the baseline's ORT."""
     name = version.config.name
     inputs = INPUTS[version.config.task]
     _, runners = version.runners("onnxruntime")
+    in_process = partial(version.pipeline.run, inputs, {}, runners)
+    spin_ms = statistics.median(rotate({"p": in_process}, 50)["p"]) * 1e3  # the pipeline's duration
     kinds: dict[str, Callable[[], object]] = {
-        "in_process": partial(version.pipeline.run, inputs, {}, runners),
+        "in_process": in_process,
         "served_onnxruntime": partial(stub.ModelInfer, request(name, inputs, "onnxruntime"), timeout=30),
         "served_torch": partial(stub.ModelInfer, request(name, inputs, "torch"), timeout=30),
         "server_live": partial(stub.ServerLive, pb.ServerLiveRequest(), timeout=10),  # an empty RPC: the floor
+        "bare_grpc": partial(spin_stub.ModelReady, pb.ModelReadyRequest(name=f"{spin_ms:.4f}"), timeout=10),
     }
     if base_stub is not None:
         kinds["baseline_onnxruntime"] = partial(base_stub.ModelInfer, request(name, inputs, "onnxruntime"), timeout=30)
@@ -212,6 +233,10 @@ def measure_model(version: Any, stub: Any, base_stub: Any | None, requests: int)
     # what serving a model adds over an empty RPC measured in the same blocks
     row["server_live_p50_ms"] = summary(live_times)["p50_ms"]
     row["above_floor_p50_ms"] = row["grpc_overhead_p50_ms"] - row["server_live_p50_ms"]
+    # a bare grpc.aio server computing exactly spin_ms: the transport's cost at this compute time
+    row["bare_grpc_spin_ms"] = spin_ms
+    row["bare_grpc_overhead_p50_ms"] = row["bare_grpc"]["p50_ms"] - spin_ms
+    row["over_bare_grpc_p50_ms"] = row["grpc_overhead_p50_ms"] - row["bare_grpc_overhead_p50_ms"]
     if base_stub is not None:
         base = row["baseline_onnxruntime"]["p50_ms"]
         row["baseline_overhead_p50_ms"] = base - row["in_process"]["p50_ms"]
@@ -256,6 +281,21 @@ def markdown(results: dict[str, Any], command: str) -> str:
             f"| {name} | {r['task']} | {r['attention']} | {' | '.join(cells)} | {r['grpc_overhead_p50_ms']:.3f} "
             f"| {r['server_live_p50_ms']:.3f} | {r['above_floor_p50_ms']:.3f} |"
         )
+    lines += [
+        "",
+        "Against `benchmarks/spin_server.py`, a bare grpc.aio server in the same rotation whose handler",
+        "busy-waits as long as the model's in-process pipeline (its p50 measured just before): the",
+        "transport's own cost at that compute time, with nothing of attnserve in the way.",
+        "",
+        "| model | handler spins (ms) | bare gRPC overhead p50 (ms) | attnserve gRPC overhead p50 (ms) "
+        "| attnserve over bare gRPC (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in results["models"].items():
+        lines.append(
+            f"| {name} | {r['bare_grpc_spin_ms']:.3f} | {r['bare_grpc_overhead_p50_ms']:.3f} "
+            f"| {r['grpc_overhead_p50_ms']:.3f} | {r['over_bare_grpc_p50_ms']:.3f} |"
+        )
     if results.get("baseline"):
         lines += [
             "",
@@ -272,10 +312,12 @@ def markdown(results: dict[str, Any], command: str) -> str:
             )
     lines += [
         "",
-        "How to read it: on a 2-core virtual machine the empty RPC is mostly thread wake-ups (gRPC",
-        "core's poller, the asyncio loop, the client's completion queue), each one a cross-CPU wake",
-        "of an idle virtual CPU; it varies several-fold between machines of the same kind and from",
-        "day to day, so compare the columns of one run, not figures across runs.",
+        "How to read it: the empty RPC is the transport's own round trip, client and server both Python",
+        "gRPC, and on a 2-core virtual machine most of it is threads handing work to each other (the",
+        "switch counts above). It varies several-fold between machines of the same kind and from one",
+        "minute to the next, so compare the columns of one run, not figures across runs. The bare",
+        "server's overhead grows with the time its handler spins, although the handler does nothing",
+        "else: the round trip of a longer call costs more on this machine, whoever serves it.",
     ]
     return "\n".join(lines) + "\n"
 
