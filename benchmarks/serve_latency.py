@@ -1,7 +1,7 @@
 """Batch-1 latency: the pipeline in process vs served over gRPC (ONNX Runtime, and torch).
 
 One run, in rotating blocks (BLOCK requests in process, then served ORT, served torch, an empty
-RPC, and a bare gRPC handler that spins as long as the pipeline, again and again) so machine
+RPC, and a bare gRPC handler running the same pipeline, again and again) so machine
 noise hits all of them alike while each runs back to back, as under steady traffic
 (alternating every request would evict the in-process pipeline's caches and inflate it). The
 server runs in its own process on loopback, as in production.
@@ -32,6 +32,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from latency_inputs import INPUTS
 
 from backends.loader import get_backend
 from serving.grpc import convert
@@ -41,19 +42,6 @@ from serving.repository import ModelRepository
 
 BLOCK = 10  # requests of one kind in a row
 DEFAULT_MODELS = ["dates-additive", "dates-transformer", "debian-han", "sort-pointer"]
-INPUTS: dict[str, dict[str, np.ndarray]] = {
-    "translate": {"text": np.array([b"Freitag, 2. September 1983"], dtype=np.object_)},
-    "classify": {
-        "text": np.array(
-            [
-                b"real-time strategy game. Build an empire of seven kingdoms, trade and fight wars. "
-                b"The game offers a campaign and multiplayer over the network."
-            ],
-            dtype=np.object_,
-        )
-    },
-    "sort": {"values": np.array([[42, 7, 93, 15, 61, 3, 28, 77, 50, 12]], dtype=np.int64)},
-}
 
 
 def request(model: str, inputs: dict[str, np.ndarray], backend: str) -> pb.ModelInferRequest:
@@ -85,16 +73,17 @@ def start_server(repository: Path, port: int, tree: Path | None = None) -> tuple
     raise RuntimeError("server exited before it was ready")
 
 
-def start_spin_server() -> tuple[subprocess.Popen, int]:
-    """benchmarks/spin_server.py in its own process; return it and its port."""
-    cmd = [sys.executable, str(Path(__file__).with_name("spin_server.py")), "0"]
+def start_bare_server(repository: Path, models: list[str]) -> tuple[subprocess.Popen, int]:
+    """benchmarks/bare_server.py in its own process; return it and its port."""
+    cmd = [sys.executable, str(Path(__file__).with_name("bare_server.py")), "--repository", str(repository),
+           "--models", ",".join(models), "--port", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
-        match = re.search(r"spin server on port (\d+)", line)
+        match = re.search(r"bare server on port (\d+)", line)
         if match:
             return proc, int(match.group(1))
-    raise RuntimeError("the spin server exited before it was ready")
+    raise RuntimeError("the bare server exited before it was ready")
 
 
 def commit_of(tree: Path) -> str:
@@ -162,10 +151,10 @@ def bench(
         servers.append(proc)
         channels.append(grpc.insecure_channel(f"127.0.0.1:{port}"))
         stub = pb_grpc.GRPCInferenceServiceStub(channels[0])
-        spin, spin_port = start_spin_server()
-        servers.append(spin)
-        channels.append(grpc.insecure_channel(f"127.0.0.1:{spin_port}"))
-        spin_stub = pb_grpc.GRPCInferenceServiceStub(channels[-1])
+        bare, bare_port = start_bare_server(repository, models)
+        servers.append(bare)
+        channels.append(grpc.insecure_channel(f"127.0.0.1:{bare_port}"))
+        bare_stub = pb_grpc.GRPCInferenceServiceStub(channels[-1])
         base_stub = None
         if baseline is not None:
             base_proc, base_port, _ = start_server(repository, 0, baseline)
@@ -185,7 +174,7 @@ def bench(
         floor: list[float] = []
         for name in models:
             loaded = local.load(name).versions
-            row = measure_model(loaded[max(loaded)], stub, spin_stub, base_stub, requests)
+            row = measure_model(loaded[max(loaded)], stub, bare_stub, base_stub, requests)
             floor += row.pop("server_live_seconds")
             results["models"][name] = row
             print(f"{name:<20} in-process {row['in_process']['p50_ms']:.3f} ms  served ORT "
@@ -209,20 +198,18 @@ def bench(
         local.close()
 
 
-def measure_model(version: Any, stub: Any, spin_stub: Any, base_stub: Any | None, requests: int) -> dict[str, Any]:
-    """One model's rotation: in process, served (ORT, torch), an empty RPC, a bare gRPC handler
-    spinning as long as the pipeline, and the baseline's ORT."""
+def measure_model(version: Any, stub: Any, bare_stub: Any, base_stub: Any | None, requests: int) -> dict[str, Any]:
+    """One model's rotation: in process, served (ORT, torch), an empty RPC, the bare server running
+    the same pipeline, and the baseline's ORT."""
     name = version.config.name
     inputs = INPUTS[version.config.task]
     _, runners = version.runners("onnxruntime")
-    in_process = partial(version.pipeline.run, inputs, {}, runners)
-    spin_ms = statistics.median(rotate({"p": in_process}, 50)["p"]) * 1e3  # the pipeline's duration
     kinds: dict[str, Callable[[], object]] = {
-        "in_process": in_process,
+        "in_process": partial(version.pipeline.run, inputs, {}, runners),
         "served_onnxruntime": partial(stub.ModelInfer, request(name, inputs, "onnxruntime"), timeout=30),
         "served_torch": partial(stub.ModelInfer, request(name, inputs, "torch"), timeout=30),
         "server_live": partial(stub.ServerLive, pb.ServerLiveRequest(), timeout=10),  # an empty RPC: the floor
-        "bare_grpc": partial(spin_stub.ModelReady, pb.ModelReadyRequest(name=f"{spin_ms:.4f}"), timeout=10),
+        "bare_grpc": partial(bare_stub.ModelReady, pb.ModelReadyRequest(name=name), timeout=30),
     }
     if base_stub is not None:
         kinds["baseline_onnxruntime"] = partial(base_stub.ModelInfer, request(name, inputs, "onnxruntime"), timeout=30)
@@ -233,10 +220,9 @@ def measure_model(version: Any, stub: Any, spin_stub: Any, base_stub: Any | None
     # what serving a model adds over an empty RPC measured in the same blocks
     row["server_live_p50_ms"] = summary(live_times)["p50_ms"]
     row["above_floor_p50_ms"] = row["grpc_overhead_p50_ms"] - row["server_live_p50_ms"]
-    # a bare grpc.aio server computing exactly spin_ms: the transport's cost at this compute time
-    row["bare_grpc_spin_ms"] = spin_ms
-    row["bare_grpc_overhead_p50_ms"] = row["bare_grpc"]["p50_ms"] - spin_ms
-    row["over_bare_grpc_p50_ms"] = row["grpc_overhead_p50_ms"] - row["bare_grpc_overhead_p50_ms"]
+    # a bare grpc.aio handler running the same pipeline: what attnserve adds is the difference
+    row["bare_grpc_overhead_p50_ms"] = row["bare_grpc"]["p50_ms"] - row["in_process"]["p50_ms"]
+    row["over_bare_grpc_p50_ms"] = row["served_onnxruntime"]["p50_ms"] - row["bare_grpc"]["p50_ms"]
     if base_stub is not None:
         base = row["baseline_onnxruntime"]["p50_ms"]
         row["baseline_overhead_p50_ms"] = base - row["in_process"]["p50_ms"]
@@ -283,17 +269,18 @@ def markdown(results: dict[str, Any], command: str) -> str:
         )
     lines += [
         "",
-        "Against `benchmarks/spin_server.py`, a bare grpc.aio server in the same rotation whose handler",
-        "busy-waits as long as the model's in-process pipeline (its p50 measured just before): the",
-        "transport's own cost at that compute time, with nothing of attnserve in the way.",
+        "Against `benchmarks/bare_server.py` in the same rotation: a bare grpc.aio handler that runs the",
+        "same pipeline on the same input, with no tensor conversion, validation, metrics or statistics.",
+        "Its overhead is what Python gRPC and a server process cost on this machine; the last column",
+        "is what attnserve adds to it.",
         "",
-        "| model | handler spins (ms) | bare gRPC overhead p50 (ms) | attnserve gRPC overhead p50 (ms) "
-        "| attnserve over bare gRPC (ms) |",
+        "| model | bare server p50 (ms) | bare server's overhead p50 (ms) | attnserve's overhead p50 (ms) "
+        "| attnserve over the bare server (ms) |",
         "|---|---|---|---|---|",
     ]
     for name, r in results["models"].items():
         lines.append(
-            f"| {name} | {r['bare_grpc_spin_ms']:.3f} | {r['bare_grpc_overhead_p50_ms']:.3f} "
+            f"| {name} | {r['bare_grpc']['p50_ms']:.3f} | {r['bare_grpc_overhead_p50_ms']:.3f} "
             f"| {r['grpc_overhead_p50_ms']:.3f} | {r['over_bare_grpc_p50_ms']:.3f} |"
         )
     if results.get("baseline"):
@@ -315,9 +302,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "How to read it: the empty RPC is the transport's own round trip, client and server both Python",
         "gRPC, and on a 2-core virtual machine most of it is threads handing work to each other (the",
         "switch counts above). It varies several-fold between machines of the same kind and from one",
-        "minute to the next, so compare the columns of one run, not figures across runs. The bare",
-        "server's overhead grows with the time its handler spins, although the handler does nothing",
-        "else: the round trip of a longer call costs more on this machine, whoever serves it.",
+        "minute to the next, so compare the columns of one run, not figures across runs.",
     ]
     return "\n".join(lines) + "\n"
 
