@@ -51,7 +51,7 @@ class DataPlane:
         """Count a request that failed before it reached a model (e.g. malformed tensors)."""
         entry = self.repository.entry(model_name) if model_name else None
         labels = ModelLabels(model_name, "", "", "", "") if entry is not None else UNKNOWN
-        self.metrics.observe_request(labels, error.code.name, seconds, None, 0, 0)
+        self.metrics.observe_failure(labels, error.code.name, seconds)
 
     async def infer(
         self,
@@ -81,7 +81,7 @@ class DataPlane:
         except ServingError as exc:
             if labels is UNKNOWN and self.repository.entry(name) is not None:
                 labels = ModelLabels(name, "", "", "", "")  # never the client's version string
-            self.metrics.observe_request(labels, exc.code.name, time.perf_counter() - arrived, None, 0, 0)
+            self.metrics.observe_failure(labels, exc.code.name, time.perf_counter() - arrived)
             raise
 
     async def _run(

@@ -165,21 +165,12 @@ class ServingMetrics:
             self._series[labels] = found
         return found
 
-    def observe_request(
-        self, labels: ModelLabels, code: str, seconds: float, queue_seconds: float | None, batch: int, steps: int
-    ) -> None:
-        """Count one request under its status code (the error path; successes use ModelSeries.observe)."""
+    def observe_failure(self, labels: ModelLabels, code: str, seconds: float) -> None:
+        """Count one failed request under its status code (successes go through ModelSeries.observe)."""
         values = labels.values()
         self.requests.labels(*values, code).inc()
         self.request_duration.labels(*values).observe(seconds)
-        if code != "OK":
-            self.failures.labels(labels.model, code).inc()
-            return
-        if queue_seconds is not None:
-            self.queue_duration.labels(*values).observe(queue_seconds)
-        self.batch_size.labels(*values).observe(batch)
-        if steps:
-            self.decode_steps.labels(*values).observe(steps)
+        self.failures.labels(labels.model, code).inc()
 
     def set_ready(self, labels: ModelLabels, ready: bool) -> None:
         self.model_ready.labels(*labels.values()).set(1 if ready else 0)
