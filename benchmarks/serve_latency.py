@@ -10,7 +10,7 @@ server runs in its own process on loopback, as in production.
         --markdown docs/performance.md --json runs/serve_latency.json
 
 `--baseline DIR` also serves the repository from another attnserve checkout (for example
-`git worktree add /tmp/base <commit>`) in the same rotation, for a before/after ratio taken in
+`git worktree add runs/baseline <commit>`) in the same rotation, for a before/after ratio taken in
 one run.
 """
 
@@ -55,6 +55,17 @@ def request(model: str, inputs: dict[str, np.ndarray], backend: str) -> pb.Model
     return req
 
 
+def spawn(cmd: list[str], ready: str, **popen: Any) -> tuple[subprocess.Popen, int]:
+    """Start `cmd`; return it and the port from its first stdout line matching `ready` (one group)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        match = re.search(ready, line)
+        if match:
+            return proc, int(match.group(1))
+    raise RuntimeError(f"{cmd[1]} exited before it was ready")
+
+
 def start_server(repository: Path, port: int, tree: Path | None = None) -> tuple[subprocess.Popen, int, float]:
     """Start `attnserve serve` (from checkout `tree`, default this one); return it, its port and the
     seconds until it was ready (every model loaded)."""
@@ -64,26 +75,15 @@ def start_server(repository: Path, port: int, tree: Path | None = None) -> tuple
     if tree is not None:
         env["PYTHONPATH"] = str(tree.resolve())  # its packages before the installed ones
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tree, env=env)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        match = re.search(r"serving gRPC on port (\d+)", line)
-        if match:
-            return proc, int(match.group(1)), time.perf_counter() - t0
-    raise RuntimeError("server exited before it was ready")
+    proc, bound = spawn(cmd, r"serving gRPC on port (\d+)", cwd=tree, env=env)
+    return proc, bound, time.perf_counter() - t0
 
 
 def start_bare_server(repository: Path, models: list[str]) -> tuple[subprocess.Popen, int]:
     """benchmarks/bare_server.py in its own process; return it and its port."""
     cmd = [sys.executable, str(Path(__file__).with_name("bare_server.py")), "--repository", str(repository),
            "--models", ",".join(models), "--port", "0"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        match = re.search(r"bare server on port (\d+)", line)
-        if match:
-            return proc, int(match.group(1))
-    raise RuntimeError("the bare server exited before it was ready")
+    return spawn(cmd, r"bare server on port (\d+)")
 
 
 def commit_of(tree: Path) -> str:
