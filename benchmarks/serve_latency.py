@@ -286,7 +286,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
     if results.get("baseline"):
         lines += [
             "",
-            f"Against a baseline server run from `{results['baseline']}` (commit {results['baseline_commit']}) "
+            f"Against a baseline server run from `{results['baseline']}`, a checkout of commit "
+            f"{results['baseline_commit']} (`git worktree add {results['baseline']} {results['baseline_commit']}`), "
             "in the same rotation, ONNX Runtime:",
             "",
             "| model | gRPC overhead p50 (ms) | baseline's gRPC overhead p50 (ms) | served p50, this / baseline |",

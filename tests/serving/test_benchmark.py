@@ -34,6 +34,6 @@ def test_serve_latency_benchmark_writes_json_and_markdown(reference_repository: 
     assert results["switches_per_empty_rpc"] > 0 and results["baseline_switches_per_empty_rpc"] > 0
     table = out_md.read_text()
     assert "| debian-han | classify | additive |" in table and "above the empty RPC" in table
-    assert f"baseline server run from `{ROOT}` (commit " in table
+    assert f"baseline server run from `{ROOT}`, a checkout of commit " in table
     assert "times per empty RPC (the baseline's: " in table
     assert "| attnserve over the bare server (ms) |" in table
