@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+from runtime.config import Component
+from runtime.errors import ModelLoadError
+from runtime.tensors import Signature
 
 Device = Literal["cpu", "cuda"]
 ENTRY_POINT_GROUP = "attnserve.backends"
@@ -29,21 +32,6 @@ class BackendOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """A graph input or output: name, numpy dtype name and shape (a str is a symbolic axis)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-
-
-@dataclass(frozen=True)
-class Signature:
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
-
-
 class Backend(abc.ABC):
     """One loaded component on one device. An instance is ready to serve when `load` returns."""
 
@@ -52,13 +40,15 @@ class Backend(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def load(cls, artifact_dir: Path, component: str, device: Device, options: BackendOptions) -> Self:
-        """Load `component` from `artifact_dir`; raise serving.errors.ModelLoadError on failure."""
+    def load(cls, artifact_dir: Path, component: Component, device: Device, options: BackendOptions) -> Self:
+        """Load `component` (its name, the file `config.yaml` names, its declared signature) from
+        `artifact_dir`; raise runtime.errors.ModelLoadError on failure. The server checks the
+        loaded `signature` against the declared one."""
 
     @property
     @abc.abstractmethod
     def signature(self) -> Signature:
-        """Inputs and outputs of the loaded component."""
+        """Inputs and outputs of the loaded component (a str axis is symbolic)."""
 
     @abc.abstractmethod
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -70,3 +60,15 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release sessions and device memory. Default: nothing to release."""
+
+
+def artifact_file(artifact_dir: Path, name: str) -> Path:
+    """`name` inside `artifact_dir`, symlinks resolved; ModelLoadError when it is missing or
+    resolves outside the folder (an absolute path, `..`, a link pointing out)."""
+    root = Path(artifact_dir).resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root):
+        raise ModelLoadError(f"artifact file {name!r} resolves outside the model's version folder")
+    if not path.is_file():
+        raise ModelLoadError(f"artifact file {name!r} does not exist in the model's version folder")
+    return path

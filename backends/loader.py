@@ -10,7 +10,7 @@ import inspect
 from importlib.metadata import EntryPoint, entry_points
 
 from backends.base import ENTRY_POINT_GROUP, Backend
-from serving.errors import InvalidInput, ModelLoadError
+from runtime.errors import InvalidInput, ModelLoadError
 
 
 def _scan() -> dict[str, list[EntryPoint]]:
@@ -49,9 +49,7 @@ def get_backend(name: str) -> type[Backend]:
     except Exception as exc:
         raise ModelLoadError(f"backend {name!r} ({ep.value}) failed to import: {exc!r}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise ModelLoadError(
-            f"backend {name!r} ({ep.value}) is {cls!r}, not a subclass of backends.base.Backend"
-        )
+        raise ModelLoadError(f"backend {name!r} ({ep.value}) is {cls!r}, not a subclass of backends.base.Backend")
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(cls.__abstractmethods__))
         raise ModelLoadError(f"backend {name!r} ({ep.value}) does not implement: {missing}")

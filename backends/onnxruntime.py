@@ -15,8 +15,10 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from backends.base import Backend, BackendOptions, Device, Signature, TensorInfo
-from serving.errors import BackendFailure, InvalidInput, ModelLoadError
+from backends.base import Backend, BackendOptions, Device, artifact_file
+from runtime.config import Component
+from runtime.errors import BackendFailure, InvalidInput, ModelLoadError
+from runtime.tensors import Signature, TensorSpec
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 LOG_ERROR = 3  # ORT logs failed runs at ERROR; keep WARNING/INFO noise out of the server log
@@ -51,9 +53,11 @@ class OnnxRuntimeOptions(BackendOptions):
     cuda_device_id: int = 0
 
 
-def _tensor_info(arg: Any) -> TensorInfo:
-    shape = tuple(d if isinstance(d, int | str) else "?" for d in arg.shape)  # None: unnamed dynamic axis
-    return TensorInfo(arg.name, _DTYPES.get(arg.type, arg.type), shape)
+def _tensor_spec(arg: Any, path: Path) -> TensorSpec:
+    axes = tuple(d if isinstance(d, int | str) else "?" for d in arg.shape)  # None: unnamed dynamic axis
+    if arg.type not in _DTYPES:
+        raise ModelLoadError(f"{path.name}: tensor {arg.name} has type {arg.type}, which attnserve does not serve")
+    return TensorSpec(name=arg.name, dtype=_DTYPES[arg.type], axes=axes)
 
 
 def _coerce_options(cls: type[Backend], options: BackendOptions | Mapping[str, Any] | None) -> Any:
@@ -78,7 +82,7 @@ class FeedCheck:
         self.names = [t.name for t in signature.inputs]
         # per input: its rank and the (axis, symbol) pairs of its named symbolic axes
         self.plan = [
-            (t.name, len(t.shape), [(i, d) for i, d in enumerate(t.shape) if isinstance(d, str) and d != "?"])
+            (t.name, t.rank, [(i, d) for i, d in enumerate(t.axes) if isinstance(d, str) and d != "?"])
             for t in signature.inputs
         ]
 
@@ -117,8 +121,8 @@ class OnnxRuntimeBackend(Backend):
         self._component = component
         self._device = device
         self._signature = Signature(
-            inputs=tuple(_tensor_info(a) for a in session.get_inputs()),
-            outputs=tuple(_tensor_info(a) for a in session.get_outputs()),
+            inputs=tuple(_tensor_spec(a, path) for a in session.get_inputs()),
+            outputs=tuple(_tensor_spec(a, path) for a in session.get_outputs()),
         )
         self._input_names = [t.name for t in self._signature.inputs]
         self._check = FeedCheck(component, self._signature)
@@ -126,13 +130,9 @@ class OnnxRuntimeBackend(Backend):
         self._providers = list(session.get_providers())
 
     @classmethod
-    def load(cls, artifact_dir: Path, component: str, device: Device, options: BackendOptions) -> Self:
+    def load(cls, artifact_dir: Path, component: Component, device: Device, options: BackendOptions) -> Self:
         opts: OnnxRuntimeOptions = _coerce_options(cls, options)
-        if not component or Path(component).name != component or component.startswith("."):
-            raise ModelLoadError(f"invalid component name {component!r}")
-        path = Path(artifact_dir) / f"{component}.onnx"
-        if not path.is_file():
-            raise ModelLoadError(f"ONNX model {path} does not exist")
+        path = artifact_file(artifact_dir, component.file)
         if device not in ("cpu", "cuda"):
             raise ModelLoadError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
 
@@ -158,17 +158,18 @@ class OnnxRuntimeBackend(Backend):
         try:
             session = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as exc:  # NoSuchFile, InvalidProtobuf, InvalidGraph, Fail, EPFail, ...
-            raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+            detail = str(exc).replace(f"{path.parent}/", "")  # no host path in a message clients read
+            raise ModelLoadError(f"ONNX Runtime cannot load {component.file}: {detail}") from exc
 
         used = session.get_providers()
         if device == "cuda" and CUDA not in used and not opts.allow_cpu_fallback:
             del session
             raise ModelLoadError(
-                f"CUDA was requested but ONNX Runtime would run on CPU: the session for {path} uses "
+                f"CUDA was requested but ONNX Runtime would run on CPU: the session for {path.name} uses "
                 f"{used} (CUDA or cuDNN libraries missing or incompatible?); set allow_cpu_fallback: true "
                 "to accept CPU"
             )
-        return cls(session, path, component, device)
+        return cls(session, path, component.name, device)
 
     @property
     def signature(self) -> Signature:
@@ -197,7 +198,7 @@ class OnnxRuntimeBackend(Backend):
             "provider": self._providers[0] if self._providers else None,
             "device": self._device,
             "cpu_fallback": self._device == "cuda" and CUDA not in self._providers,
-            "file": str(self._path),
+            "file": self._path.name,
             "onnxruntime": ort.__version__,
         }
 

@@ -2,7 +2,7 @@
 
 `artifact_dir` is a version's `torch/` folder (weights.safetensors + config.json + vocabularies,
 loaded by `models.checkpoint.load`, never pickle). The module run is exactly the one the ONNX
-graph was exported from (`exporters.spec`), so names, dtypes and outputs match the graph.
+graph was exported from (`models.components.spec`), so names, dtypes and outputs match the graph.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any, Self
 import numpy as np
 import torch
 
-from backends.base import Backend, BackendOptions, Device, Signature, TensorInfo
-from serving.errors import BackendFailure, InvalidInput, ModelLoadError
-
-_TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool}
+from backends.base import Backend, BackendOptions, Device
+from runtime.config import Component
+from runtime.errors import BackendFailure, InvalidInput, ModelLoadError
+from runtime.tensors import Signature
 
 
 class TorchOptions(BackendOptions):
@@ -43,19 +43,15 @@ def check_inputs(component: str, signature: Signature, inputs: Mapping[str, np.n
     for t in signature.inputs:
         value = inputs[t.name]
         if not isinstance(value, np.ndarray):
-            raise InvalidInput(
-                f"{component}: input {t.name} must be a numpy array, got {type(value).__name__}"
-            )
+            raise InvalidInput(f"{component}: input {t.name} must be a numpy array, got {type(value).__name__}")
         if value.dtype.name != t.dtype:
-            raise InvalidInput(
-                f"{component}: input {t.name} has dtype {value.dtype.name}, expected {t.dtype}"
-            )
-        if value.ndim != len(t.shape):
+            raise InvalidInput(f"{component}: input {t.name} has dtype {value.dtype.name}, expected {t.dtype}")
+        if value.ndim != t.rank:
             raise InvalidInput(
                 f"{component}: input {t.name} has rank {value.ndim} (shape {list(value.shape)}), "
-                f"expected {len(t.shape)} {list(t.shape)}"
+                f"expected {t.rank} {list(t.axes)}"
             )
-        for axis, (want, size) in enumerate(zip(t.shape, value.shape, strict=True)):
+        for axis, (want, size) in enumerate(zip(t.axes, value.shape, strict=True)):
             if isinstance(want, int):
                 if size != want:
                     raise InvalidInput(f"{component}: input {t.name} axis {axis} is {size}, expected {want}")
@@ -83,20 +79,17 @@ class TorchBackend(Backend):
 
     def __init__(self, module: torch.nn.Module, spec: Any, path: Path, device: Device) -> None:
         self._module: torch.nn.Module | None = module
-        self._spec = spec  # exporters.spec.ComponentSpec
+        self._spec = spec  # models.components.spec.ComponentSpec
         self._path = path
         self._device = device
         self._torch_device = torch.device(device)
-        self._signature = Signature(
-            inputs=tuple(TensorInfo(t.name, t.dtype, tuple(t.axes)) for t in spec.inputs),
-            outputs=tuple(TensorInfo(t.name, t.dtype, tuple(t.axes)) for t in spec.outputs),
-        )
+        self._signature = spec.signature
 
     @classmethod
-    def load(cls, artifact_dir: Path, component: str, device: Device, options: BackendOptions) -> Self:
+    def load(cls, artifact_dir: Path, component: Component, device: Device, options: BackendOptions) -> Self:
         opts: TorchOptions = _coerce_options(cls, options)
-        from exporters.spec import get_spec
         from models import checkpoint
+        from models.components.spec import get_spec
 
         path = Path(artifact_dir)
         if device not in ("cpu", "cuda"):
@@ -111,13 +104,11 @@ class TorchBackend(Backend):
             family = ck.config["family"]
             components = get_spec(family)(ck.model, ck.config["model"]).components()
         except Exception as exc:  # missing files, bad JSON, corrupt safetensors, shape mismatch
-            raise ModelLoadError(f"cannot load the PyTorch checkpoint {path}: {exc}") from exc
+            raise ModelLoadError(f"cannot load the PyTorch checkpoint {path.name}: {exc}") from exc
         by_name = {c.spec.name: c for c in components}
-        if component not in by_name:
-            raise ModelLoadError(
-                f"{path}: family {family!r} has no component {component!r}; known: {sorted(by_name)}"
-            )
-        comp = by_name[component]
+        if component.name not in by_name:
+            raise ModelLoadError(f"family {family!r} has no component {component.name!r}; known: {sorted(by_name)}")
+        comp = by_name[component.name]
         if opts.num_threads != torch.get_num_threads():
             torch.set_num_threads(opts.num_threads)
         module = comp.module.eval()
@@ -125,7 +116,7 @@ class TorchBackend(Backend):
             try:
                 module = module.to("cuda")
             except Exception as exc:  # out of memory, driver errors
-                raise ModelLoadError(f"cannot move {path} ({component}) to CUDA: {exc}") from exc
+                raise ModelLoadError(f"cannot move {component.name} to CUDA: {exc}") from exc
         return cls(module, comp.spec, path, device)
 
     @property
@@ -144,8 +135,7 @@ class TorchBackend(Backend):
                 out = module(*args)
                 out = out if isinstance(out, tuple) else (out,)
                 result = {
-                    t.name: o.detach().to("cpu").numpy()
-                    for t, o in zip(self._signature.outputs, out, strict=True)
+                    t.name: o.detach().to("cpu").numpy() for t, o in zip(self._signature.outputs, out, strict=True)
                 }
         except IndexError as exc:  # embedding lookups out of range
             raise InvalidInput(f"{self._spec.name}: {exc}") from exc
@@ -159,7 +149,7 @@ class TorchBackend(Backend):
             "device": self._device,
             "torch": torch.__version__,
             "num_threads": torch.get_num_threads(),
-            "artifact": str(self._path),
+            "artifact": self._path.name,
         }
 
     def close(self) -> None:

@@ -45,14 +45,7 @@ DEFAULT_MODELS = ["dates-additive", "dates-transformer", "debian-han", "sort-poi
 
 
 def request(model: str, inputs: dict[str, np.ndarray], backend: str) -> pb.ModelInferRequest:
-    req = pb.ModelInferRequest(model_name=model)
-    for name, array in inputs.items():
-        datatype = "BYTES" if array.dtype == np.object_ else "INT64"
-        req.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
-        raw = convert.serialize_bytes(array) if datatype == "BYTES" else array.astype("<i8").tobytes()
-        req.raw_input_contents.append(raw)
-    req.parameters["backend"].string_param = backend
-    return req
+    return convert.infer_request(model, inputs, params={"backend": backend})
 
 
 def spawn(cmd: list[str], ready: str, **popen: Any) -> tuple[subprocess.Popen, int]:
@@ -69,7 +62,7 @@ def spawn(cmd: list[str], ready: str, **popen: Any) -> tuple[subprocess.Popen, i
 def start_server(repository: Path, port: int, tree: Path | None = None) -> tuple[subprocess.Popen, int, float]:
     """Start `attnserve serve` (from checkout `tree`, default this one); return it, its port and the
     seconds until it was ready (every model loaded)."""
-    cmd = [sys.executable, "-m", "serving.cli", "serve", "--repository", str(repository.resolve()),
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(repository.resolve()),
            "--grpc-port", str(port), "--metrics-port", "0"]  # fmt: skip
     env = dict(os.environ)
     if tree is not None:

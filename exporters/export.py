@@ -20,16 +20,16 @@ import onnxruntime as ort
 import torch
 
 from exporters.onnx import DEFAULT_OPSET, export_component
-from exporters.repository import write_model
-from exporters.spec import Component, ExportSpec, get_spec
-from exporters.validate import ATOL, Report, check_parity, check_symbolic, ort_runner, session
+from exporters.repository import model_config, write_model
+from exporters.validate import ATOL, EndToEnd, Report, check_parity, check_symbolic, end_to_end, ort_runner, session
 from models import checkpoint
 from models.checkpoint import Checkpoint
-from serving.pipelines.decode import Runner
-from serving.version import attnserve_version
+from models.components.spec import Component, ExportSpec, get_spec
+from runtime.config import REPORT_FILE, TORCH_DIR
+from runtime.decode import Runner
+from runtime.pipelines.factory import build_pipeline
+from runtime.version import attnserve_version
 
-REPORT_FILE = "export_report.json"
-TORCH_DIR = "torch"
 E2E_EXAMPLES = 500
 
 
@@ -181,13 +181,16 @@ def export_checkpoint(
     _copy_artifacts(ck, out)
 
     test = list(type(ck.family).load_data(ck.recipe.train.seed).test)[:examples]
-    runners = {name: ort_runner(session(p)) for name, p in paths.items()}
-    e2e = spec.end_to_end(ck.family, test, runners) if not report.failures else {}
-    if e2e and e2e["agreement"] != 1.0:
-        report.failures.append(
-            f"end to end: ONNX greedy/labels agree with PyTorch on {e2e['agreement']:.4f} of "
-            f"{e2e['n']} held-out examples, expected 1.0; first mismatches: {e2e['mismatches']}"
-        )
+    e2e: EndToEnd | None = None
+    if not report.failures:
+        runners = {name: ort_runner(session(p)) for name, p in paths.items()}
+        pipeline = build_pipeline(model_config(ck, spec, components, int8=False), out)
+        e2e = end_to_end(ck.family, ck.model, test, pipeline, runners)
+        if e2e.agreement != 1.0:
+            report.failures.append(
+                f"end to end: the served pipeline over ONNX agrees with PyTorch on {e2e.agreement:.4f} of "
+                f"{e2e.n} held-out examples, expected 1.0; first mismatches: {e2e.mismatches}"
+            )
     result: dict[str, Any] = {
         "model": ck.name,
         "version": version,
@@ -196,7 +199,7 @@ def export_checkpoint(
         "versions": versions(opset),
         "components": {c.spec.name: _component_summary(c, paths[c.spec.name]) for c in components},
         "parity": _parity_summary(report),
-        "end_to_end": e2e,
+        "end_to_end": e2e.to_json() if e2e else {},
         "failures": report.failures,
     }
     if timing and not report.failures:
@@ -220,7 +223,7 @@ def export_int8(
     repository: Path,
     version: int,
     test: list[Any],
-    fp32_e2e: dict[str, Any],
+    fp32_e2e: EndToEnd | None,
     opset: int,
 ) -> dict[str, Any]:
     """`<name>-int8`: ONNX Runtime dynamic quantization (MatMul/Gemm; GRU ops stay fp32)."""
@@ -237,22 +240,21 @@ def export_int8(
         quantize_dynamic(fp32_paths[comp.spec.name], paths[comp.spec.name], weight_type=QuantType.QInt8)
     _copy_artifacts(ck, out, with_torch=False)
     runners = {n: ort_runner(session(p)) for n, p in paths.items()}
-    e2e = spec.end_to_end(ck.family, test, runners)
+    pipeline = build_pipeline(model_config(ck, spec, components, int8=True), out)
+    e2e = end_to_end(ck.family, ck.model, test, pipeline, runners)
     result = {
         "model": name,
         "version": version,
         "quantization": "onnxruntime.quantization.quantize_dynamic, QInt8 weights",
         "versions": versions(opset),
         "task_metric": {
-            "metric": e2e["metric"],
-            "n": e2e["n"],
-            "int8": e2e["value"],
-            "fp32": fp32_e2e.get("value"),
+            "metric": e2e.metric,
+            "n": e2e.n,
+            "int8": e2e.value,
+            "fp32": fp32_e2e.value if fp32_e2e else None,
         },
-        "agreement_with_fp32_torch": e2e["agreement"],
-        "size_bytes": {
-            n: {"int8": paths[n].stat().st_size, "fp32": fp32_paths[n].stat().st_size} for n in paths
-        },
+        "agreement_with_fp32_torch": e2e.agreement,
+        "size_bytes": {n: {"int8": paths[n].stat().st_size, "fp32": fp32_paths[n].stat().st_size} for n in paths},
     }
     (out / REPORT_FILE).write_text(json.dumps(result, indent=1) + "\n")
     write_model(repository, ck, spec, components, int8=True)
@@ -267,8 +269,8 @@ def _parity_summary(report: Report) -> dict[str, Any]:
 def _component_summary(comp: Component, path: Path) -> dict[str, Any]:
     return {
         "file": path.name,
-        "inputs": [t.to_json() for t in comp.spec.inputs],
-        "outputs": [t.to_json() for t in comp.spec.outputs],
+        "inputs": [t.model_dump(mode="json") for t in comp.spec.inputs],
+        "outputs": [t.model_dump(mode="json") for t in comp.spec.outputs],
         "bytes": path.stat().st_size,
     }
 

@@ -18,7 +18,7 @@ import onnx
 import torch
 from torch.export import Dim
 
-from exporters.spec import Component, Dims
+from models.components.spec import Component, Dims
 
 DEFAULT_OPSET = 20
 log = logging.getLogger(__name__)

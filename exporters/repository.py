@@ -4,25 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporters.spec import Component, ExportSpec
 from models.checkpoint import Checkpoint
-from serving.config import CONFIG_FILE, BackendConfig, ComponentConfig, ModelConfig, TensorConfig
-
-TASKS = {"seq2seq": "translate", "transformer": "translate", "pointer": "sort", "han": "classify"}
-
-
-def max_input_length(ck: Checkpoint) -> int:
-    """Longest input the model accepts: characters, values, or words per sentence."""
-    cfg = ck.config["model"]
-    if ck.recipe.family == "seq2seq":
-        return int(cfg["max_src_len"])
-    if ck.recipe.family == "transformer":
-        return int(cfg["max_len"])
-    if ck.recipe.family == "han":
-        return int(cfg["max_words"])
-    from models.data import sorting
-
-    return 2 * sorting.MAX_LEN
+from models.components.spec import Component, ExportSpec
+from runtime.config import CONFIG_FILE, TORCH_DIR, BackendConfig, ComponentConfig, ModelConfig
 
 
 def model_config(ck: Checkpoint, spec: ExportSpec, components: list[Component], int8: bool) -> ModelConfig:
@@ -30,36 +14,28 @@ def model_config(ck: Checkpoint, spec: ExportSpec, components: list[Component], 
     comps = {
         c.spec.name: ComponentConfig(
             file=f"{c.spec.name}.onnx",
-            inputs=[TensorConfig(**t.to_json()) for t in c.spec.inputs],
-            outputs=[TensorConfig(**t.to_json()) for t in c.spec.outputs],
+            inputs=c.spec.inputs,
+            outputs=c.spec.outputs,
         )
         for c in components
     }
     backends = [BackendConfig(name="onnxruntime")]
     if not int8:
-        backends.append(BackendConfig(name="torch", artifact="torch"))
-    labels = ck.family.labels if ck.recipe.family == "han" else []
+        backends.append(BackendConfig(name="torch", artifact=TORCH_DIR))
     return ModelConfig(
         name=f"{ck.name}-int8" if int8 else ck.name,
-        task=TASKS[ck.recipe.family],  # type: ignore[arg-type]
         family=ck.recipe.family,
         attention=ck.recipe.attention,
         components=comps,
-        decode=getattr(spec, "decode", None),
         vocabs=dict(ck.config["vocabs"]),
-        labels=list(labels),
-        max_input_length=max_input_length(ck),
-        max_sentences=int(ck.config["model"].get("max_sents", 64)),
-        value_range=(0, int(ck.config["model"]["max_value"])) if ck.recipe.family == "pointer" else None,
+        **spec.serving_facts(ck.family),
         backends=backends,
         source_checkpoint=ck.name,
         int8=int8,
     )
 
 
-def write_model(
-    repository: Path, ck: Checkpoint, spec: ExportSpec, components: list[Component], int8: bool
-) -> Path:
+def write_model(repository: Path, ck: Checkpoint, spec: ExportSpec, components: list[Component], int8: bool) -> Path:
     """Write `<repo>/<model>/config.yaml`; returns its path."""
     cfg = model_config(ck, spec, components, int8)
     path = repository / cfg.name / CONFIG_FILE

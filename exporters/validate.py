@@ -7,7 +7,7 @@ output and shape of each (Optimum's habit), so one run shows everything that is 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from exporters.spec import Component, Dims
+from models.components.spec import Component, Dims
+from runtime.pipelines.base import Pipeline, Runners
 
 ATOL = 1e-4
 
@@ -120,3 +121,47 @@ def ort_runner(
         return dict(zip(outputs, sess.run(outputs, {n: feeds[n] for n in names}), strict=True))
 
     return run
+
+
+E2E_BATCH = 100
+
+
+@dataclass
+class EndToEnd:
+    """Held-out examples through the server's own task code: agreement with PyTorch and the metric."""
+
+    n: int
+    agreement: float  # share of predictions equal to the PyTorch model's own
+    metric: str
+    value: float  # the task metric of the served predictions
+    mismatches: list[dict[str, str]]  # the first few disagreements (input, served, torch)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def end_to_end(family: Any, model: Any, examples: Sequence[Any], pipeline: Pipeline, runners: Runners) -> EndToEnd:
+    """Run held-out `examples` through `pipeline` (runtime.pipelines: what the server runs) over
+    `runners`, sent as a client sends them; compare with `family.predict` of the PyTorch `model`."""
+    sources = [family.source(ex) for ex in examples]
+    got: list[Any] = [None] * len(sources)
+    for rows, inputs in pipeline.requests(sources, min(E2E_BATCH, pipeline.config.max_batch_size)):
+        for i, answer in zip(rows, pipeline.answers(pipeline.run(inputs, {}, runners)), strict=True):
+            got[i] = answer
+    expected: list[Any] = []
+    for start in range(0, len(sources), E2E_BATCH):
+        expected += family.predict(model, sources[start : start + E2E_BATCH])
+    n = len(examples)
+    mismatches = [
+        {"input": str(s), "served": str(g), "torch": str(e)}
+        for s, g, e in zip(sources, got, expected, strict=True)
+        if g != e
+    ]
+    hits = sum(g == family.target(ex) for g, ex in zip(got, examples, strict=True))
+    return EndToEnd(
+        n=n,
+        agreement=(n - len(mismatches)) / n if n else 1.0,
+        metric=family.metric,
+        value=hits / n if n else 0.0,
+        mismatches=mismatches[:5],
+    )

@@ -137,9 +137,7 @@ class BilinearAttention(Attention):
 
 def _require_same_dim(spec: AttentionSpec, name: str) -> None:
     if spec.query_dim != spec.key_dim:
-        raise ValueError(
-            f"{name} attention needs query_dim == key_dim, got {spec.query_dim} and {spec.key_dim}"
-        )
+        raise ValueError(f"{name} attention needs query_dim == key_dim, got {spec.query_dim} and {spec.key_dim}")
 
 
 @register("dot")
@@ -181,9 +179,7 @@ class LocationAttention(Attention):
 
     def scores(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
         if not torch.jit.is_tracing() and keys.size(1) > self.spec.max_len:
-            raise ValueError(
-                f"location attention handles sources up to {self.spec.max_len}, got {keys.size(1)}"
-            )
+            raise ValueError(f"location attention handles sources up to {self.spec.max_len}, got {keys.size(1)}")
         return self.W(query)[:, : keys.size(1)]  # [B, S]
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from models.families.base import Family, get_family
 from models.recipes import Recipe
-from models.tokenizers import Vocab
+from runtime.text import Vocab
 
 WEIGHTS, CONFIG, METRICS = "weights.safetensors", "config.json", "metrics.json"
 FORMAT_VERSION = 1

@@ -16,11 +16,7 @@ DEFAULT_DIR = Path("checkpoints")
 
 def find_checkpoints(root: Path = DEFAULT_DIR) -> list[Path]:
     """Every checkpoint folder directly under `root`, sorted by name."""
-    return (
-        sorted(p for p in root.iterdir() if (p / checkpoint.CONFIG).is_file())
-        if root.is_dir()
-        else []
-    )
+    return sorted(p for p in root.iterdir() if (p / checkpoint.CONFIG).is_file()) if root.is_dir() else []
 
 
 def evaluate(paths: Iterable[Path], threads: int = 2) -> list[dict[str, Any]]:
@@ -56,9 +52,7 @@ def evaluate(paths: Iterable[Path], threads: int = 2) -> list[dict[str, Any]]:
 
 def format_table(records: list[dict[str, Any]]) -> str:
     """A plain-text table of evaluation records."""
-    lines = [
-        f"{'model':<20} {'task':<12} {'attention':<11} {'metric':<12} {'value':>7} {'n':>6}  baseline"
-    ]
+    lines = [f"{'model':<20} {'task':<12} {'attention':<11} {'metric':<12} {'value':>7} {'n':>6}  baseline"]
     for r in records:
         base = f"{r['baseline']:.4f}" if "baseline" in r else ""
         lines.append(

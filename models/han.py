@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from models.attention import AttentionSpec, build_attention
 from models.seq2seq import BiGRUEncoder
-from models.tokenizers import PAD_ID, UNK_ID
+from runtime.text import PAD_ID, UNK_ID
 
 
 @dataclass
@@ -85,9 +85,7 @@ class HAN(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self.classifier = nn.Linear(pooled, c.num_classes)
 
-    def forward(
-        self, ids: Tensor, word_mask: Tensor, sent_mask: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, ids: Tensor, word_mask: Tensor, sent_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """ids [B, S, W] long, word_mask [B, S, W] bool, sent_mask [B, S] bool.
 
         Both masks are right-padded (a valid prefix); a sentence counts only where

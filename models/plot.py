@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from models.attention_map import AttentionMap
+from runtime.attention_map import AttentionMap
 
 
 def plot_alignment(amap: AttentionMap, title: str, out: Path) -> Path:
@@ -35,9 +35,7 @@ def plot_hierarchical(amap: AttentionMap, title: str, out: Path) -> Path:
     sent_w = np.asarray(amap.extra["sentence_weights"])
     n_sent = len(words)
     width = max(len(w) for w in words) if words else 1
-    fig, (ax, bx) = plt.subplots(
-        1, 2, figsize=(min(2 + 0.9 * width, 30), 1.2 + 0.45 * n_sent), width_ratios=[6, 1]
-    )
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(min(2 + 0.9 * width, 30), 1.2 + 0.45 * n_sent), width_ratios=[6, 1])
     grid = amap.weights[:n_sent, :width]
     ax.imshow(grid, cmap="Oranges", vmin=0.0, vmax=max(float(grid.max()), 1e-6), aspect="auto")
     for i, sent in enumerate(words):

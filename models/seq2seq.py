@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from models.attention import AttentionSpec, build_attention, context_dim
-from models.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from runtime.text import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass

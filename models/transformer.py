@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from models.attention import MultiHeadAttention
-from models.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from runtime.text import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass
@@ -43,9 +43,7 @@ class TransformerConfig:
     max_len: int = 64  # longest source / target intended; sinusoidal positions, not enforced
 
 
-def sinusoidal_positions(
-    start: int | Tensor, length: int | Tensor, dim: int, device: torch.device
-) -> Tensor:
+def sinusoidal_positions(start: int | Tensor, length: int | Tensor, dim: int, device: torch.device) -> Tensor:
     """Float32 sinusoidal encodings [length, dim] of positions start .. start + length - 1.
 
     Even features are sin(pos / 10000^(2i/dim)), odd features the matching cos.
@@ -69,9 +67,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, ff_dim: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model)
-        )
+        self.net = nn.Sequential(nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # [B, T, D]

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="${1:-model_repository}"
 stamp="$REPO/.built-from"
-want=$(cat checkpoints/*/weights.safetensors exporters/*.py serving/config.py serving/pipelines/decode.py | sha256sum | cut -d' ' -f1)
+want=$(cat checkpoints/*/weights.safetensors checkpoints/*/*.json exporters/*.py models/components/*.py runtime/*.py runtime/pipelines/*.py | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "model repository $REPO is up to date"
   exit 0

@@ -11,6 +11,7 @@ from grpc_health.v1.health import aio as health_aio
 from prometheus_client import CollectorRegistry, start_http_server
 
 from backends.loader import get_backend
+from runtime.version import attnserve_version
 from serving.dataplane import DataPlane, labels_of
 from serving.grpc.attention_servicer import AttentionServicer
 from serving.grpc.inference_servicer import InferenceServicer
@@ -19,7 +20,6 @@ from serving.metrics import ServingMetrics, TritonCompatCollector
 from serving.repository import ModelRepository, State
 from serving.settings import ServerSettings
 from serving.stats import StatsRegistry
-from serving.version import attnserve_version
 
 log = logging.getLogger(__name__)
 

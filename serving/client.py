@@ -14,7 +14,6 @@ status name and the server's message. Nothing here imports torch.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -22,7 +21,8 @@ from typing import Any, NamedTuple
 import grpc
 import numpy as np
 
-from models.attention_map import AttentionMap
+from runtime.attention_map import AttentionMap
+from serving.grpc import convert
 from serving.grpc._gen.attnserve.v1 import attention_pb2 as apb
 from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
@@ -42,38 +42,6 @@ __all__ = [
 MAX_MESSAGE = 2**31 - 1
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
 ROW_LABEL_CHARS = 40  # hierarchical maps: sentence row labels cut to this many characters
-
-# OIP datatype <-> numpy dtype (BYTES: object arrays of bytes)
-DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
-_NUMPY_TO_DATATYPE = {dtype: name for name, dtype in DATATYPES.items()}
-# typed `contents` fields, read only when a server sends typed rather than raw outputs
-_CONTENTS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 
 
 class ClientError(Exception):
@@ -145,99 +113,6 @@ class Sorted:
 
 
 # --- requests and responses (shared by both clients) --------------------------------------
-
-
-def _datatype(array: np.ndarray) -> str:
-    if array.dtype.kind in "OSU":
-        return "BYTES"
-    try:
-        return _NUMPY_TO_DATATYPE[array.dtype.newbyteorder("=")]
-    except KeyError:
-        raise TypeError(f"no Open Inference Protocol datatype for numpy dtype {array.dtype}") from None
-
-
-def _serialize_bytes(array: np.ndarray) -> bytes:
-    parts = []
-    for item in array.reshape(-1):
-        data = bytes(item) if isinstance(item, bytes | bytearray | memoryview) else str(item).encode("utf-8")
-        parts.append(struct.pack("<I", len(data)))
-        parts.append(data)
-    return b"".join(parts)
-
-
-def _deserialize_bytes(raw: bytes, count: int, name: str) -> np.ndarray:
-    items, offset = [], 0
-    for _ in range(count):
-        if offset + 4 > len(raw):
-            raise ValueError(f"output '{name}': raw BYTES data ends early")
-        (length,) = struct.unpack_from("<I", raw, offset)
-        offset += 4
-        items.append(raw[offset : offset + length])
-        offset += length
-    out = np.empty(count, dtype=np.object_)
-    out[:] = items
-    return out
-
-
-def _set_parameter(param: pb.InferParameter, value: Any) -> None:
-    if isinstance(value, bool | np.bool_):
-        param.bool_param = bool(value)
-    elif isinstance(value, int | np.integer):
-        param.int64_param = int(value)
-    elif isinstance(value, float | np.floating):
-        param.double_param = float(value)
-    elif isinstance(value, str):
-        param.string_param = value
-    else:
-        raise TypeError(f"parameter value {value!r} is not a bool, int, float or str")
-
-
-def _infer_request(
-    model: str,
-    inputs: Mapping[str, Any],
-    outputs: Sequence[str] | None,
-    parameters: Mapping[str, Any] | None,
-    version: str,
-) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name=model, model_version=str(version))
-    for name, value in inputs.items():
-        array = np.asarray(value)
-        datatype = _datatype(array)
-        request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
-        if datatype == "BYTES":
-            data = _serialize_bytes(array)
-        else:
-            data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-        request.raw_input_contents.append(data)
-    for name in outputs or ():
-        request.outputs.add(name=name)
-    for key, value in (parameters or {}).items():
-        _set_parameter(request.parameters[key], value)
-    return request
-
-
-def _infer_outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
-    raw = list(response.raw_output_contents)
-    out: dict[str, np.ndarray] = {}
-    for i, tensor in enumerate(response.outputs):
-        shape = tuple(int(d) for d in tensor.shape)
-        count = int(np.prod(shape, dtype=np.int64))
-        if tensor.datatype == "BYTES":
-            if raw:
-                array = _deserialize_bytes(raw[i], count, tensor.name)
-            else:
-                array = np.empty(count, dtype=np.object_)
-                array[:] = list(tensor.contents.bytes_contents)
-        elif tensor.datatype in DATATYPES:
-            dtype = DATATYPES[tensor.datatype]
-            if raw:
-                array = np.frombuffer(raw[i], dtype=dtype.newbyteorder("<")).astype(dtype)
-            else:
-                array = np.array(list(getattr(tensor.contents, _CONTENTS[tensor.datatype])), dtype=dtype)
-        else:
-            raise ValueError(f"output '{tensor.name}' has an unknown datatype '{tensor.datatype}'")
-        out[tensor.name] = array.reshape(shape)
-    return out
 
 
 def _index(response: pb.RepositoryIndexResponse) -> list[dict[str, str]]:
@@ -355,8 +230,8 @@ class Client:
         version: str = "",
     ) -> dict[str, np.ndarray]:
         """ModelInfer with raw tensors; `outputs` None: every output the model has."""
-        request = _infer_request(model, inputs, outputs, parameters, version)
-        return _infer_outputs(self._call(self.inference.ModelInfer, request))
+        request = convert.infer_request(model, inputs, outputs, parameters, version)
+        return convert.response_tensors(self._call(self.inference.ModelInfer, request))
 
     # --- attnserve.v1.Attention ---
 
@@ -441,8 +316,8 @@ class AsyncClient:
         parameters: Mapping[str, Any] | None = None,
         version: str = "",
     ) -> dict[str, np.ndarray]:
-        request = _infer_request(model, inputs, outputs, parameters, version)
-        return _infer_outputs(await self._call(self.inference.ModelInfer, request))
+        request = convert.infer_request(model, inputs, outputs, parameters, version)
+        return convert.response_tensors(await self._call(self.inference.ModelInfer, request))
 
     # --- attnserve.v1.Attention ---
 

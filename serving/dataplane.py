@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.errors import InvalidInput, ServingError
+from runtime.errors import InvalidInput, ServingError
 from serving.metrics import UNKNOWN, ModelLabels, ModelSeries, ServingMetrics
 from serving.repository import LoadedVersion, ModelRepository
 from serving.stats import StatsRegistry

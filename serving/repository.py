@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from backends.base import Backend
-from serving.config import CONFIG_FILE, ModelConfig
-from serving.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelUnavailable, ServingError
-from serving.pipelines.base import Pipeline
-from serving.pipelines.factory import build_pipeline
+from runtime.config import CONFIG_FILE, ModelConfig
+from runtime.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelUnavailable, ServingError
+from runtime.pipelines.base import Pipeline
+from runtime.pipelines.factory import build_pipeline
+from runtime.tensors import signature_mismatches
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -234,9 +235,15 @@ class ModelRepository:
                 cls = self.backend_loader(bc.name)
                 options = cls.Options.model_validate(bc.options)
                 artifact = path / bc.artifact if bc.artifact else path
-                backends[bc.name] = {
-                    comp: cls.load(artifact, comp, config.device, options) for comp in config.components
-                }
+                comps = backends[bc.name] = {}
+                for comp in config.component_list():
+                    comps[comp.name] = loaded = cls.load(artifact, comp, config.device, options)
+                    problems = signature_mismatches(comp.signature, loaded.signature)
+                    if problems:
+                        raise ModelLoadError(
+                            f"model '{config.name}' component '{comp.name}' on backend '{bc.name}' does not "
+                            f"match config.yaml: {'; '.join(problems)}"
+                        )
         except Exception:
             for comps in backends.values():
                 for b in comps.values():

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from runtime.text import split_sentences
+
 LABELS: tuple[str, ...] = (
     "games",
     "science",
@@ -49,63 +51,10 @@ class Doc:
     sentences: tuple[str, ...]
     split: str
 
-
-# --- sentence splitting ------------------------------------------------------------
-
-# A bullet opens a line: "*", "-", "+", "•" or "o", then whitespace ("--flag" is no bullet).
-_BULLET_RE = re.compile(r"^[*\-+•o]\s+")
-# End punctuation (plus closing quotes/brackets) followed by whitespace.
-_BOUNDARY_RE = re.compile(r"[.!?][\"'’”)\]]*\s+")
-_WS_RE = re.compile(r"\s+")
-
-
-def _has_word(text: str) -> bool:
-    return any(ch.isalnum() for ch in text)
-
-
-def _split_block(block: str) -> Iterator[str]:
-    text = _WS_RE.sub(" ", block).strip()
-    start = 0
-    for m in _BOUNDARY_RE.finditer(text):
-        nxt = text[m.end() : m.end() + 1]
-        if nxt and (nxt.isupper() or nxt.isdigit()):
-            yield text[start : m.end()].strip()
-            start = m.end()
-    yield text[start:].strip()
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split a (Debian-formatted) paragraph into sentences.
-
-    Breaks at `.`/`!`/`?` followed by whitespace and an upper-case letter or digit, at
-    blank lines and Debian's " ." paragraph markers, and before bullet lines (`*`, `-`,
-    `o `, ...), whose markers are removed. Whitespace is collapsed; pieces with no
-    letter or digit are dropped. Pure, and total on any `str`.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"split_sentences expects str, got {type(text).__name__}")
-    blocks: list[list[str]] = []
-    current: list[str] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line == ".":
-            if current:
-                blocks.append(current)
-            current = []
-            continue
-        bullet = _BULLET_RE.match(line)
-        if bullet:
-            if current:
-                blocks.append(current)
-            current = [line[bullet.end() :]]
-        else:
-            current.append(line)
-    if current:
-        blocks.append(current)
-    out: list[str] = []
-    for block in blocks:
-        out.extend(s for s in _split_block(" ".join(block)) if _has_word(s))
-    return out
+    @property
+    def text(self) -> str:
+        """The document as a client sends it: sentences apart by blank lines."""
+        return "\n\n".join(self.sentences)
 
 
 # --- deb822 parsing ----------------------------------------------------------------
@@ -271,9 +220,7 @@ def _run(cmd: Sequence[str]) -> str:
         proc = subprocess.run(list(cmd), capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         err = getattr(exc, "stderr", b"") or b""
-        raise RuntimeError(
-            f"{' '.join(cmd)} failed: {exc}\n{err.decode('utf-8', 'replace')}"
-        ) from exc
+        raise RuntimeError(f"{' '.join(cmd)} failed: {exc}\n{err.decode('utf-8', 'replace')}") from exc
     return proc.stdout.decode("utf-8", "replace")
 
 
@@ -316,8 +263,7 @@ def build(out_dir: Path, *, lists_dir: Path = APT_LISTS, filename: str = FILENAM
     path = out_dir / filename
     _write_atomic(path, "".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in docs))
     by_label_split = {
-        label: {s: sum(d.label == label and d.split == s for d in docs) for s in SPLITS}
-        for label in LABELS
+        label: {s: sum(d.label == label and d.split == s for d in docs) for s in SPLITS} for label in LABELS
     }
     meta = {
         "lists_date": lists_date,

@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from models.attention_map import AttentionMap
 from models.recipes import Recipe
-from models.tokenizers import Vocab
+from runtime.attention_map import AttentionMap
+from runtime.text import Vocab, pad_rows
 
 # family name -> "module:Class"; imported lazily so one family's imports never slow another's.
 _FAMILIES: dict[str, str] = {
@@ -119,9 +119,5 @@ def family_names() -> list[str]:
 
 
 def pad(rows: Sequence[Sequence[int]], value: int = 0) -> Tensor:
-    """Right-pad integer rows into a [B, max_len] long tensor."""
-    width = max((len(r) for r in rows), default=0)
-    out = torch.full((len(rows), max(width, 1)), value, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-    return out
+    """Right-pad integer rows into a [B, max_len] long tensor (runtime.text.pad_rows)."""
+    return torch.from_numpy(pad_rows(rows, value))

@@ -1,6 +1,7 @@
 """Document classification: the hierarchical attention network on `debian-docs`.
 
-A raw input is a tuple of sentences (a Doc's `sentences`, short description first); the
+A raw input is a document's text (a Doc's `text`: short description first, sentences apart
+by blank lines), split into sentences and words by `runtime.text` exactly as the server does; the
 prediction is a label string. Labels are stored as a Vocab whose tokens are the four
 specials followed by the class names, so class id = token id - len(SPECIALS).
 """
@@ -21,7 +22,7 @@ from torch.nn import functional as F
 
 from models.data import debian
 from models.families.base import AttentionMap, Family, TaskData
-from models.tokenizers import PAD_ID, SPECIALS, Vocab, split
+from runtime.text import SPECIALS, Vocab, document_ids, document_words, split, split_sentences
 
 ROW_LABEL_CHARS = 40  # attention-map row labels: sentences cut to this many characters
 WIDTH_JITTER = 8.0  # batching: random words added to a doc's width before sorting
@@ -95,32 +96,15 @@ class HanFamily(Family):
 
     # --- encoding --------------------------------------------------------------------
 
-    def tokenize(self, sentences: Sequence[str]) -> list[list[str]]:
-        """Words of each kept sentence: empty sentences dropped, then the limits applied.
-
-        Raises ValueError when no sentence has a word.
-        """
-        if isinstance(sentences, str):
-            raise ValueError("a document is a sequence of sentences, not one string")
+    def tokenize(self, text: str) -> list[list[str]]:
+        """Words of each kept sentence of a document text (runtime.text, as the server does)."""
         max_sents, max_words = self.limits
-        words = [w for w in (split(s, "word") for s in sentences) if w]
-        if not words:
-            raise ValueError("document has no words")
-        return [w[:max_words] for w in words[:max_sents]]
+        return document_words(split_sentences(text), max_sents, max_words)
 
-    def encode(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor, Tensor]:
+    def encode(self, docs: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
         """ids [B, S, W], word_mask [B, S, W], sent_mask [B, S] for raw documents."""
-        index = self.vocabs["words"].index
-        unk = index[SPECIALS[3]]
-        rows = [self.tokenize(doc) for doc in docs]
-        S = max(len(r) for r in rows)
-        W = max(len(s) for r in rows for s in r)
-        ids = torch.full((len(rows), S, W), PAD_ID, dtype=torch.long)  # [B, S, W]
-        for b, sents in enumerate(rows):
-            for s, words in enumerate(sents):
-                ids[b, s, : len(words)] = torch.tensor([index.get(w, unk) for w in words])
-        word_mask = ids != PAD_ID  # [B, S, W]
-        return ids, word_mask, word_mask.any(dim=-1)
+        feeds = document_ids(self.vocabs["words"], [self.tokenize(doc) for doc in docs])
+        return tuple(torch.from_numpy(feeds[k]) for k in ("ids", "word_mask", "sent_mask"))  # type: ignore[return-value]
 
     def batches(self, data: TaskData, batch_size: int, seed: int) -> Iterator[dict[str, Tensor]]:
         """Endless epochs of length-bucketed batches.
@@ -133,7 +117,7 @@ class HanFamily(Family):
         docs = list(data.train)
         if not docs:
             raise ValueError("no training documents")
-        words = [self.tokenize(d.sentences) for d in docs]
+        words = [self.tokenize(d.text) for d in docs]
         sizes = [len(w) for w in words]
         widths = [max(len(s) for s in w) for w in words]
         while True:
@@ -142,7 +126,7 @@ class HanFamily(Family):
             chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
             rng.shuffle(chunks)
             for chunk in chunks:
-                ids, word_mask, sent_mask = self.encode([docs[i].sentences for i in chunk])
+                ids, word_mask, sent_mask = self.encode([docs[i].text for i in chunk])
                 labels = torch.tensor([self.label_id(docs[i].label) for i in chunk])  # [B]
                 yield {"ids": ids, "word_mask": word_mask, "sent_mask": sent_mask, "labels": labels}
 
@@ -155,33 +139,31 @@ class HanFamily(Family):
     # --- inference -------------------------------------------------------------------
 
     @torch.no_grad()
-    def classify(self, model: nn.Module, docs: Sequence[Sequence[str]]) -> tuple[Tensor, ...]:
+    def classify(self, model: nn.Module, docs: Sequence[str]) -> tuple[Tensor, ...]:
         """Probabilities [B, C], word attention [B, S, W], sentence attention [B, S]."""
         model.eval()
         logits, word_attn, sent_attn = model(*self.encode(docs))
         return torch.softmax(logits, dim=-1), word_attn, sent_attn
 
-    def predict(self, model: nn.Module, inputs: Sequence[Sequence[str]]) -> list[str]:
+    def predict(self, model: nn.Module, inputs: Sequence[str]) -> list[str]:
         if not inputs:
             return []
         probs = self.classify(model, inputs)[0]  # [B, C]
         return [self.labels[i] for i in probs.argmax(-1).tolist()]
 
-    def source(self, example: debian.Doc) -> tuple[str, ...]:
-        return example.sentences
+    def source(self, example: debian.Doc) -> str:
+        return example.text
 
     def target(self, example: debian.Doc) -> str:
         return example.label
 
     def parse(self, text: str) -> tuple[str, ...]:
-        sentences = tuple(debian.split_sentences(text))
-        if not sentences:
-            raise ValueError("empty document text")
-        return sentences
+        self.tokenize(text)  # ValueError when no sentence has a word
+        return text
 
-    def attention_map(self, model: nn.Module, raw: Sequence[str]) -> AttentionMap:
+    def attention_map(self, model: nn.Module, raw: str) -> AttentionMap:
         words = self.tokenize(raw)
-        kept = [s for s in raw if split(s, "word")][: len(words)]
+        kept = [s for s in split_sentences(raw) if split(s, "word")][: len(words)]
         probs, word_attn, sent_attn = self.classify(model, [raw])
         W = max(len(w) for w in words)
         rows = [s if len(s) <= ROW_LABEL_CHARS else s[: ROW_LABEL_CHARS - 1] + "…" for s in kept]

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from models.data import sorting
 from models.families.base import AttentionMap, Family, TaskData, pad
-from models.tokenizers import Vocab
+from runtime.text import Vocab
 
 Values = tuple[int, ...]
 

@@ -7,12 +7,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from models.data import dates
 from models.families.base import AttentionMap, Family, TaskData, pad
-from models.tokenizers import PAD_ID, Vocab
+from runtime.text import PAD_ID, Vocab, char_ids
 
 MAX_DECODE_LEN = 16  # ISO dates are 10 characters plus EOS
 
@@ -36,14 +37,12 @@ class Text2TextFamily(Family):
         }
 
     def encode_sources(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Source ids [B, S] and mask [B, S]; raises ValueError on empty text."""
-        rows = []
-        for text in texts:
-            if not text:
-                raise ValueError("empty source text")
-            rows.append(self.vocabs["src"].encode(text))
-        src = pad(rows, PAD_ID)
-        return src, src != PAD_ID
+        """Source ids [B, S] and mask [B, S] (runtime.text.char_ids, as the server does);
+        raises ValueError on empty text."""
+        if not all(texts):
+            raise ValueError("empty source text")
+        ids, mask = char_ids(self.vocabs["src"], texts)
+        return torch.from_numpy(ids), torch.from_numpy(mask)
 
     def batches(self, data: TaskData, batch_size: int, seed: int) -> Iterator[dict[str, Tensor]]:
         rng = random.Random(seed)

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 from grpc import aio
 
-from models.tokenizers import EOS
+from runtime.errors import InvalidInput
+from runtime.text import EOS
 from serving.dataplane import DataPlane
-from serving.errors import InvalidInput
 from serving.grpc._gen.attnserve.v1 import attention_pb2 as pb
 from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as pb_grpc
 

@@ -1,40 +1,40 @@
 """Open Inference Protocol tensors <-> numpy: pure functions, no server state.
 
-Inputs are accepted raw (`raw_input_contents`, row-major, BYTES with 4-byte little-endian
-length prefixes) or typed (`contents`); outputs always go raw, as tritonclient expects.
+Used by the server (requests in, responses out) and by `serving.client` (the other way),
+so both ends share one codec. Tensors travel raw (`raw_*_contents`, row-major, BYTES with
+4-byte little-endian length prefixes: `runtime.tensors`) or typed (`contents`); the server
+always answers raw, as tritonclient expects.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from serving.errors import InvalidInput
+from runtime.errors import InvalidInput
+from runtime.tensors import DTYPE_OF_DATATYPE, datatype_of, deserialize_bytes, numpy_dtype, serialize_bytes
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 
-# OIP datatype -> (numpy dtype, typed contents field)
-DATATYPES: dict[str, tuple[Any, str]] = {
-    "BOOL": (np.bool_, "bool_contents"),
-    "INT8": (np.int8, "int_contents"),
-    "INT16": (np.int16, "int_contents"),
-    "INT32": (np.int32, "int_contents"),
-    "INT64": (np.int64, "int64_contents"),
-    "UINT8": (np.uint8, "uint_contents"),
-    "UINT16": (np.uint16, "uint_contents"),
-    "UINT32": (np.uint32, "uint_contents"),
-    "UINT64": (np.uint64, "uint64_contents"),
-    "FP16": (np.float16, ""),
-    "FP32": (np.float32, "fp32_contents"),
-    "FP64": (np.float64, "fp64_contents"),
-    "BYTES": (np.object_, "bytes_contents"),
+# OIP datatype -> typed `contents` field (FP16 travels raw only)
+CONTENTS: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }
 LITTLE_ENDIAN = sys.byteorder == "little"
-NUMPY_TO_DATATYPE = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64", np.dtype(np.bool_): "BOOL"}
 
 
 def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
@@ -46,30 +46,61 @@ def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
     return out
 
 
-def _deserialize_bytes(raw: bytes, count: int, name: str) -> np.ndarray:
-    items, offset = [], 0
-    for i in range(count):
-        if offset + 4 > len(raw):
-            raise InvalidInput(f"input '{name}': raw BYTES data ends before element {i} of {count}")
-        (length,) = struct.unpack_from("<I", raw, offset)
-        offset += 4
-        if offset + length > len(raw):
-            raise InvalidInput(f"input '{name}': element {i} claims {length} bytes, only {len(raw) - offset} remain")
-        items.append(raw[offset : offset + length])
-        offset += length
-    if offset != len(raw):
-        raise InvalidInput(f"input '{name}': {len(raw) - offset} unexpected bytes after {count} elements")
-    return np.array(items, dtype=np.object_)
+def set_parameter(param: pb.InferParameter, value: Any) -> None:
+    """Store a bool, int, float or str in an InferParameter."""
+    if isinstance(value, bool | np.bool_):
+        param.bool_param = bool(value)
+    elif isinstance(value, int | np.integer):
+        param.int64_param = int(value)
+    elif isinstance(value, float | np.floating):
+        param.double_param = float(value)
+    elif isinstance(value, str):
+        param.string_param = value
+    else:
+        raise TypeError(f"parameter value {value!r} is not a bool, int, float or str")
 
 
-def serialize_bytes(array: np.ndarray) -> bytes:
-    """BYTES tensor -> 4-byte little-endian length + data per element, row-major."""
-    parts = []
-    for item in array.reshape(-1):
-        data = item if isinstance(item, bytes) else str(item).encode("utf-8")
-        parts.append(struct.pack("<I", len(data)))
-        parts.append(data)
-    return b"".join(parts)
+def decode_tensor(name: str, datatype: str, shape: tuple[int, ...], raw: bytes | None, contents: Any) -> np.ndarray:
+    """One tensor from its raw bytes (when given) or its typed contents; InvalidInput when malformed."""
+    if datatype not in DTYPE_OF_DATATYPE:
+        raise InvalidInput(f"input '{name}': unknown datatype '{datatype}'; use one of {sorted(CONTENTS)}")
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
+    count = math.prod(shape)
+    dtype = numpy_dtype(DTYPE_OF_DATATYPE[datatype])
+    if raw is not None:
+        if datatype == "BYTES":
+            array = deserialize_bytes(raw, count, name)
+        else:
+            expected = count * dtype.itemsize
+            if len(raw) != expected:
+                raise InvalidInput(f"input '{name}': {datatype} {list(shape)} needs {expected} bytes, got {len(raw)}")
+            array = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
+            if not LITTLE_ENDIAN:
+                array = array.astype(dtype)
+    else:
+        field = CONTENTS.get(datatype)
+        if field is None:
+            raise InvalidInput(f"input '{name}': {datatype} can only be sent in raw contents")
+        values = list(getattr(contents, field))
+        if len(values) != count:
+            raise InvalidInput(f"input '{name}': shape {list(shape)} needs {count} values, got {len(values)}")
+        if datatype == "BYTES":
+            array = np.empty(count, dtype=np.object_)
+            array[:] = values
+        else:
+            array = np.array(values, dtype=dtype)
+    return array.reshape(shape)
+
+
+def encode_tensor(array: np.ndarray) -> tuple[str, bytes]:
+    """(datatype, raw bytes) of a tensor; str, bytes and object arrays travel as BYTES."""
+    if array.dtype.kind in "OSU":
+        return "BYTES", serialize_bytes(array)
+    datatype = datatype_of(array.dtype.newbyteorder("="))
+    if not LITTLE_ENDIAN or array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return datatype, array.tobytes()  # row-major (C order), whatever the array's strides
 
 
 def request_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
@@ -79,49 +110,46 @@ def request_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
         raise InvalidInput(f"{len(request.inputs)} inputs but {len(raw)} raw_input_contents; send one per input")
     arrays: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
-        name = tensor.name
-        if name in arrays:
-            raise InvalidInput(f"input '{name}' appears twice")
-        if tensor.datatype not in DATATYPES:
-            raise InvalidInput(f"input '{name}': unknown datatype '{tensor.datatype}'; use one of {sorted(DATATYPES)}")
-        shape = tuple(tensor.shape)
-        if any(d < 0 for d in shape):
-            raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
-        count = math.prod(shape)
-        dtype, field = DATATYPES[tensor.datatype]
-        if raw:
-            data = raw[i]
-            if tensor.datatype == "BYTES":
-                array = _deserialize_bytes(data, count, name)
-            else:
-                expected = count * np.dtype(dtype).itemsize
-                if len(data) != expected:
-                    raise InvalidInput(
-                        f"input '{name}': {tensor.datatype} {list(shape)} needs {expected} bytes, got {len(data)}"
-                    )
-                array = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
-        else:
-            if not field:
-                raise InvalidInput(f"input '{name}': {tensor.datatype} can only be sent in raw_input_contents")
-            values = list(getattr(tensor.contents, field))
-            if len(values) != count:
-                raise InvalidInput(f"input '{name}': shape {list(shape)} needs {count} values, got {len(values)}")
-            array = np.array(values, dtype=dtype)
-        arrays[name] = array.reshape(shape)
+        if tensor.name in arrays:
+            raise InvalidInput(f"input '{tensor.name}' appears twice")
+        data = raw[i] if raw else None
+        arrays[tensor.name] = decode_tensor(tensor.name, tensor.datatype, tuple(tensor.shape), data, tensor.contents)
     return arrays
 
 
 def response_outputs(response: pb.ModelInferResponse, outputs: Mapping[str, np.ndarray]) -> None:
     """Append outputs to `response` in raw form, in the given order."""
     for name, array in outputs.items():
-        if array.dtype == np.object_:
-            datatype, data = "BYTES", serialize_bytes(array)
-        else:
-            datatype = NUMPY_TO_DATATYPE.get(array.dtype)
-            if datatype is None:
-                raise TypeError(f"output '{name}' has unsupported dtype {array.dtype}")
-            if not LITTLE_ENDIAN or array.dtype.byteorder == ">":
-                array = array.astype(array.dtype.newbyteorder("<"))
-            data = array.tobytes()  # row-major (C order), whatever the array's strides
+        datatype, data = encode_tensor(array)
         response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
         response.raw_output_contents.append(data)
+
+
+def infer_request(
+    model: str,
+    inputs: Mapping[str, Any],
+    outputs: Any = None,
+    params: Mapping[str, Any] | None = None,
+    version: str = "",
+) -> pb.ModelInferRequest:
+    """A ModelInferRequest with raw inputs (the client side)."""
+    request = pb.ModelInferRequest(model_name=model, model_version=str(version))
+    for name, value in inputs.items():
+        array = np.asarray(value)
+        datatype, data = encode_tensor(array)
+        request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
+        request.raw_input_contents.append(data)
+    for name in outputs or ():
+        request.outputs.add(name=name)
+    for key, value in (params or {}).items():
+        set_parameter(request.parameters[key], value)
+    return request
+
+
+def response_tensors(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
+    """The output tensors of a ModelInferResponse, raw or typed (the client side)."""
+    raw = list(response.raw_output_contents)
+    return {
+        t.name: decode_tensor(t.name, t.datatype, tuple(int(d) for d in t.shape), raw[i] if raw else None, t.contents)
+        for i, t in enumerate(response.outputs)
+    }

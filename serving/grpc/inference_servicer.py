@@ -14,9 +14,9 @@ from typing import Any
 
 from grpc import StatusCode, aio
 
-from serving.config import ModelConfig
+from runtime.config import ModelConfig
+from runtime.errors import InvalidInput, ModelNotFound, ServingError
 from serving.dataplane import DataPlane
-from serving.errors import InvalidInput, ModelNotFound, ServingError
 from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
@@ -26,7 +26,6 @@ from serving.stats import Duration, StatsRegistry
 
 SERVER_NAME = "attnserve"
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "attention_maps"]
-CONFIG_TYPES = {"BYTES": mc.TYPE_STRING, "FP32": mc.TYPE_FP32, "INT64": mc.TYPE_INT64, "BOOL": mc.TYPE_BOOL}
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torch": "pytorch_safetensors"}
 
 
@@ -208,6 +207,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     LogSettings = _unimplemented
 
 
+def _config_type(datatype: str) -> int:
+    """Triton's config DataType of a protocol datatype (BYTES is TYPE_STRING there)."""
+    return mc.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
+
+
 def _duration(msg: pb.StatisticDuration, d: Duration) -> None:
     msg.count, msg.ns = d.count, d.ns
 
@@ -226,9 +230,9 @@ def model_config_message(model: LoadedVersion) -> mc.ModelConfig:
     else:
         msg.version_policy.latest.num_versions = cfg.version_policy.latest or 1
     for t in model.pipeline.inputs:
-        msg.input.add(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=list(t.shape))
+        msg.input.add(name=t.name, data_type=_config_type(t.datatype), dims=list(t.shape))
     for t in model.pipeline.outputs:
-        msg.output.add(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=list(t.shape))
+        msg.output.add(name=t.name, data_type=_config_type(t.datatype), dims=list(t.shape))
     facts = {
         "task": cfg.task,
         "family": cfg.family,

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from serving.errors import ErrorCode, ServingError
+from runtime.errors import ErrorCode, ServingError
 
 log = logging.getLogger(__name__)
 

@@ -43,8 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.base import Backend, BackendOptions, Signature, TensorInfo
-from serving.errors import InvalidInput, ModelLoadError
+from backends.base import Backend, BackendOptions
+from runtime.errors import InvalidInput, ModelLoadError
+from runtime.tensors import Signature, TensorSpec
 
 
 class EchoOptions(BackendOptions):
@@ -62,15 +63,15 @@ class EchoBackend(Backend):
     def load(cls, artifact_dir, component, device, options):
         if device != "cpu":
             raise ModelLoadError("echo runs on cpu only")
-        if component != "echo" or not Path(artifact_dir).is_dir():
-            raise ModelLoadError(f"no component {component!r} in {artifact_dir}")
+        if component.name != "echo" or not Path(artifact_dir).is_dir():
+            raise ModelLoadError(f"no component {component.name!r} in {artifact_dir}")
         return cls(cls.Options.model_validate(options.model_dump()).scale)
 
     @property
     def signature(self):
         return Signature(
-            inputs=(TensorInfo("x", "float32", ("batch", "n")),),
-            outputs=(TensorInfo("y", "float32", ("batch", "n")), TensorInfo("total", "float32", ("batch",))),
+            inputs=(TensorSpec.of("x", "float32", "batch", "n"),),
+            outputs=(TensorSpec.of("y", "float32", "batch", "n"), TensorSpec.of("total", "float32", "batch")),
         )
 
     def infer(self, inputs):
@@ -86,15 +87,19 @@ class NotABackend:
 
 CHECK = """\
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from backends.loader import available_backends, get_backend
-from serving.errors import InvalidInput, ModelLoadError
+from runtime.config import Component
+from runtime.errors import InvalidInput, ModelLoadError
+from runtime.tensors import Signature
 
 cls = get_backend("echo")
-backend = cls.load(Path("."), "echo", "cpu", cls.Options(scale=2.0))
+layers = sorted({m.split(".")[0] for m in sys.modules} & {"serving", "models", "exporters", "torch", "onnxruntime"})
+backend = cls.load(Path("."), Component("echo", "", Signature(inputs=(), outputs=())), "cpu", cls.Options(scale=2.0))
 out = backend.infer({"x": np.arange(6, dtype=np.float32).reshape(2, 3)})
 errors = {}
 try:
@@ -113,6 +118,7 @@ print(json.dumps({
     "signature": [t.name for t in backend.signature.inputs + backend.signature.outputs],
     "describe": backend.describe(),
     "errors": errors,
+    "layers": layers,
 }))
 """
 
@@ -156,6 +162,7 @@ def test_installed_third_party_backend_is_found_by_name(echo_site: Path):
     assert got["y"] == [[1.0, 3.0, 5.0], [7.0, 9.0, 11.0]]
     assert got["total"] == [3.0, 12.0]
     assert got["signature"] == ["x", "y", "total"]
+    assert got["layers"] == []  # a backend needs only the contract layer and backends.base
     assert got["describe"] == {"backend": "echo"}
     assert got["errors"]["bad_input"] == "InvalidInput"
     assert "not a subclass of backends.base.Backend" in got["errors"]["not_a_backend"]
@@ -164,7 +171,7 @@ def test_installed_third_party_backend_is_found_by_name(echo_site: Path):
 def test_without_the_distribution_echo_is_unknown(echo_site: Path):
     code = """\
     from backends.loader import get_backend
-    from serving.errors import InvalidInput
+    from runtime.errors import InvalidInput
     try:
         get_backend("echo")
     except InvalidInput as exc:

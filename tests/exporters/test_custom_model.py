@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from exporters.export import export_model
-from exporters.spec import Component, ComponentSpec, ExportSpec, TensorSpec, lengths_mask
 from models.attention import masked_softmax
+from models.components.spec import Component, ComponentSpec, ExportSpec, TensorSpec, lengths_mask
 
 
 # 1. The user's model: a token classifier pooling with cosine-similarity attention.
@@ -45,12 +45,12 @@ class CosineSpec(ExportSpec):
         spec = ComponentSpec(
             "classify",
             inputs=(
-                TensorSpec("ids", "int64", ("batch", "tokens")),
-                TensorSpec("mask", "bool", ("batch", "tokens")),
+                TensorSpec.of("ids", "int64", "batch", "tokens"),
+                TensorSpec.of("mask", "bool", "batch", "tokens"),
             ),
             outputs=(
-                TensorSpec("logits", "float32", ("batch", 3)),
-                TensorSpec("attention", "float32", ("batch", "tokens")),
+                TensorSpec.of("logits", "float32", "batch", 3),
+                TensorSpec.of("attention", "float32", "batch", "tokens"),
             ),
         )
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from exporters.spec import registered_families
+from cli import main as cli
+from models.components.spec import registered_families
 from models.recipes import RECIPES
-from serving import cli
-from serving.config import ModelConfig
+from runtime.config import ModelConfig
 from tests.exporters.conftest import TINY, fixture_docs
 
 
@@ -111,9 +111,7 @@ print(json.dumps(out))
 def test_graphs_load_in_a_fresh_process_with_only_onnxruntime_and_numpy(repository: Path):
     graphs = sorted(str(p) for p in repository.glob("tiny-*/1/*.onnx"))
     assert len(graphs) >= 7
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", FRESH, *graphs], capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run([sys.executable, "-I", "-c", FRESH, *graphs], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert set(json.loads(proc.stdout)) == set(graphs)
 

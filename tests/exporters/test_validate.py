@@ -10,8 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from exporters.export import export_components
-from exporters.spec import Component, ComponentSpec, ExportSpec, TensorSpec, lengths_mask
 from exporters.validate import ValidationError
+from models.components.spec import Component, ComponentSpec, ExportSpec, TensorSpec, lengths_mask
 
 
 class OneHotPositions(nn.Module):
@@ -31,10 +31,10 @@ class FrozenSpec(ExportSpec):
         spec = ComponentSpec(
             "pick",
             inputs=(
-                TensorSpec("scores", "float32", ("batch", "src_len")),
-                TensorSpec("mask", "bool", ("batch", "src_len")),
+                TensorSpec.of("scores", "float32", "batch", "src_len"),
+                TensorSpec.of("mask", "bool", "batch", "src_len"),
             ),
-            outputs=(TensorSpec("weights", "float32", ("batch", "src_len")),),
+            outputs=(TensorSpec.of("weights", "float32", "batch", "src_len"),),
         )
 
         def inputs(d, g):

@@ -27,9 +27,7 @@ TESTED: dict[str, tuple[int, int]] = {
 def make(name: str, seed: int = 0):
     torch.manual_seed(seed)
     q_dim, k_dim = TESTED[name]
-    attn = build_attention(
-        name, AttentionSpec(query_dim=q_dim, key_dim=k_dim, hidden_dim=20, num_heads=4)
-    )
+    attn = build_attention(name, AttentionSpec(query_dim=q_dim, key_dim=k_dim, hidden_dim=20, num_heads=4))
     lengths = torch.tensor([7, 3, 1, 5])
     S = 7
     mask = torch.arange(S)[None, :] < lengths[:, None]  # [4, 7]

@@ -15,7 +15,7 @@ from models.families.base import TaskData, get_family
 from models.families.classify import HanFamily
 from models.han import HAN, HANConfig
 from models.recipes import Recipe, TrainConfig
-from models.tokenizers import PAD_ID
+from runtime.text import PAD_ID
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "debian-docs-sample.jsonl"
 
@@ -32,8 +32,14 @@ def one_thread():
 def small_model(attention: str = "additive", **kw: object) -> HAN:
     torch.manual_seed(0)
     cfg = HANConfig(
-        vocab=40, num_classes=3, emb_dim=8, hidden=6, attention=attention, attn_hidden=8,
-        dropout=0.0, **kw,
+        vocab=40,
+        num_classes=3,
+        emb_dim=8,
+        hidden=6,
+        attention=attention,
+        attn_hidden=8,
+        dropout=0.0,
+        **kw,
     )
     return HAN(cfg).eval()
 
@@ -142,9 +148,7 @@ def recipe(**train: object) -> Recipe:
 @pytest.fixture(scope="module")
 def data() -> TaskData:
     docs = debian.load(FIXTURE)
-    return TaskData(
-        train=[d for d in docs if d.split == "train"], test=[d for d in docs if d.split == "test"]
-    )
+    return TaskData(train=[d for d in docs if d.split == "train"], test=[d for d in docs if d.split == "test"])
 
 
 @pytest.fixture()
@@ -213,14 +217,16 @@ def test_loss_predict_attention_map(family: HanFamily, data: TaskData) -> None:
 
 def test_parse_and_bad_inputs(family: HanFamily) -> None:
     text = "A small game.\nIt has levels. It is fun."
-    assert family.parse(text) == ("A small game.", "It has levels.", "It is fun.")
-    assert family.target(debian.load(FIXTURE)[0]) in debian.LABELS
+    assert family.parse(text) == text  # a document is its text, split as the server splits it
+    words = [["a", "small", "game", "."], ["it", "has", "levels", "."], ["it", "is", "fun", "."]]
+    assert family.tokenize(text) == words
+    doc = debian.load(FIXTURE)[0]
+    assert family.target(doc) in debian.LABELS
+    assert family.tokenize(family.source(doc)) == family.tokenize("\n\n".join(doc.sentences))
     with pytest.raises(ValueError):
         family.parse("")
     with pytest.raises(ValueError):
-        family.encode([("", "  ")])
-    with pytest.raises(ValueError):
-        family.encode(["a plain string"])
+        family.encode([" \n\n  . "])
 
 
 def test_training_lowers_loss_and_roundtrips(family: HanFamily, data: TaskData, tmp_path) -> None:

@@ -7,7 +7,7 @@ import torch
 
 from models.attention import REGISTRY
 from models.seq2seq import BiGRUEncoder, Seq2Seq, Seq2SeqConfig, reverse_padded
-from models.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from runtime.text import BOS_ID, EOS_ID, PAD_ID
 
 
 def batch(seed: int = 0):
@@ -21,9 +21,7 @@ def batch(seed: int = 0):
 
 def model(attention: str) -> Seq2Seq:
     torch.manual_seed(0)
-    cfg = Seq2SeqConfig(
-        src_vocab=20, tgt_vocab=12, attention=attention, emb_dim=8, hidden=16, attn_hidden=8
-    )
+    cfg = Seq2SeqConfig(src_vocab=20, tgt_vocab=12, attention=attention, emb_dim=8, hidden=16, attn_hidden=8)
     return Seq2Seq(cfg).eval()
 
 

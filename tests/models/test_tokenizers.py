@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.tokenizers import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Vocab, split
+from runtime.text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Vocab, split
 
 
 def test_char_round_trip_and_specials(tmp_path):

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli import main as cli
 from models import checkpoint
 from models.families.base import get_family
 from models.recipes import Recipe, TrainConfig
 from models.train import seed_everything, train
-from serving import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,9 +77,7 @@ def test_checkpoint_layout_and_round_trip(tiny_checkpoint: Path):
 
 
 def test_no_pickle_in_the_code():
-    pattern = re.compile(
-        r"torch\.save\(|import pickle|pickle\.load|torch\.load\((?![^)]*weights_only=True)"
-    )
+    pattern = re.compile(r"torch\.save\(|import pickle|pickle\.load|torch\.load\((?![^)]*weights_only=True)")
     offenders = [
         str(p.relative_to(ROOT))
         for pkg in ("models", "exporters", "backends", "serving")
@@ -101,9 +99,7 @@ def test_evaluate_json_contract(tiny_checkpoint: Path, capsys):
 
 def test_plot_writes_a_png(tiny_checkpoint: Path, tmp_path: Path, capsys):
     out = tmp_path / "a.png"
-    assert (
-        cli.main(["plot", str(tiny_checkpoint), "Freitag, 2. September 1983", "-o", str(out)]) == 0
-    )
+    assert cli.main(["plot", str(tiny_checkpoint), "Freitag, 2. September 1983", "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

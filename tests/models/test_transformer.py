@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.tokenizers import BOS_ID, EOS_ID, PAD_ID
 from models.transformer import Transformer, TransformerConfig, causal_mask, sinusoidal_positions
+from runtime.text import BOS_ID, EOS_ID, PAD_ID
 
 SRC_VOCAB, TGT_VOCAB = 23, 17
 L, H, D = 2, 4, 32
@@ -48,9 +48,7 @@ def step_through(model: Transformer, src, src_mask, tgt_in):
     past_k, past_v = model.empty_cache(src.size(0))
     logits, attn = [], []
     for t in range(tgt_in.size(1)):
-        step, past_k, past_v, weights = model.decode_step(
-            tgt_in[:, t], past_k, past_v, cross_k, cross_v, src_mask
-        )
+        step, past_k, past_v, weights = model.decode_step(tgt_in[:, t], past_k, past_v, cross_k, cross_v, src_mask)
         assert past_k.shape == (L, src.size(0), H, t + 1, DH)
         logits.append(step)
         attn.append(weights)
@@ -70,9 +68,7 @@ def test_shapes() -> None:
     assert cross_k.shape == cross_v.shape == (L, 3, H, 7, DH)
     past_k, past_v = model.empty_cache(3)
     assert past_k.shape == past_v.shape == (L, 3, H, 0, DH)
-    step, present_k, present_v, weights = model.decode_step(
-        tgt[:, 0], past_k, past_v, cross_k, cross_v, mask
-    )
+    step, present_k, present_v, weights = model.decode_step(tgt[:, 0], past_k, past_v, cross_k, cross_v, mask)
     assert step.shape == (3, TGT_VOCAB)
     assert present_k.shape == present_v.shape == (L, 3, H, 1, DH)
     assert weights.shape == (3, 7)
@@ -240,7 +236,7 @@ def test_family_builds_and_trains_one_step() -> None:
     from models.families.base import TaskData
     from models.families.text2text import TransformerFamily
     from models.recipes import get_recipe
-    from models.tokenizers import Vocab
+    from runtime.text import Vocab
 
     pairs = [("2. September 1983", "1983-09-02"), ("March 4, 2001", "2001-03-04")]
     vocabs = {"src": Vocab.build(s for s, _ in pairs), "tgt": Vocab.build(t for _, t in pairs)}

@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.cli import main
-from serving.client import AsyncClient, Client, ClientError, _infer_outputs, _infer_request
+from cli.main import main
+from serving.client import AsyncClient, Client, ClientError
 from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
+from serving.grpc.convert import infer_request as _infer_request
+from serving.grpc.convert import response_tensors as _infer_outputs
 from tests.serving.conftest import ROOT
 
 TRANSLATE, SORT, CLASSIFY = "dates-transformer", "sort-pointer", "debian-han"

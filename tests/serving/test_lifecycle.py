@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.grpc import convert
+from runtime.tensors import serialize_bytes
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving.conftest import start_server
@@ -26,14 +26,14 @@ def slow_request() -> pb.ModelInferRequest:
     texts = np.array([f"{d}. September 19{d + 50}".encode() for d in range(1, 29)] * 2, dtype=np.object_)
     req = pb.ModelInferRequest(model_name="dates-additive")
     req.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
-    req.raw_input_contents.append(convert.serialize_bytes(texts))
+    req.raw_input_contents.append(serialize_bytes(texts))
     req.parameters["backend"].string_param = "torch"
     req.parameters["beam_size"].int64_param = 16
     return req
 
 
 def test_sigterm_finishes_in_flight_calls_and_exits_zero(reference_repository: Path):
-    cmd = [sys.executable, "-m", "serving.cli", "serve", "--repository", str(reference_repository),
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(reference_repository),
            "--grpc-port", "0", "--metrics-port", "0", "--host", "127.0.0.1", "--models", "dates-additive"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

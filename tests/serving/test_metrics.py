@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving import cli
-from serving.grpc import convert
+from cli import main as cli
+from cli.stats import histogram_quantile
+from runtime.tensors import serialize_bytes
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.metrics import MODEL_LABELS
-from serving.stats_cli import histogram_quantile
 from tests.serving.conftest import start_server
 
 ALLOWED_LABELS = {*MODEL_LABELS, "stage", "code", "le"}
@@ -51,7 +51,7 @@ def samples(text: str, name: str) -> list:
 def translate(stub, model: str, text: str, backend: str = "onnxruntime") -> pb.ModelInferResponse:
     req = pb.ModelInferRequest(model_name=model)
     req.inputs.add(name="text", datatype="BYTES", shape=[1])
-    req.raw_input_contents.append(convert.serialize_bytes(np.array([text.encode()], dtype=np.object_)))
+    req.raw_input_contents.append(serialize_bytes(np.array([text.encode()], dtype=np.object_)))
     req.parameters["backend"].string_param = backend
     return stub.ModelInfer(req, timeout=30)
 
@@ -90,9 +90,7 @@ def test_stage_timings_add_up_and_decode_steps_equal_output_length(stub, metrics
     out_len = int(np.frombuffer(response.raw_output_contents[names.index("output_lengths")], dtype="<i8")[0])
 
     def total(text: str, name: str, **labels) -> float:
-        return sum(
-            s.value for s in samples(text, name) if all(s.labels.get(k) == v for k, v in labels.items())
-        )
+        return sum(s.value for s in samples(text, name) if all(s.labels.get(k) == v for k, v in labels.items()))
 
     sel = {"model": "dates-transformer", "backend": "onnxruntime"}
     delta = lambda name, **kw: total(after, name, **sel, **kw) - total(before, name, **sel, **kw)  # noqa: E731

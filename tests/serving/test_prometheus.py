@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from serving.grpc import convert
+from runtime.tensors import serialize_bytes
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving.conftest import ROOT, start_server
@@ -96,7 +96,7 @@ def send(address: str, plan: dict[tuple[str, str], int]) -> None:
                 req = pb.ModelInferRequest(model_name=model)
                 req.inputs.add(name="text", datatype="BYTES", shape=[1])
                 text = f"{i + 1}. September 1983".encode()
-                req.raw_input_contents.append(convert.serialize_bytes(np.array([text], dtype=np.object_)))
+                req.raw_input_contents.append(serialize_bytes(np.array([text], dtype=np.object_)))
                 req.parameters["backend"].string_param = backend
                 stub.ModelInfer(req, timeout=30)
 

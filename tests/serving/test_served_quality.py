@@ -11,7 +11,7 @@ import pytest
 
 from models.data import dates
 from models.recipes import RECIPES
-from serving.grpc import convert
+from runtime.tensors import deserialize_bytes, serialize_bytes
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -38,11 +38,11 @@ def translate(stub, model: str, texts: list[str], backend: str) -> list[str]:
         chunk = [t.encode() for t in texts[i : i + BATCH]]
         req = pb.ModelInferRequest(model_name=model)
         req.inputs.add(name="text", datatype="BYTES", shape=[len(chunk)])
-        req.raw_input_contents.append(convert.serialize_bytes(np.array(chunk, dtype=np.object_)))
+        req.raw_input_contents.append(serialize_bytes(np.array(chunk, dtype=np.object_)))
         req.outputs.add(name="text")
         req.parameters["backend"].string_param = backend
         resp = stub.ModelInfer(req, timeout=120)
-        out += [b.decode() for b in convert._deserialize_bytes(resp.raw_output_contents[0], len(chunk), "text")]
+        out += [b.decode() for b in deserialize_bytes(resp.raw_output_contents[0], len(chunk), "text")]
     return out
 
 

@@ -8,7 +8,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from serving.grpc import convert
+from runtime.tensors import serialize_bytes
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.settings import load_settings
@@ -42,7 +42,7 @@ def test_a_request_over_4_mib_is_read_not_refused(channel):
     text = b"x" * (5 * 2**20)
     req = pb.ModelInferRequest(model_name="dates-additive")
     req.inputs.add(name="text", datatype="BYTES", shape=[1])
-    req.raw_input_contents.append(convert.serialize_bytes(np.array([text], dtype=np.object_)))
+    req.raw_input_contents.append(serialize_bytes(np.array([text], dtype=np.object_)))
     with pytest.raises(grpc.RpcError) as err:
         pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(req, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -39,8 +39,10 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from backends.base import Backend, Signature, TensorInfo
-from serving.errors import ModelLoadError
+from backends.base import Backend, artifact_file
+from runtime.tensors import Signature, TensorSpec
+
+DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
 
 
 class PlainOrtBackend(Backend):
@@ -51,15 +53,18 @@ class PlainOrtBackend(Backend):
 
     @classmethod
     def load(cls, artifact_dir, component, device, options):
-        path = Path(artifact_dir) / f"{component}.onnx"
-        if not path.is_file():
-            raise ModelLoadError(f"plain-ort: no {path}")
+        path = artifact_file(artifact_dir, component.file)  # the file config.yaml names, confined
         return cls(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
 
     @property
     def signature(self):
-        info = lambda t: TensorInfo(t.name, t.type, tuple(t.shape))
-        return Signature(tuple(map(info, self.session.get_inputs())), tuple(map(info, self.session.get_outputs())))
+        def spec(t):
+            axes = tuple(d if isinstance(d, int | str) else "?" for d in t.shape)
+            return TensorSpec.of(t.name, DTYPES[t.type], *axes)
+
+        return Signature(
+            inputs=tuple(map(spec, self.session.get_inputs())), outputs=tuple(map(spec, self.session.get_outputs()))
+        )
 
     def infer(self, inputs):
         names = [i.name for i in self.session.get_inputs()]
@@ -87,7 +92,7 @@ def test_a_pip_installed_backend_serves_sort_pointer(reference_repository: Path,
     config_path.write_text(yaml.safe_dump(config))
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "serving.cli", "serve", "--repository", str(repo), "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(repo), "--host", "127.0.0.1",
            "--grpc-port", "0", "--metrics-port", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -22,10 +22,7 @@ def _md5(text: str) -> str:
 
 def _translation(package: str, short: str, long_lines: list[str]) -> str:
     body = "".join(f" {line}\n" if line else " .\n" for line in long_lines)
-    return (
-        f"Package: {package}\nDescription-md5: {_md5(package + short)}\n"
-        f"Description-en: {short}\n{body}\n"
-    )
+    return f"Package: {package}\nDescription-md5: {_md5(package + short)}\nDescription-en: {short}\n{body}\n"
 
 
 def _package(package: str, short: str, section: str, source: str | None = None) -> str:
@@ -66,10 +63,7 @@ def test_parse_translations_short_long_and_paragraphs() -> None:
     assert set(parsed) == {"abc123", "def456"}
     short, long = parsed["abc123"]
     assert short == "Foo short text"
-    assert (
-        long
-        == "First line of the long\ndescription. Second sentence.\n\n* bullet one\n* bullet two"
-    )
+    assert long == "First line of the long\ndescription. Second sentence.\n\n* bullet one\n* bullet two"
     assert parsed["def456"] == ("Bar only short", "")
     assert debian.split_sentences(long) == [
         "First line of the long description.",
@@ -257,9 +251,7 @@ def test_build_writes_jsonl_and_meta(tmp_path: Path, monkeypatch: pytest.MonkeyP
     prefix = "deb.example_debian_dists_bookworm"
     (lists / f"{prefix}_main_i18n_Translation-en.lz4").write_bytes(b"")
     (lists / "deb.example_debian_dists_bookworm-updates_main_i18n_Translation-en.lz4").touch()
-    (lists / f"{prefix}_InRelease").write_text(
-        "Origin: Debian\nDate: Sat, 11 Jul 2026 10:16:37 UTC\n"
-    )
+    (lists / f"{prefix}_InRelease").write_text("Origin: Debian\nDate: Sat, 11 Jul 2026 10:16:37 UTC\n")
     tr, pk = _texts(
         [
             ("g", None, "games", "a game", ["G " + s for s in THREE]),
@@ -286,9 +278,7 @@ def test_build_writes_jsonl_and_meta(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(calls) == 2
 
 
-def test_build_without_lists_raises_clearly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_build_without_lists_raises_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def failing_run(cmd: list[str]) -> str:
         raise RuntimeError(f"{' '.join(cmd)} failed: permission denied")
 

@@ -7,37 +7,18 @@ which shapes to check) and the model repository (tensor metadata the server repo
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from runtime.config import Task
+from runtime.decode import DecodeLoop
+from runtime.tensors import Signature, TensorSpec
+
 Dims = dict[str, int]  # symbol -> size, e.g. {"batch": 3, "src_len": 17}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One graph input or output: dtype and axes (a str is a symbolic axis, an int a fixed size)."""
-
-    name: str
-    dtype: str  # "int64" | "bool" | "float32"
-    axes: tuple[str | int, ...]
-
-    def dynamic_axes(self) -> dict[int, str]:
-        return {i: a for i, a in enumerate(self.axes) if isinstance(a, str)}
-
-    def shape(self, dims: Dims) -> tuple[int, ...]:
-        return tuple(dims[a] if isinstance(a, str) else a for a in self.axes)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "dtype": self.dtype,
-            "shape": [a if isinstance(a, int) else -1 for a in self.axes],
-            "axes": list(self.axes),
-        }
 
 
 @dataclass(frozen=True)
@@ -57,6 +38,10 @@ class ComponentSpec:
     @property
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
+
+    @property
+    def signature(self) -> Signature:
+        return Signature(inputs=self.inputs, outputs=self.outputs)
 
     def symbols(self) -> set[str]:
         return {a for t in (*self.inputs, *self.outputs) for a in t.axes if isinstance(a, str)}
@@ -79,9 +64,13 @@ def lengths_mask(batch: int, length: int, gen: torch.Generator, min_len: int = 1
 
 
 class ExportSpec(abc.ABC):
-    """How to cut one model family into exportable components."""
+    """How to cut one model family into exportable components, and the facts the server needs
+    to run them (task, decode loop, input limits, labels): declared once, here, and written into
+    `config.yaml` by the exporter."""
 
     family: ClassVar[str]
+    task: ClassVar[Task | None] = None  # the runtime pipeline that serves the family; None: export only
+    decode: DecodeLoop | None = None  # encoder + decoder_step families
     #: sizes of the example the exporter traces with (>= 2 everywhere, see onnx-export.md G6)
     example: ClassVar[Dims]
     #: sizes the validator checks; must include a length of 1 and lengths above the example's
@@ -95,10 +84,16 @@ class ExportSpec(abc.ABC):
     def components(self) -> list[Component]:
         """The components in the order a pipeline calls them."""
 
-    @abc.abstractmethod
-    def end_to_end(self, family: Any, examples: Sequence[Any], runners: dict[str, Any]) -> dict[str, Any]:
-        """Run held-out `examples` through `runners` (component name -> dict-to-dict callable)
-        as the server would; return {"n", "agreement" (with PyTorch), "metric", "value"}."""
+    def max_input_length(self) -> int:
+        """Longest input the model accepts: characters, values, or words per sentence."""
+        raise TypeError(f"{type(self).__name__} declares no input limit: it exports, but attnserve cannot serve it")
+
+    def serving_facts(self, family: Any) -> dict[str, Any]:
+        """The `config.yaml` fields of the family: task, decode loop and limits (`family` is the
+        checkpoint's models.families.Family, for labels)."""
+        if self.task is None:
+            raise TypeError(f"{type(self).__name__} declares no task: it exports, but attnserve cannot serve it")
+        return {"task": self.task, "decode": self.decode, "max_input_length": self.max_input_length()}
 
 
 _SPECS: dict[str, type[ExportSpec]] = {}
@@ -111,7 +106,7 @@ def register_spec(cls: type[ExportSpec]) -> type[ExportSpec]:
 
 
 def get_spec(family: str) -> type[ExportSpec]:
-    from exporters import families  # noqa: F401  (registers the built-in specs)
+    from models.components import builtin  # noqa: F401  (registers the built-in specs)
 
     try:
         return _SPECS[family]
@@ -120,6 +115,6 @@ def get_spec(family: str) -> type[ExportSpec]:
 
 
 def registered_families() -> list[str]:
-    from exporters import families  # noqa: F401
+    from models.components import builtin  # noqa: F401
 
     return sorted(_SPECS)

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from models.tokenizers import EOS_ID, PAD_ID, Vocab
-from serving.config import ModelConfig
-from serving.errors import InvalidInput
-from serving.pipelines.base import Pipeline, Runners, TensorMeta, bytes_tensor, decode_texts
-from serving.pipelines.decode import beam_search, greedy
+from runtime.config import ModelConfig
+from runtime.decode import beam_search, greedy
+from runtime.errors import InvalidInput
+from runtime.pipelines.base import Pipeline, Runners, T, bytes_tensor, decode_texts
+from runtime.text import EOS_ID, Vocab, char_ids
 
 MAX_BEAM = 16
 
@@ -21,12 +21,12 @@ class TranslatePipeline(Pipeline):
     """Character seq2seq / Transformer: greedy or beam search over encoder + decoder_step."""
 
     task = "translate"
-    inputs = (TensorMeta("text", "BYTES", (-1,)),)
+    inputs = (T("text", "bytes", "batch"),)
     outputs = (
-        TensorMeta("text", "BYTES", (-1,)),
-        TensorMeta("attention", "FP32", (-1, -1, -1)),
-        TensorMeta("output_lengths", "INT64", (-1,)),
-        TensorMeta("input_lengths", "INT64", (-1,)),
+        T("text", "bytes", "batch"),
+        T("attention", "float32", "batch", "steps", "src_len"),
+        T("output_lengths", "int64", "batch"),
+        T("input_lengths", "int64", "batch"),
     )
     parameters = {"beam_size": int, "max_length": int}
 
@@ -37,6 +37,10 @@ class TranslatePipeline(Pipeline):
         self.loop = config.decode
         self.src = Vocab.load(version_dir / config.vocabs["src"])
         self.tgt = Vocab.load(version_dir / config.vocabs["tgt"])
+
+    @classmethod
+    def answers(cls, outputs: Mapping[str, np.ndarray]) -> list[Any]:
+        return [b.decode("utf-8") for b in outputs["text"]]
 
     def options(self, params: Mapping[str, Any]) -> tuple[int, int]:
         self.check_params(params)
@@ -50,12 +54,8 @@ class TranslatePipeline(Pipeline):
         return beam, max_length
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
-        rows = [self.src.encode(t) for t in texts]
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)  # [B, S]
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = r
-        return {"src_ids": ids, "src_mask": ids != PAD_ID}
+        ids, mask = char_ids(self.src, texts)  # [B, S], [B, S]
+        return {"src_ids": ids, "src_mask": mask}
 
     def run(
         self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], runners: Runners

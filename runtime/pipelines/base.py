@@ -8,45 +8,46 @@ so the same code runs over ONNX Runtime, PyTorch or a third-party backend.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from serving.config import ModelConfig
-from serving.errors import InvalidInput
-from serving.pipelines.decode import Runner
+from runtime.config import ModelConfig
+from runtime.decode import Runner
+from runtime.errors import InvalidInput
+from runtime.tensors import DATATYPES, TensorSpec, dtype_name, numpy_dtype
+
+T = TensorSpec.of
 
 Runners = Mapping[str, Runner]  # component name -> runner
-DTYPES = {"BYTES": np.dtype(np.object_), "FP32": np.dtype(np.float32), "INT64": np.dtype(np.int64)}
-DATATYPE_NAMES = {
-    np.dtype(np.object_): "BYTES", np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64",
-    np.dtype(np.int32): "INT32", np.dtype(np.float64): "FP64", np.dtype(np.bool_): "BOOL",
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TensorMeta:
-    """A request or response tensor in Open Inference Protocol terms (-1 = variable axis)."""
-
-    name: str
-    datatype: str  # "BYTES" | "FP32" | "INT64"
-    shape: tuple[int, ...]
 
 
 class Pipeline(abc.ABC):
     """Task logic for one model version."""
 
     task: ClassVar[str]
-    inputs: ClassVar[tuple[TensorMeta, ...]]
-    outputs: ClassVar[tuple[TensorMeta, ...]]
+    inputs: ClassVar[tuple[TensorSpec, ...]]
+    outputs: ClassVar[tuple[TensorSpec, ...]]
     parameters: ClassVar[dict[str, type]] = {}  # request parameters the task understands
 
     def __init__(self, config: ModelConfig, version_dir: Path) -> None:
         self.config = config
         self.version_dir = version_dir
+
+    @classmethod
+    def requests(cls, sources: Sequence[Any], batch: int) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+        """Raw inputs (as `models.families` hold them) turned into request tensors as a client
+        sends them: (positions in `sources`, inputs), `batch` items at a time. Text tasks: BYTES."""
+        for start in range(0, len(sources), batch):
+            rows = list(range(start, min(start + batch, len(sources))))
+            yield rows, {cls.inputs[0].name: bytes_tensor([sources[i] for i in rows])}
+
+    @classmethod
+    @abc.abstractmethod
+    def answers(cls, outputs: Mapping[str, np.ndarray]) -> list[Any]:
+        """Predictions from response tensors, in the form `models.families` predict them."""
 
     @abc.abstractmethod
     def run(
@@ -65,8 +66,8 @@ class Pipeline(abc.ABC):
             raise InvalidInput(f"unexpected input(s) {extra}; model '{self.config.name}' takes {sorted(declared)}")
         for name, meta in declared.items():
             array = inputs[name]
-            if array.dtype != DTYPES[meta.datatype]:
-                got = DATATYPE_NAMES.get(array.dtype, str(array.dtype))
+            if array.dtype != numpy_dtype(meta.dtype):
+                got = DATATYPES.get(dtype_name(array.dtype), str(array.dtype))
                 raise InvalidInput(f"input '{name}' must be {meta.datatype}, got {got}")
             if array.ndim != len(meta.shape):
                 raise InvalidInput(
@@ -105,9 +106,7 @@ def decode_texts(array: np.ndarray, name: str, max_chars: int | None = None) -> 
         if not text.strip():
             raise InvalidInput(f"input '{name}'[{i}] is empty")
         if max_chars is not None and len(text) > max_chars:
-            raise InvalidInput(
-                f"input '{name}'[{i}] has {len(text)} characters; this model takes at most {max_chars}"
-            )
+            raise InvalidInput(f"input '{name}'[{i}] has {len(text)} characters; this model takes at most {max_chars}")
         texts.append(text)
     return texts
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from exporters.spec import (
+from models.components.spec import (
     Component,
     ComponentSpec,
     Dims,
@@ -17,13 +16,10 @@ from exporters.spec import (
     lengths_mask,
     register_spec,
 )
-from models.families.base import Family
-from models.tokenizers import BOS_ID, EOS_ID
-from serving.pipelines.decode import DecodeLoop, Runner, greedy
+from runtime.decode import DecodeLoop
+from runtime.text import BOS_ID, EOS_ID
 
 F32, I64, BOOL = "float32", "int64", "bool"
-E2E_BATCH = 100
-Runners = dict[str, Runner]
 
 
 class Method(nn.Module):
@@ -43,27 +39,6 @@ def _ids(gen: torch.Generator, shape: tuple[int, ...], vocab: int, mask: Tensor 
     return ids if mask is None else ids.masked_fill(~mask, 0)
 
 
-def _score(family: Family, examples: Sequence[Any], got: list[Any], model: nn.Module) -> dict[str, Any]:
-    """Agreement of `got` with PyTorch's own predictions, and the task metric, over `examples`."""
-    sources = [family.source(ex) for ex in examples]
-    expected = family.predict(model, sources)
-    agree = sum(a == b for a, b in zip(got, expected, strict=True))
-    hits = sum(g == family.target(ex) for g, ex in zip(got, examples, strict=True))
-    mismatches = [
-        {"input": str(s), "onnx": str(g), "torch": str(e)}
-        for s, g, e in zip(sources, got, expected, strict=True)
-        if g != e
-    ][:5]
-    n = len(examples)
-    return {
-        "n": n,
-        "agreement": agree / n,
-        "metric": family.metric,
-        "value": hits / n,
-        "mismatches": mismatches,
-    }
-
-
 class _EncoderDecoder(ExportSpec):
     """Shared helpers for the encoder + decoder_step split."""
 
@@ -81,45 +56,33 @@ def gru_signatures(source: str, hidden: int, logits: int | str) -> tuple[Compone
     """encoder(source, src_mask) -> (memory, state) and the GRU decoder_step, shared by seq2seq and pointer."""
     enc = ComponentSpec(
         "encoder",
-        inputs=(TensorSpec(source, I64, ("batch", "src_len")), TensorSpec("src_mask", BOOL, ("batch", "src_len"))),
-        outputs=(TensorSpec("memory", F32, ("batch", "src_len", hidden)), TensorSpec("state", F32, ("batch", hidden))),
+        inputs=(TensorSpec.of(source, I64, "batch", "src_len"), TensorSpec.of("src_mask", BOOL, "batch", "src_len")),
+        outputs=(
+            TensorSpec.of("memory", F32, "batch", "src_len", hidden),
+            TensorSpec.of("state", F32, "batch", hidden),
+        ),
     )
     dec = ComponentSpec(
         "decoder_step",
         inputs=(
-            TensorSpec("prev_ids", I64, ("batch",)),
-            TensorSpec("state", F32, ("batch", hidden)),
-            TensorSpec("memory", F32, ("batch", "src_len", hidden)),
-            TensorSpec("src_mask", BOOL, ("batch", "src_len")),
+            TensorSpec.of("prev_ids", I64, "batch"),
+            TensorSpec.of("state", F32, "batch", hidden),
+            TensorSpec.of("memory", F32, "batch", "src_len", hidden),
+            TensorSpec.of("src_mask", BOOL, "batch", "src_len"),
         ),
         outputs=(
-            TensorSpec("logits", F32, ("batch", logits)),
-            TensorSpec("new_state", F32, ("batch", hidden)),
-            TensorSpec("attention", F32, ("batch", "src_len")),
+            TensorSpec.of("logits", F32, "batch", logits),
+            TensorSpec.of("new_state", F32, "batch", hidden),
+            TensorSpec.of("attention", F32, "batch", "src_len"),
         ),
     )
     return enc, dec
 
 
-class _Text2TextSpec(_EncoderDecoder):
-    """Greedy decoding of held-out texts over the components."""
-
-    def end_to_end(self, family: Family, examples: Sequence[Any], runners: Runners) -> dict[str, Any]:
-        from models.families.text2text import MAX_DECODE_LEN
-
-        got: list[str] = []
-        for i in range(0, len(examples), E2E_BATCH):
-            texts = [family.source(ex) for ex in examples[i : i + E2E_BATCH]]
-            src, mask = family.encode_sources(texts)
-            feeds = {"src_ids": src.numpy(), "src_mask": mask.numpy()}
-            ids, _ = greedy(self.decode, runners["encoder"], runners["decoder_step"], feeds, MAX_DECODE_LEN)
-            got += [family.vocabs["tgt"].decode(row.tolist()) for row in ids]
-        return _score(family, examples, got, self.model)
-
-
 @register_spec
-class Seq2SeqSpec(_Text2TextSpec):
+class Seq2SeqSpec(_EncoderDecoder):
     family = "seq2seq"
+    task = "translate"
     example: Dims = {"batch": 2, "src_len": 7}
     check_shapes = [
         {"batch": 1, "src_len": 1},
@@ -134,6 +97,9 @@ class Seq2SeqSpec(_Text2TextSpec):
         from_encoder={"memory": "memory", "state": "state"},
         recurrent={"new_state": "state"},
     )
+
+    def max_input_length(self) -> int:
+        return int(self.config["max_src_len"])
 
     def components(self) -> list[Component]:
         H, V, Vs = self.config["hidden"], self.config["tgt_vocab"], self.config["src_vocab"]
@@ -162,6 +128,7 @@ class Seq2SeqSpec(_Text2TextSpec):
 @register_spec
 class PointerSpec(_EncoderDecoder):
     family = "pointer"
+    task = "sort"
     example: Dims = {"batch": 2, "src_len": 7}
     check_shapes = [
         {"batch": 1, "src_len": 1},
@@ -177,6 +144,14 @@ class PointerSpec(_EncoderDecoder):
         recurrent={"new_state": "state"},
         pointer=True,
     )
+
+    def max_input_length(self) -> int:
+        from models.data import sorting
+
+        return 2 * sorting.MAX_LEN  # twice the trained length: it generalises (data.md §4)
+
+    def serving_facts(self, family: Any) -> dict[str, Any]:
+        return {**super().serving_facts(family), "value_range": (0, int(self.config["max_value"]))}
 
     def components(self) -> list[Component]:
         H, max_value = self.config["hidden"], self.config["max_value"]
@@ -202,20 +177,11 @@ class PointerSpec(_EncoderDecoder):
             Component(dec, Method(self.model, "decode_step"), dec_inputs),
         ]
 
-    def end_to_end(self, family: Family, examples: Sequence[Any], runners: Runners) -> dict[str, Any]:
-        got: list[tuple[int, ...]] = []
-        for i in range(0, len(examples), E2E_BATCH):
-            rows = [family.source(ex) for ex in examples[i : i + E2E_BATCH]]
-            values, mask = family.encode_values(rows)
-            feeds = {"values": values.numpy(), "src_mask": mask.numpy()}
-            ids, _ = greedy(self.decode, runners["encoder"], runners["decoder_step"], feeds, values.shape[1])
-            got += [tuple(int(p) for p in row if p >= 0) for row in ids]
-        return _score(family, examples, got, self.model)
-
 
 @register_spec
-class TransformerSpec(_Text2TextSpec):
+class TransformerSpec(_EncoderDecoder):
     family = "transformer"
+    task = "translate"
     example: Dims = {"batch": 2, "src_len": 7, "past_len": 3}
     check_shapes = [
         {"batch": 1, "src_len": 1, "past_len": 0},
@@ -241,6 +207,9 @@ class TransformerSpec(_Text2TextSpec):
             },
         )
 
+    def max_input_length(self) -> int:
+        return int(self.config["max_len"])
+
     def components(self) -> list[Component]:
         c = self.config
         L, Hh, V, Vs = c["dec_layers"], c["num_heads"], c["tgt_vocab"], c["src_vocab"]
@@ -249,29 +218,29 @@ class TransformerSpec(_Text2TextSpec):
         enc = ComponentSpec(
             "encoder",
             inputs=(
-                TensorSpec("src_ids", I64, ("batch", "src_len")),
-                TensorSpec("src_mask", BOOL, ("batch", "src_len")),
+                TensorSpec.of("src_ids", I64, "batch", "src_len"),
+                TensorSpec.of("src_mask", BOOL, "batch", "src_len"),
             ),
             outputs=(
-                TensorSpec("cross_k", F32, (L, *kv, "src_len", dh)),
-                TensorSpec("cross_v", F32, (L, *kv, "src_len", dh)),
+                TensorSpec.of("cross_k", F32, L, *kv, "src_len", dh),
+                TensorSpec.of("cross_v", F32, L, *kv, "src_len", dh),
             ),
         )
         dec = ComponentSpec(
             "decoder_step",
             inputs=(
-                TensorSpec("prev_ids", I64, ("batch",)),
-                TensorSpec("past_k", F32, (L, *kv, "past_len", dh)),
-                TensorSpec("past_v", F32, (L, *kv, "past_len", dh)),
-                TensorSpec("cross_k", F32, (L, *kv, "src_len", dh)),
-                TensorSpec("cross_v", F32, (L, *kv, "src_len", dh)),
-                TensorSpec("src_mask", BOOL, ("batch", "src_len")),
+                TensorSpec.of("prev_ids", I64, "batch"),
+                TensorSpec.of("past_k", F32, L, *kv, "past_len", dh),
+                TensorSpec.of("past_v", F32, L, *kv, "past_len", dh),
+                TensorSpec.of("cross_k", F32, L, *kv, "src_len", dh),
+                TensorSpec.of("cross_v", F32, L, *kv, "src_len", dh),
+                TensorSpec.of("src_mask", BOOL, "batch", "src_len"),
             ),
             outputs=(
-                TensorSpec("logits", F32, ("batch", V)),
-                TensorSpec("present_k", F32, (L, *kv, "present_len", dh)),
-                TensorSpec("present_v", F32, (L, *kv, "present_len", dh)),
-                TensorSpec("attention", F32, ("batch", "src_len")),
+                TensorSpec.of("logits", F32, "batch", V),
+                TensorSpec.of("present_k", F32, L, *kv, "present_len", dh),
+                TensorSpec.of("present_v", F32, L, *kv, "present_len", dh),
+                TensorSpec.of("attention", F32, "batch", "src_len"),
             ),
             derived={"present_len": "past_len + 1"},
         )
@@ -312,6 +281,7 @@ class _TransformerEncoder(nn.Module):
 @register_spec
 class HanSpec(ExportSpec):
     family = "han"
+    task = "classify"
     example: Dims = {"batch": 2, "sentences": 3, "words": 5}
     check_shapes = [
         {"batch": 1, "sentences": 1, "words": 1},
@@ -321,19 +291,29 @@ class HanSpec(ExportSpec):
         {"batch": 4, "sentences": 20, "words": 60},
     ]
 
+    def max_input_length(self) -> int:
+        return int(self.config["max_words"])  # words per sentence
+
+    def serving_facts(self, family: Any) -> dict[str, Any]:
+        return {
+            **super().serving_facts(family),
+            "max_sentences": int(self.config["max_sents"]),
+            "labels": list(family.labels),
+        }
+
     def components(self) -> list[Component]:
         C, V = self.config["num_classes"], self.config["vocab"]
         spec = ComponentSpec(
             "classify",
             inputs=(
-                TensorSpec("ids", I64, ("batch", "sentences", "words")),
-                TensorSpec("word_mask", BOOL, ("batch", "sentences", "words")),
-                TensorSpec("sent_mask", BOOL, ("batch", "sentences")),
+                TensorSpec.of("ids", I64, "batch", "sentences", "words"),
+                TensorSpec.of("word_mask", BOOL, "batch", "sentences", "words"),
+                TensorSpec.of("sent_mask", BOOL, "batch", "sentences"),
             ),
             outputs=(
-                TensorSpec("logits", F32, ("batch", C)),
-                TensorSpec("word_attention", F32, ("batch", "sentences", "words")),
-                TensorSpec("sentence_attention", F32, ("batch", "sentences")),
+                TensorSpec.of("logits", F32, "batch", C),
+                TensorSpec.of("word_attention", F32, "batch", "sentences", "words"),
+                TensorSpec.of("sentence_attention", F32, "batch", "sentences"),
             ),
         )
 
@@ -348,13 +328,3 @@ class HanSpec(ExportSpec):
             }
 
         return [Component(spec, self.model, inputs)]
-
-    def end_to_end(self, family: Family, examples: Sequence[Any], runners: Runners) -> dict[str, Any]:
-        got: list[str] = []
-        for i in range(0, len(examples), E2E_BATCH):
-            docs = [family.source(ex) for ex in examples[i : i + E2E_BATCH]]
-            ids, word_mask, sent_mask = family.encode(docs)
-            feeds = {"ids": ids.numpy(), "word_mask": word_mask.numpy(), "sent_mask": sent_mask.numpy()}
-            logits = runners["classify"](feeds)["logits"]
-            got += [family.labels[j] for j in logits.argmax(-1).tolist()]
-        return _score(family, examples, got, self.model)

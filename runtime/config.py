@@ -1,39 +1,52 @@
-"""Per-model configuration (`<repo>/<model>/config.yaml`), validated with pydantic, extra="forbid"."""
+"""The model-repository format: `<repo>/<model>/config.yaml` (a `ModelConfig`, pydantic,
+extra="forbid") beside `<repo>/<model>/<version>/`, which holds the files the config names.
+
+Exporters write it, the server reads it; both through this module.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.pipelines.decode import DecodeLoop
+from runtime.decode import DecodeLoop
+from runtime.tensors import Signature, TensorSpec
 
 Task = Literal["translate", "sort", "classify"]
 Device = Literal["cpu", "cuda"]
 CONFIG_FILE = "config.yaml"
+REPORT_FILE = "export_report.json"  # in a version folder: versions, parity, end-to-end figures
+TORCH_DIR = "torch"  # in a version folder: the PyTorch artifact (safetensors, config.json, vocabularies)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TensorConfig(_Strict):
-    """A graph input or output as the server reports it: -1 marks a variable axis."""
-
-    name: str
-    dtype: Literal["float32", "int64", "bool"]
-    shape: list[int]
-    axes: list[str | int]
-
-
 class ComponentConfig(_Strict):
-    """One component graph: its ONNX file (relative to the version folder) and signature."""
+    """One component graph: its ONNX file (relative to the version folder) and signature.
+
+    Backends load the file named here, and the server checks each backend's signature
+    against `inputs` and `outputs` when it loads the model.
+    """
 
     file: str
-    inputs: list[TensorConfig]
-    outputs: list[TensorConfig]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+@dataclass(frozen=True)
+class Component:
+    """What a backend loads: a component's name, its file in the artifact folder, and the
+    signature the config declares (the server checks the backend's against it)."""
+
+    name: str
+    file: str
+    signature: Signature
 
 
 class BackendConfig(_Strict):
@@ -78,6 +91,13 @@ class ModelConfig(_Strict):
     version_policy: VersionPolicy = VersionPolicy()
     source_checkpoint: str = ""
     int8: bool = False
+
+    def component_list(self) -> list[Component]:
+        """The components in config order, as backends load them."""
+        return [
+            Component(name, c.file, Signature(inputs=c.inputs, outputs=c.outputs))
+            for name, c in self.components.items()
+        ]
 
     @classmethod
     def load(cls, path: Path) -> ModelConfig:

@@ -131,7 +131,7 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from serving.stats_cli import collect, fetch, format_rows
+    from cli.stats import collect, fetch, format_rows
 
     try:
         text = fetch(args.url)

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from serving.errors import InvalidInput
-from serving.pipelines.base import Pipeline, Runners, TensorMeta
-from serving.pipelines.decode import greedy
+from runtime.decode import greedy
+from runtime.errors import InvalidInput
+from runtime.pipelines.base import Pipeline, Runners, T
 
 
 class SortPipeline(Pipeline):
     """The pointer network's attention over the inputs is the output: one position per step."""
 
     task = "sort"
-    inputs = (TensorMeta("values", "INT64", (-1, -1)),)
-    outputs = (TensorMeta("order", "INT64", (-1, -1)), TensorMeta("attention", "FP32", (-1, -1, -1)))
+    inputs = (T("values", "int64", "batch", "values"),)
+    outputs = (T("order", "int64", "batch", "values"), T("attention", "float32", "batch", "steps", "src_len"))
+
+    @classmethod
+    def requests(cls, sources: Sequence[Any], batch: int) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+        """Rows of one length per request (a request is a [B, N] tensor)."""
+        by_length: dict[int, list[int]] = {}
+        for i, row in enumerate(sources):
+            by_length.setdefault(len(row), []).append(i)
+        for _, positions in sorted(by_length.items()):
+            for start in range(0, len(positions), batch):
+                rows = positions[start : start + batch]
+                yield rows, {"values": np.array([sources[i] for i in rows], dtype=np.int64)}  # [B, N]
+
+    @classmethod
+    def answers(cls, outputs: Mapping[str, np.ndarray]) -> list[Any]:
+        return [tuple(int(p) for p in row if p >= 0) for row in outputs["order"]]
 
     def run(
         self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], runners: Runners

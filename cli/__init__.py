@@ -1,0 +1,1 @@
+"""The `attnserve` command: each subcommand imports its package lazily."""

@@ -1,0 +1,1 @@
+"""Component graphs of each model family: signatures, export-only modules, example inputs."""
