@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from runtime.config import Component
-from runtime.errors import ModelLoadError
+from runtime.files import regular_file
 from runtime.tensors import Signature
 
 Device = Literal["cpu", "cuda"]
@@ -63,12 +63,6 @@ class Backend(abc.ABC):
 
 
 def artifact_file(artifact_dir: Path, name: str) -> Path:
-    """`name` inside `artifact_dir`, symlinks resolved; ModelLoadError when it is missing or
-    resolves outside the folder (an absolute path, `..`, a link pointing out)."""
-    root = Path(artifact_dir).resolve()
-    path = (root / name).resolve()
-    if not path.is_relative_to(root):
-        raise ModelLoadError(f"artifact file {name!r} resolves outside the model's version folder")
-    if not path.is_file():
-        raise ModelLoadError(f"artifact file {name!r} does not exist in the model's version folder")
-    return path
+    """`name` inside `artifact_dir`, symlinks resolved; ModelLoadError when it is missing, not a
+    regular file, or resolves outside the folder (an absolute path, `..`, a link pointing out)."""
+    return regular_file(artifact_dir, name, "artifact file")

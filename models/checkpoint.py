@@ -12,6 +12,7 @@ from torch import nn
 
 from models.families.base import Family, get_family
 from models.recipes import Recipe
+from runtime.files import read_text, regular_file
 from runtime.text import Vocab
 
 WEIGHTS, CONFIG, METRICS = "weights.safetensors", "config.json", "metrics.json"
@@ -76,11 +77,12 @@ def load(path: Path | str) -> Checkpoint:
     path = Path(path)
     if not (path / CONFIG).is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint (no {CONFIG})")
-    config = json.loads((path / CONFIG).read_text())
+    # every file the checkpoint names stays inside its folder and is read with a size limit
+    config = json.loads(read_text(path, CONFIG, "checkpoint config"))
     recipe = Recipe.model_validate(config["recipe"])
-    vocabs = {role: Vocab.load(path / name) for role, name in config["vocabs"].items()}
+    vocabs = {role: Vocab.read(path, name) for role, name in config["vocabs"].items()}
     family = get_family(config["family"])(recipe, vocabs)
     model = family.build_model(config["model"])
-    model.load_state_dict(load_file(str(path / WEIGHTS)))
+    model.load_state_dict(load_file(str(regular_file(path, WEIGHTS, "weights file"))))
     model.eval()
     return Checkpoint(path=path, config=config, recipe=recipe, family=family, model=model)

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runtime.decode import DecodeLoop
+from runtime.files import read_limited
 from runtime.tensors import Signature, TensorSpec
 
 Task = Literal["translate", "sort", "classify"]
@@ -101,7 +102,8 @@ class ModelConfig(_Strict):
 
     @classmethod
     def load(cls, path: Path) -> ModelConfig:
-        return cls.model_validate(yaml.safe_load(path.read_text()))
+        """Read and validate a config.yaml (a regular file of at most runtime.files.MAX_TEXT_BYTES)."""
+        return cls.model_validate(yaml.safe_load(read_limited(path, what="model config").decode("utf-8")))
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True))

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from runtime.tensors import Signature
+
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 PAD_ID = 0
 
@@ -31,6 +33,40 @@ class DecodeLoop(BaseModel):
     prev_input: str = "prev_ids"
     logits_output: str = "logits"
     attention_output: str = "attention"
+
+    def mismatches(self, encoder: Signature, decoder: Signature) -> list[str]:
+        """How this loop fails to fit the encoder and decoder_step graphs: names it reads or feeds
+        that the graphs lack, and decoder inputs it never feeds. Empty when every step can run."""
+        enc_in = {t.name for t in encoder.inputs}
+        enc_out = {t.name for t in encoder.outputs}
+        dec_in = {t.name for t in decoder.inputs}
+        dec_out = {t.name for t in decoder.outputs}
+        problems: list[str] = []
+
+        def need(field: str, name: str, have: set[str], what: str) -> None:
+            if name not in have:
+                problems.append(f"decode.{field} names {what} '{name}', which the graph lacks (it has {sorted(have)})")
+
+        for src, dst in self.from_encoder.items():
+            need("from_encoder", src, enc_out, "encoder output")
+            need("from_encoder", dst, dec_in, "decoder_step input")
+        for src, dst in self.recurrent.items():
+            need("recurrent", src, dec_out, "decoder_step output")
+            need("recurrent", dst, dec_in, "decoder_step input")
+        for name in self.empty:
+            need("empty", name, dec_in, "decoder_step input")
+        for name in self.batch_axes:
+            need("batch_axes", name, dec_in, "decoder_step input")
+        need("mask_input", self.mask_input, enc_in, "encoder input")
+        need("mask_input", self.mask_input, dec_in, "decoder_step input")
+        need("prev_input", self.prev_input, dec_in, "decoder_step input")
+        need("logits_output", self.logits_output, dec_out, "decoder_step output")
+        need("attention_output", self.attention_output, dec_out, "decoder_step output")
+        fed = {*self.from_encoder.values(), *self.recurrent.values(), *self.empty, self.prev_input, self.mask_input}
+        unfed = sorted(dec_in - fed)
+        if unfed:
+            problems.append(f"decoder_step input(s) {unfed} are fed by no field of decode")
+        return problems
 
 
 def greedy(

@@ -42,6 +42,14 @@ class ModelLoadError(ServingError):
     code = ErrorCode.UNAVAILABLE
 
 
+class InvalidModelConfig(ModelLoadError):
+    """A config (config.yaml or a load override) that does not fit the model's graphs or files: a
+    signature or decode-loop mismatch, a path leading outside the version folder, a file that is
+    not regular or over its size limit. Refused at load, as the client's (or operator's) error."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+
+
 class Unsupported(ServingError):
     code = ErrorCode.UNIMPLEMENTED
 

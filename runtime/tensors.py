@@ -124,9 +124,16 @@ def serialize_bytes(array: np.ndarray) -> bytes:
 def deserialize_bytes(raw: bytes, count: int, name: str) -> np.ndarray:
     """`count` BYTES elements from the raw form -> object array [count] of bytes.
 
-    Raises InvalidInput, naming the tensor and the element, on truncated or trailing data.
+    Raises InvalidInput, naming the tensor and the element, on truncated or trailing data. Each
+    element takes at least its 4-byte length, so a count the data cannot hold is refused before
+    any element is decoded (the work is bounded by the data, not by a claimed shape).
     """
     items, offset, size = [], 0, len(raw)
+    if count * LENGTH.size > size:
+        raise InvalidInput(
+            f"input '{name}': {count} BYTES elements need at least {count * LENGTH.size} bytes "
+            f"(4 per element), got {size}"
+        )
     for i in range(count):
         if offset + 4 > size:
             raise InvalidInput(f"input '{name}': raw BYTES data ends before element {i} of {count}")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.files import read_text
+
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -81,6 +83,12 @@ class Vocab:
     @classmethod
     def load(cls, path: Path) -> Vocab:
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+    @classmethod
+    def read(cls, folder: Path, name: str) -> Vocab:
+        """The vocabulary file `name` of a model folder: confined to `folder` (symlinks resolved),
+        a regular file, at most runtime.files.MAX_TEXT_BYTES; ModelLoadError otherwise."""
+        return cls.from_json(json.loads(read_text(folder, name, "vocabulary")))
 
 
 def split(text: str, kind: str) -> list[str]:

@@ -16,12 +16,14 @@ import numpy as np
 
 from runtime.config import ModelConfig
 from runtime.decode import Runner
-from runtime.errors import InvalidInput
-from runtime.tensors import DATATYPES, TensorSpec, dtype_name, numpy_dtype
+from runtime.errors import InvalidInput, ModelLoadError
+from runtime.tensors import DATATYPES, TensorSpec, dtype_name
 
 T = TensorSpec.of
 
 Runners = Mapping[str, Runner]  # component name -> runner
+UTF8_MAX = 4  # bytes per character at most
+Header = tuple[str, str, Sequence[int]]  # a request tensor's name, OIP datatype and shape
 
 
 class Pipeline(abc.ABC):
@@ -56,29 +58,34 @@ class Pipeline(abc.ABC):
         """Validate, run the components and return every output tensor."""
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
-        """Exactly the declared inputs, each of its datatype and rank."""
+        """Exactly the declared inputs, each of its datatype and rank, batch within max_batch_size."""
+        self.check_headers([(n, DATATYPES.get(dtype_name(a.dtype), str(a.dtype)), a.shape) for n, a in inputs.items()])
+
+    def check_headers(self, headers: Sequence[Header]) -> None:
+        """`check_inputs` on the request tensors' (name, datatype, shape) alone, before their data
+        is decoded: a hostile shape (millions of BYTES items) is refused at the cost of its header."""
         declared = {t.name: t for t in self.inputs}
-        missing = sorted(set(declared) - set(inputs))
+        names = [h[0] for h in headers]
+        missing = sorted(set(declared) - set(names))
         if missing:
             raise InvalidInput(f"missing input(s) {missing}; model '{self.config.name}' takes {sorted(declared)}")
-        extra = sorted(set(inputs) - set(declared))
+        extra = sorted(set(names) - set(declared))
         if extra:
             raise InvalidInput(f"unexpected input(s) {extra}; model '{self.config.name}' takes {sorted(declared)}")
-        for name, meta in declared.items():
-            array = inputs[name]
-            if array.dtype != numpy_dtype(meta.dtype):
-                got = DATATYPES.get(dtype_name(array.dtype), str(array.dtype))
-                raise InvalidInput(f"input '{name}' must be {meta.datatype}, got {got}")
-            if array.ndim != len(meta.shape):
+        for name, datatype, shape in headers:
+            meta = declared[name]
+            if datatype != meta.datatype:
+                raise InvalidInput(f"input '{name}' must be {meta.datatype}, got {datatype}")
+            if len(shape) != len(meta.shape):
                 raise InvalidInput(
                     f"input '{name}' must have rank {len(meta.shape)} (shape {list(meta.shape)}), "
-                    f"got shape {list(array.shape)}"
+                    f"got shape {list(shape)}"
                 )
-            if array.shape[0] == 0:
+            if shape[0] == 0:
                 raise InvalidInput(f"input '{name}' is empty: send at least one item")
-            if array.shape[0] > self.config.max_batch_size:
+            if shape[0] > self.config.max_batch_size:
                 raise InvalidInput(
-                    f"input '{name}' has batch {array.shape[0]}, over max_batch_size {self.config.max_batch_size}"
+                    f"input '{name}' has batch {shape[0]}, over max_batch_size {self.config.max_batch_size}"
                 )
 
     def check_params(self, params: Mapping[str, Any]) -> None:
@@ -99,6 +106,11 @@ def decode_texts(array: np.ndarray, name: str, max_chars: int | None = None) -> 
     texts = []
     for i, item in enumerate(array.reshape(-1)):
         raw = item if isinstance(item, bytes) else str(item).encode()
+        if max_chars is not None and len(raw) > UTF8_MAX * max_chars:  # refused before it is decoded
+            raise InvalidInput(
+                f"input '{name}'[{i}] has {len(raw)} bytes, more than {max_chars} characters can take; "
+                f"this model takes at most {max_chars}"
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -109,6 +121,14 @@ def decode_texts(array: np.ndarray, name: str, max_chars: int | None = None) -> 
             raise InvalidInput(f"input '{name}'[{i}] has {len(text)} characters; this model takes at most {max_chars}")
         texts.append(text)
     return texts
+
+
+def vocab_file(config: ModelConfig, role: str) -> str:
+    """The file config.yaml names for vocabulary `role`; ModelLoadError when it names none."""
+    try:
+        return config.vocabs[role]
+    except KeyError:
+        raise ModelLoadError(f"model '{config.name}': config.yaml names no '{role}' vocabulary") from None
 
 
 def bytes_tensor(items: list[str]) -> np.ndarray:
