@@ -8,7 +8,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from grpc_health.v1.health import aio as health_aio
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from backends.loader import get_backend
 from runtime.version import attnserve_version
@@ -17,6 +17,7 @@ from serving.grpc.attention_servicer import AttentionServicer
 from serving.grpc.inference_servicer import InferenceServicer
 from serving.grpc.server import NOT_SERVING, SERVING, GrpcServer
 from serving.metrics import ServingMetrics, TritonCompatCollector
+from serving.metrics_http import MetricsEndpoint
 from serving.repository import ModelRepository, State
 from serving.settings import ServerSettings
 from serving.stats import StatsRegistry
@@ -33,13 +34,15 @@ class App:
         self.stats = StatsRegistry()
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ServingMetrics(self.registry, tuple(settings.metrics.buckets))
-        self.repository = ModelRepository(settings.repository, get_backend, settings.backend, settings.device)
+        self.repository = ModelRepository(
+            settings.repository, get_backend, settings.backend, settings.device, limits=settings.overrides
+        )
         self.dataplane = DataPlane(
             self.repository, self.executor, self.stats, self.metrics, settings.grpc.inline_when_idle
         )
         if settings.metrics.triton_names:
             self.registry.register(TritonCompatCollector(self.stats, self.metrics.inflight_by_model))
-        self.metrics_server: object | None = None
+        self.metrics_server: MetricsEndpoint | None = None
         self.metrics_port = 0
         self.health = health_aio.HealthServicer()
         self.ready = False
@@ -54,8 +57,9 @@ class App:
         self.port = await self.grpc.start()
         await self.health.set("", NOT_SERVING)
         if self.settings.metrics.enabled:
-            httpd, _ = start_http_server(self.settings.metrics.port, self.settings.metrics.host, self.registry)
-            self.metrics_server, self.metrics_port = httpd, httpd.server_address[1]
+            m = self.settings.metrics
+            self.metrics_server = MetricsEndpoint(self.registry, m.host, m.port, m.max_connections, m.timeout_seconds)
+            self.metrics_port = self.metrics_server.start()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, self.repository.load_all, self.settings.models or None)
         for entry in self.repository.index():
@@ -69,8 +73,7 @@ class App:
         self.ready = False
         await self.grpc.stop(self.settings.grace_seconds)
         if self.metrics_server is not None:
-            self.metrics_server.shutdown()  # type: ignore[attr-defined]
-            self.metrics_server.server_close()  # type: ignore[attr-defined]
+            self.metrics_server.stop()
         self.repository.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -93,13 +96,17 @@ class App:
         entry = self.repository.entry(name)
         ready = entry is not None and entry.state is State.READY
         await self.health.set(name, SERVING if ready else NOT_SERVING)
-        self.metrics.forget_model(name)
+        requests, in_use = [], []  # the labels of requests, and of the ready gauge (device in use)
         for version in entry.versions.values() if entry else ():
             for backend, facts in version.describe().items():
                 # the device actually used: an ONNX Runtime model that fell back to CPU reports cpu
                 device = "cpu" if facts.get("cpu_fallback") else version.config.device
-                labels = labels_of(version, backend)
-                self.metrics.set_ready(labels._replace(device=device), ready)
+                requests.append(labels_of(version, backend))
+                in_use.append(requests[-1]._replace(device=device))
+        self.metrics.forget_model(name, keep=requests + in_use)  # an unloaded model leaves no series
+        self.stats.forget(name, keep=entry.versions if entry else ())
+        for labels in in_use:
+            self.metrics.set_ready(labels, ready)
 
 
 async def serve(settings: ServerSettings) -> None:

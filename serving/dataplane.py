@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import InvalidInput, ServingError
+from runtime.pipelines.base import Header
+from runtime.variants import attention_label
 from serving.metrics import UNKNOWN, ModelLabels, ModelSeries, ServingMetrics
 from serving.repository import LoadedVersion, ModelRepository
 from serving.stats import StatsRegistry
@@ -26,7 +28,7 @@ class InferResult:
 
 def labels_of(model: LoadedVersion, backend: str) -> ModelLabels:
     cfg = model.config
-    return ModelLabels(cfg.name, str(model.version), cfg.attention, backend, cfg.device)
+    return ModelLabels(cfg.name, str(model.version), attention_label(cfg.attention), backend, cfg.device)
 
 
 class DataPlane:
@@ -52,6 +54,11 @@ class DataPlane:
         entry = self.repository.entry(model_name) if model_name else None
         labels = ModelLabels(model_name, "", "", "", "") if entry is not None else UNKNOWN
         self.metrics.observe_failure(labels, error.code.name, seconds)
+
+    def header_check(self, name: str, version: str) -> Callable[[Sequence[Header]], None]:
+        """The serving model's check of the request tensors' names, datatypes and shapes, to run
+        before their data is decoded; NOT_FOUND / UNAVAILABLE when nothing serves (name, version)."""
+        return self.repository.get(name, version).pipeline.check_headers
 
     async def infer(
         self,

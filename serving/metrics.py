@@ -8,7 +8,7 @@ server does not serve is counted under model="" so client input never creates se
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -139,6 +139,7 @@ class ServingMetrics:
         )
         self.inflight = Gauge("attnserve_inflight_requests", "Requests being served now.", ("model",), **kw)
         self._series: dict[ModelLabels, ModelSeries] = {}
+        self._labelled: dict[str, set[ModelLabels]] = {}  # model -> label sets its series carry
         self.model_ready = Gauge(
             "attnserve_model_ready",
             "1 when the model version serves on this backend; device is the one actually in use "
@@ -163,30 +164,46 @@ class ServingMetrics:
                 values=values,
             )
             self._series[labels] = found
+            self._labelled.setdefault(labels.model, set()).add(labels)
         return found
 
     def observe_failure(self, labels: ModelLabels, code: str, seconds: float) -> None:
         """Count one failed request under its status code (successes go through ModelSeries.observe)."""
         values = labels.values()
+        if labels.model:
+            self._labelled.setdefault(labels.model, set()).add(labels)
         self.requests.labels(*values, code).inc()
         self.request_duration.labels(*values).observe(seconds)
         self.failures.labels(labels.model, code).inc()
 
     def set_ready(self, labels: ModelLabels, ready: bool) -> None:
+        self._labelled.setdefault(labels.model, set()).add(labels)
         self.model_ready.labels(*labels.values()).set(1 if ready else 0)
 
     def inflight_by_model(self) -> dict[str, int]:
         """Requests being served now, per model (the attnserve_inflight_requests gauge)."""
         return {s.labels["model"]: int(s.value) for m in self.inflight.collect() for s in m.samples}
 
-    def forget_model(self, model: str) -> None:
-        """Drop the ready series of an unloaded model's backends."""
-        for labels in [k for k in self._series if k.model == model]:
+    def forget_model(self, model: str, keep: Iterable[ModelLabels] = ()) -> None:
+        """Remove the series of `model` but those labelled `keep` (the versions and backends it
+        serves now): an unloaded model leaves no series, a reload under other labels no stale ones.
+        Series of requests that reached no version (version "") stay while the model is loaded."""
+        kept = set(keep)
+        known = self._labelled.get(model, set())
+        for labels in [k for k in self._series if k.model == model and k not in kept]:
             self._series.pop(labels, None)
-        for metric in self.model_ready.collect():
-            for sample in metric.samples:
-                if sample.labels.get("model") == model:
-                    self.model_ready.labels(*(sample.labels[k] for k in MODEL_LABELS)).set(0)
+        by_model = (self.request_duration, self.queue_duration, self.compute_duration, self.decode_steps,
+                    self.batch_size, self.requests, self.model_ready)  # fmt: skip
+        if not kept:
+            for collector in (*by_model, self.failures, self.inflight):
+                collector.remove_by_labels({"model": model})
+            self._labelled.pop(model, None)
+            return
+        stale = {k for k in known if k not in kept and k.version}
+        for labels in stale:
+            for collector in by_model:
+                collector.remove_by_labels(labels._asdict())
+        known -= stale
 
 
 class TritonCompatCollector(Collector):

@@ -17,13 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from backends.base import Backend
+from runtime import files
 from runtime.config import CONFIG_FILE, ModelConfig
-from runtime.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelUnavailable, ServingError
+from runtime.errors import (
+    InvalidInput,
+    InvalidModelConfig,
+    ModelLoadError,
+    ModelNotFound,
+    ModelUnavailable,
+    ServingError,
+)
 from runtime.pipelines.base import Pipeline
 from runtime.pipelines.factory import build_pipeline
 from runtime.tensors import signature_mismatches
+from serving.overrides import OverrideLimits, apply_override, check_override
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -95,8 +105,10 @@ class ModelRepository:
         backend_loader: BackendLoader,
         backend_override: str | None = None,
         device_override: str | None = None,
+        limits: OverrideLimits | None = None,
     ) -> None:
         self.root = root
+        self.limits = limits or OverrideLimits()
         self.backend_loader = backend_loader
         self.backend_override = backend_override
         self.device_override = device_override
@@ -128,24 +140,30 @@ class ModelRepository:
                 log.error("model %s failed to load: %s", name, exc.message)
 
     def load(self, name: str, override: Mapping[str, Any] | None = None) -> ModelEntry:
-        """Load (or reload) a model's versions; `override` replaces config.yaml fields."""
+        """Load (or reload) a model's versions; `override` replaces the config.yaml fields a client
+        may change (serving.overrides), checked before anything else happens."""
         check_name(name)
+        if override is not None:
+            check_override(override, self.limits)
         folder = self.root / name
         if not (folder / CONFIG_FILE).is_file():
-            raise ModelNotFound(f"no model '{name}' in repository {self.root}")
+            raise ModelNotFound(f"no model '{name}' in the repository")
         with self._lock:
             entry = self._models.setdefault(name, ModelEntry(name))
             if not entry.versions:
                 entry.state = State.LOADING
         try:
             raw = ModelConfig.load(folder / CONFIG_FILE).model_dump()
-            raw.update(override or {})
+            if override is not None:
+                raw = apply_override(raw, override)
             config = self._apply_overrides(ModelConfig.model_validate(raw))
             if config.name != name:
                 raise ModelLoadError(f"config.yaml of folder '{name}' names the model '{config.name}'; they must match")
             versions = {v: self._load_version(config, folder / str(v), v) for v in self._versions(folder, config)}
         except Exception as exc:  # any failure: the model stays (or becomes) unavailable with a reason
-            reason = exc.message if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}"
+            reason = self._scrub(exc.message if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, ServingError):
+                exc.message, exc.args = reason, (reason,)
             with self._lock:
                 if not entry.versions:
                     entry.state, entry.reason = State.UNAVAILABLE, reason
@@ -200,6 +218,12 @@ class ModelRepository:
 
     # --- helpers ---------------------------------------------------------------------
 
+    def _scrub(self, message: str) -> str:
+        """A load failure's message without the repository's host path (clients read it)."""
+        for root in {str(self.root.resolve()), str(self.root.absolute())}:
+            message = message.replace(root + "/", "").replace(root, "<repository>")
+        return message
+
     def _apply_overrides(self, config: ModelConfig) -> ModelConfig:
         changes: dict[str, Any] = {}
         if self.device_override:
@@ -218,7 +242,7 @@ class ModelRepository:
     def _versions(folder: Path, config: ModelConfig) -> list[int]:
         found = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
         if not found:
-            raise ModelLoadError(f"model '{config.name}' has no numeric version folder in {folder}")
+            raise ModelLoadError(f"model '{config.name}' has no numeric version folder")
         policy = config.version_policy
         if policy.specific is not None:
             missing = sorted(set(policy.specific) - set(found))
@@ -233,20 +257,45 @@ class ModelRepository:
         try:
             for bc in config.backends:
                 cls = self.backend_loader(bc.name)
-                options = cls.Options.model_validate(bc.options)
-                artifact = path / bc.artifact if bc.artifact else path
+                try:
+                    options = cls.Options.model_validate(bc.options)
+                except ValidationError as exc:
+                    raise InvalidModelConfig(f"backend '{bc.name}' options: {_first_error(exc)}") from None
+                artifact = files.folder(path, bc.artifact, f"backend '{bc.name}' artifact")
                 comps = backends[bc.name] = {}
                 for comp in config.component_list():
                     comps[comp.name] = loaded = cls.load(artifact, comp, config.device, options)
                     problems = signature_mismatches(comp.signature, loaded.signature)
                     if problems:
-                        raise ModelLoadError(
+                        raise InvalidModelConfig(
                             f"model '{config.name}' component '{comp.name}' on backend '{bc.name}' does not "
                             f"match config.yaml: {'; '.join(problems)}"
                         )
+                _check_decode(config, bc.name, comps)
         except Exception:
             for comps in backends.values():
                 for b in comps.values():
                     b.close()
             raise
         return LoadedVersion(config=config, version=version, path=path, pipeline=pipeline, backends=backends)
+
+
+def _check_decode(config: ModelConfig, backend: str, comps: Mapping[str, Backend]) -> None:
+    """The decode loop's names against the loaded encoder and decoder_step graphs: a loop naming a
+    tensor the graphs lack would fail every request, so the load is refused instead."""
+    if config.decode is None:
+        return
+    missing = [c for c in ("encoder", "decoder_step") if c not in comps]
+    if missing:
+        raise InvalidModelConfig(f"model '{config.name}' has a decode loop but no component(s) {missing}")
+    problems = config.decode.mismatches(comps["encoder"].signature, comps["decoder_step"].signature)
+    if problems:
+        raise InvalidModelConfig(
+            f"model '{config.name}' decode loop does not fit the graphs on backend '{backend}': {'; '.join(problems)}"
+        )
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "options"
+    return f"{where}: {err['msg']}"

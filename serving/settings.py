@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.metrics import DEFAULT_BUCKETS
+from serving.overrides import OverrideLimits
 
 INT32_MAX = 2**31 - 1
+MAX_MESSAGE_BYTES = 32 * 2**20
 
 
 class GrpcSettings(BaseModel):
@@ -20,8 +22,10 @@ class GrpcSettings(BaseModel):
 
     host: str = "0.0.0.0"
     port: int = Field(8001, ge=0, le=65535)  # 0 = any free port (tests)
-    # tritonclient sets INT32_MAX on its channel; a lower server limit rejects its large requests
-    max_message_bytes: int = Field(INT32_MAX, gt=0)
+    # the largest request accepted (RESOURCE_EXHAUSTED above it; responses are not limited). The
+    # default fits every reference model's largest valid request (debian-han: 64 documents of
+    # 100,000 characters, 25.6 MB); tritonclient sets INT32_MAX on its side, this limit decides.
+    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, gt=0, le=INT32_MAX)
     workers: int = Field(4, gt=0)  # threads running pipelines and backends
     # run a batch-1 request on the event loop when nothing else computes (saves the thread hand-off);
     # turn off for many concurrent single-item clients on a many-core machine
@@ -43,6 +47,10 @@ class MetricsSettings(BaseModel):
     # histogram bucket upper bounds in seconds (0.25 ms to 10 s by default)
     buckets: list[float] = Field(default_factory=lambda: list(DEFAULT_BUCKETS), min_length=1)
     triton_names: bool = False  # also export nv_inference_* (Triton's names) for existing dashboards
+    # the endpoint serves from one thread: connections beyond this are closed at once, and a
+    # connection that has not sent its request within timeout_seconds is closed
+    max_connections: int = Field(16, gt=0)
+    timeout_seconds: float = Field(5.0, gt=0)
 
     @field_validator("buckets")
     @classmethod
@@ -64,6 +72,7 @@ class ServerSettings(BaseSettings):
     grace_seconds: float = Field(10.0, ge=0)  # SIGTERM: finish in-flight calls for this long
     grpc: GrpcSettings = GrpcSettings()
     metrics: MetricsSettings = MetricsSettings()
+    overrides: OverrideLimits = OverrideLimits()  # ceilings on RepositoryModelLoad's `config` override
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> ServerSettings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -65,6 +66,13 @@ class StatsRegistry:
             s.compute_infer.add(infer_ns)
             s.compute_output.add(output_ns)
             s.batch_sizes.setdefault(batch, Duration()).add(infer_ns)
+
+    def forget(self, model: str, keep: Iterable[int] = ()) -> None:
+        """Drop the statistics of `model`'s versions but `keep` (those it serves now)."""
+        kept = set(keep)
+        with self._lock:
+            for key in [k for k in self._stats if k[0] == model and k[1] not in kept]:
+                del self._stats[key]
 
     def snapshot(self) -> dict[tuple[str, int], ModelStats]:
         import copy

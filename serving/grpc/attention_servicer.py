@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 from grpc import aio
 
-from runtime.errors import InvalidInput
+from runtime.errors import InvalidInput, ServingError
 from runtime.text import EOS
 from serving.dataplane import DataPlane
 from serving.grpc._gen.attnserve.v1 import attention_pb2 as pb
@@ -33,9 +34,20 @@ class AttentionServicer(pb_grpc.AttentionServicer):
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
 
+    def _admit(self, model: str, name: str, datatype: str, shape: tuple[int, ...]) -> None:
+        """The model's header check before a request's items are converted: a hostile item count
+        is refused before millions of strings are built."""
+        arrived = time.perf_counter()
+        try:
+            self.dataplane.header_check(model, "")([(name, datatype, shape)])
+        except ServingError as exc:
+            self.dataplane.rejected(model, exc, time.perf_counter() - arrived)
+            raise
+
     async def Translate(self, request: pb.TranslateRequest, context: aio.ServicerContext) -> pb.TranslateResponse:
         params = _params(request.backend, beam_size=request.beam_size, max_length=request.max_length)
         wanted = ["text", "output_lengths", "input_lengths"] + (["attention"] if request.return_attention else [])
+        self._admit(request.model, "text", "BYTES", (len(request.texts),))
         result = await self.dataplane.infer(request.model, "", {"text": _texts(request.texts)}, params, wanted)
         out = result.outputs
         response = pb.TranslateResponse()
@@ -51,6 +63,7 @@ class AttentionServicer(pb_grpc.AttentionServicer):
     async def Classify(self, request: pb.ClassifyRequest, context: aio.ServicerContext) -> pb.ClassifyResponse:
         maps = ["word_attention", "sentence_attention"] if request.return_attention else []
         wanted = ["label", "probabilities", *maps]
+        self._admit(request.model, "text", "BYTES", (len(request.texts),))
         result = await self.dataplane.infer(
             request.model, "", {"text": _texts(request.texts)}, _params(request.backend), wanted
         )
@@ -68,9 +81,11 @@ class AttentionServicer(pb_grpc.AttentionServicer):
         return response
 
     async def Sort(self, request: pb.SortRequest, context: aio.ServicerContext) -> pb.SortResponse:
-        rows = [list(r.values) for r in request.values]
-        if not rows or len({len(r) for r in rows}) != 1:
+        lengths = {len(r.values) for r in request.values}
+        if len(lengths) != 1:
             raise InvalidInput("send one or more value lists, all of the same length")
+        self._admit(request.model, "values", "INT64", (len(request.values), *lengths))
+        rows = [list(r.values) for r in request.values]
         values = np.array(rows, dtype=np.int64)
         wanted = ["order"] + (["attention"] if request.return_attention else [])
         result = await self.dataplane.infer(request.model, "", {"values": values}, _params(request.backend), wanted)

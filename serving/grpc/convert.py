@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,8 @@ CONTENTS: dict[str, str] = {
     "BYTES": "bytes_contents",
 }
 LITTLE_ENDIAN = sys.byteorder == "little"
+# [(name, datatype, shape), ...] of a request's tensors -> None, or InvalidInput
+HeaderCheck = Callable[[list[tuple[str, str, tuple[int, ...]]]], None]
 
 
 def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
@@ -82,9 +84,10 @@ def decode_tensor(name: str, datatype: str, shape: tuple[int, ...], raw: bytes |
         field = CONTENTS.get(datatype)
         if field is None:
             raise InvalidInput(f"input '{name}': {datatype} can only be sent in raw contents")
-        values = list(getattr(contents, field))
-        if len(values) != count:
-            raise InvalidInput(f"input '{name}': shape {list(shape)} needs {count} values, got {len(values)}")
+        repeated = getattr(contents, field)
+        if len(repeated) != count:  # before any value becomes a Python object
+            raise InvalidInput(f"input '{name}': shape {list(shape)} needs {count} values, got {len(repeated)}")
+        values = list(repeated)
         if datatype == "BYTES":
             array = np.empty(count, dtype=np.object_)
             array[:] = values
@@ -103,17 +106,27 @@ def encode_tensor(array: np.ndarray) -> tuple[str, bytes]:
     return datatype, array.tobytes()  # row-major (C order), whatever the array's strides
 
 
-def request_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
-    """The request's input tensors; INVALID_ARGUMENT on malformed data or duplicates."""
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidInput(f"{len(request.inputs)} inputs but {len(raw)} raw_input_contents; send one per input")
+def request_inputs(request: pb.ModelInferRequest, check: HeaderCheck | None = None) -> dict[str, np.ndarray]:
+    """The request's input tensors; INVALID_ARGUMENT on malformed data or duplicates.
+
+    `check([(name, datatype, shape), ...])` (the serving model's, Pipeline.check_headers) runs on
+    the tensors' headers before any tensor's data is read: a shape the model refuses costs nothing.
+    """
+    count = len(request.raw_input_contents)
+    if count and count != len(request.inputs):
+        raise InvalidInput(f"{len(request.inputs)} inputs but {count} raw_input_contents; send one per input")
+    headers = [(t.name, t.datatype, tuple(t.shape)) for t in request.inputs]
+    seen: set[str] = set()
+    for name, _, _ in headers:
+        if name in seen:
+            raise InvalidInput(f"input '{name}' appears twice")
+        seen.add(name)
+    if check is not None:
+        check(headers)
     arrays: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
-        if tensor.name in arrays:
-            raise InvalidInput(f"input '{tensor.name}' appears twice")
-        data = raw[i] if raw else None
-        arrays[tensor.name] = decode_tensor(tensor.name, tensor.datatype, tuple(tensor.shape), data, tensor.contents)
+        data = request.raw_input_contents[i] if count else None
+        arrays[tensor.name] = decode_tensor(tensor.name, tensor.datatype, headers[i][2], data, tensor.contents)
     return arrays
 
 

@@ -7,7 +7,6 @@ are ServingError subclasses mapped to status codes by serving.grpc.interceptors.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,18 +14,20 @@ from typing import Any
 from grpc import StatusCode, aio
 
 from runtime.config import ModelConfig
-from runtime.errors import InvalidInput, ModelNotFound, ServingError
+from runtime.errors import ModelNotFound, ServingError
 from serving.dataplane import DataPlane
 from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc._gen.inference import model_config_pb2 as mc
+from serving.overrides import parse_override
 from serving.repository import LoadedVersion, ModelRepository, State, check_name
 from serving.stats import Duration, StatsRegistry
 
 SERVER_NAME = "attnserve"
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "attention_maps"]
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torch": "pytorch_safetensors"}
+OFFLOAD_BYTES = 1 << 20  # requests larger than this are decoded on a worker thread
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -99,7 +100,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
         arrived = time.perf_counter()
         try:
-            inputs = convert.request_inputs(request)
+            # the serving model checks each tensor's header before any data is decoded; a large
+            # body is decoded on a worker thread, so the loop (health checks) stays responsive
+            check = self.dataplane.header_check(request.model_name, request.model_version)
+            if request.ByteSize() > OFFLOAD_BYTES:
+                loop = asyncio.get_running_loop()
+                inputs = await loop.run_in_executor(self.dataplane.executor, convert.request_inputs, request, check)
+            else:
+                inputs = convert.request_inputs(request, check)
         except ServingError as exc:
             self.dataplane.rejected(request.model_name, exc, time.perf_counter() - arrived)
             raise
@@ -171,13 +179,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelLoadResponse:
         override = None
         if "config" in request.parameters:
-            text = request.parameters["config"].string_param
-            try:
-                override = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"parameter 'config' is not JSON: {exc}") from None
-            if not isinstance(override, dict):
-                raise InvalidInput("parameter 'config' must be a JSON object of config.yaml fields")
+            override = parse_override(request.parameters["config"].string_param)
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self.dataplane.executor, self.repository.load, request.model_name, override)

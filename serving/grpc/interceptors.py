@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,15 +26,69 @@ STATUS: dict[ErrorCode, grpc.StatusCode] = {
 }
 
 
+class RateLimitedLog:
+    """At most one line per `interval` seconds for a repeated event; the next line says how many
+    were left out. A flood of garbage requests cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last = -math.inf
+        self._dropped = 0
+
+    def warning(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._dropped += 1
+            return
+        dropped, self._dropped, self._last = self._dropped, 0, now
+        suffix = f" ({dropped} more since the last report)" if dropped else ""
+        self.logger.warning(message + suffix, *args)
+
+
+class Undecodable:
+    """Stands for a request body the method's message type cannot parse (grpc would answer
+    UNKNOWN with the parser's repr and log a traceback per body)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # protobuf's DecodeError, or anything a custom deserializer raises
+            return Undecodable(len(data))
+
+    return deserialize
+
+
+def _message_name(deserializer: Any) -> str:
+    cls = getattr(deserializer, "__self__", None)
+    descriptor = getattr(cls, "DESCRIPTOR", None)
+    return getattr(descriptor, "full_name", "request")
+
+
 class ErrorInterceptor(aio.ServerInterceptor):
-    """Turn ServingError into its status code and message; anything else into INTERNAL, logged.
+    """Turn ServingError into its status code and message; anything else into INTERNAL.
+
+    Every INTERNAL answer is logged once, with its traceback and a request id that the answer
+    carries too. A body that does not parse as the method's request message is answered
+    INVALID_ARGUMENT with a short message, and logged at most once a minute.
 
     A method's guarded handler is built on its first call and reused: a method's handler never
     changes, and building one per call costs the hot path.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, log_interval: float = 60.0) -> None:
         self._guarded: dict[str, grpc.RpcMethodHandler] = {}
+        self._undecodable = RateLimitedLog(log, log_interval)
 
     async def intercept_service(
         self,
@@ -47,23 +104,47 @@ class ErrorInterceptor(aio.ServerInterceptor):
         guarded = self._guarded[details.method] = self._guard(handler, details.method)
         return guarded
 
-    @staticmethod
-    def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def _guard(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary
+        message_name = _message_name(handler.request_deserializer)
+        undecodable = self._undecodable
 
         async def guarded(request: Any, context: aio.ServicerContext) -> Any:
+            if isinstance(request, Undecodable):
+                undecodable.warning("%s: undecodable request body (%d bytes)", method, request.size)
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the request body ({request.size} bytes) is not a valid {message_name} message",
+                )
             try:
                 return await inner(request, context)
             except ServingError as exc:
-                await context.abort(STATUS[exc.code], exc.message)
+                message = exc.message
+                if exc.code is ErrorCode.INTERNAL:
+                    message = f"{message} (request id {_log_internal(method, request, exc)})"
+                await context.abort(STATUS[exc.code], message)
             except aio.AbortError:
                 raise
-            except Exception:
-                log.exception("unexpected error in %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
+            except Exception as exc:
+                rid = _log_internal(method, request, exc)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"internal error in {method} (request id {rid}); see the server log"
+                )
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+def _log_internal(method: str, request: Any, exc: BaseException) -> str:
+    """Log an INTERNAL answer with its traceback; returns the request id the answer carries."""
+    rid = uuid.uuid4().hex[:16]
+    client_id = getattr(request, "id", "")
+    log.error(
+        "INTERNAL in %s (request id %s%s): %s",
+        method, rid, f", client id {client_id!r}" if isinstance(client_id, str) and client_id else "", exc,
+        exc_info=exc,
+    )  # fmt: skip
+    return rid

@@ -11,7 +11,7 @@ from serving.grpc._gen.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from serving.grpc.attention_servicer import AttentionServicer
 from serving.grpc.inference_servicer import InferenceServicer
 from serving.grpc.interceptors import ErrorInterceptor
-from serving.settings import GrpcSettings
+from serving.settings import INT32_MAX, GrpcSettings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -29,12 +29,11 @@ class GrpcServer:
     ) -> None:
         self.settings = settings
         self.health = health
-        limit = settings.max_message_bytes
         self.server = aio.server(
             interceptors=[ErrorInterceptor()],
             options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", INT32_MAX),  # responses: bounded by the models
                 ("grpc.so_reuseport", 0),
             ],
         )

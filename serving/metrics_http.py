@@ -1,0 +1,148 @@
+"""The /metrics endpoint: one thread, bounded connections, timeouts.
+
+prometheus_client's start_http_server runs a thread per connection with no timeout, so idle
+connections pile up threads that then contend with inference for the GIL. Here one thread runs
+its own event loop: a connection costs a socket and a coroutine, connections beyond
+`max_connections` are answered 503 and closed at once, and a connection that has not sent its
+request (or read its response) within `timeout` seconds is closed. Nothing here touches the
+gRPC server's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import ssl
+import threading
+from concurrent.futures import Future
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD_BYTES = 16 * 1024  # request line and headers
+PATHS = ("/metrics", "/")
+
+
+def _response(status: str, body: bytes = b"", content_type: str = "text/plain; charset=utf-8", **headers: str) -> bytes:
+    lines = [f"HTTP/1.1 {status}", f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
+    lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+BUSY = _response("503 Service Unavailable", b"too many connections\n", Retry_After="1")
+
+
+class MetricsEndpoint:
+    """Serves `registry` over HTTP/1.1 (GET or HEAD /metrics) from its own thread."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        max_connections: int = 16,
+        timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.registry = registry
+        self.host = host
+        self.port = port
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self.ssl_context = ssl_context
+        self.active = 0  # connections being served now (read on other threads by tests and benchmarks)
+        self.refused = 0  # connections answered 503 because `max_connections` were open
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        """Bind and serve in a new thread; returns the bound port."""
+        bound: Future[int] = Future()
+        self._thread = threading.Thread(target=self._run, args=(bound,), name="attnserve-metrics", daemon=True)
+        self._thread.start()
+        self.port = bound.result(timeout=30)
+        return self.port
+
+    def stop(self) -> None:
+        """Close the listening socket and every connection, and end the thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+    def _run(self, bound: Future[int]) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            self._server = loop.run_until_complete(
+                asyncio.start_server(
+                    self._handle, self.host, self.port, limit=MAX_HEAD_BYTES, ssl=self.ssl_context,
+                    ssl_handshake_timeout=self.timeout if self.ssl_context else None,
+                )
+            )  # fmt: skip
+        except Exception as exc:
+            bound.set_exception(exc)
+            loop.close()
+            return
+        bound.set_result(self._server.sockets[0].getsockname()[1])
+        try:
+            loop.run_forever()
+        finally:
+            self._server.close()
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.active >= self.max_connections:
+            self.refused += 1
+            writer.write(BUSY)
+            writer.close()
+            return
+        self.active += 1
+        answered = False
+        try:
+            async with asyncio.timeout(self.timeout):
+                head = await reader.readuntil(b"\r\n\r\n")
+                writer.write(self._answer(head))
+                await writer.drain()
+                answered = True
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # silent, slow or gone: the connection is dropped
+        except Exception:  # a bug here must not end the endpoint's loop
+            log.exception("metrics endpoint: unexpected error")
+        finally:
+            self.active -= 1
+            if answered:
+                writer.close()  # the response is in the kernel's buffer; close after it
+            else:
+                writer.transport.abort()
+
+    def _answer(self, head: bytes) -> bytes:
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return _response("400 Bad Request", b"bad request line\n")
+        method, target = parts[0], parts[1]
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        if target.split("?", 1)[0] not in PATHS:
+            return _response("404 Not Found", b"metrics are at /metrics\n")
+        if method not in ("GET", "HEAD"):
+            return _response("405 Method Not Allowed", b"use GET\n", Allow="GET, HEAD")
+        encoder, content_type = choose_encoder(headers.get("accept", ""))
+        body = encoder(self.registry)
+        extra = {}
+        if "gzip" in headers.get("accept-encoding", ""):
+            body, extra = gzip.compress(body, compresslevel=1), {"Content_Encoding": "gzip"}
+        response = _response("200 OK", body, content_type, **extra)
+        return response[: len(response) - len(body)] if method == "HEAD" else response
