@@ -62,10 +62,14 @@ class DecodeLoop(BaseModel):
         need("prev_input", self.prev_input, dec_in, "decoder_step input")
         need("logits_output", self.logits_output, dec_out, "decoder_step output")
         need("attention_output", self.attention_output, dec_out, "decoder_step output")
-        fed = {*self.from_encoder.values(), *self.recurrent.values(), *self.empty, self.prev_input, self.mask_input}
-        unfed = sorted(dec_in - fed)
+        # the first step's feeds; recurrent outputs only replace them from the second step on
+        first = {*self.from_encoder.values(), *self.empty, self.prev_input, self.mask_input}
+        unfed = sorted(dec_in - first)
         if unfed:
-            problems.append(f"decoder_step input(s) {unfed} are fed by no field of decode")
+            problems.append(
+                f"decoder_step input(s) {unfed} have no value at the first step (from_encoder, empty, "
+                "prev_input and mask_input feed it)"
+            )
         return problems
 
 

@@ -1,0 +1,189 @@
+"""The /metrics endpoint cannot be exhausted into threads, and series come only from a closed set.
+
+The endpoint serves from one thread with a bound on open connections and a timeout; model
+series carry the attention variant from the registered set, and an unloaded model's go away.
+The latency of inference while the endpoint is flooded is measured by benchmarks/hostile.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import http.client
+import shutil
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from serving.grpc._gen.inference import grpc_service_pb2 as pb
+from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from tests.serving.conftest import RunningServer, start_server
+from tests.serving.control import EXPLICIT_CONTROL
+
+MAX_CONNECTIONS = 4
+TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="module")
+def repo(reference_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("metrics") / "repo"
+    shutil.copytree(reference_repository / "sort-pointer", repo / "sort-pointer")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path) -> Iterator[RunningServer]:
+    metrics = {"max_connections": MAX_CONNECTIONS, "timeout_seconds": TIMEOUT, "triton_names": True}
+    srv = start_server(repo, metrics=metrics, **EXPLICIT_CONTROL)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
+    with grpc.insecure_channel(server.address) as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+def get(server: RunningServer, path: str = "/metrics", headers: dict | None = None) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.app.metrics_port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_idle_connections_are_bounded_and_hold_no_threads(server: RunningServer):
+    endpoint = server.app.metrics_server
+    threads = threading.active_count()
+    refused_before = endpoint.refused
+    sockets = [socket.create_connection(("127.0.0.1", server.app.metrics_port)) for _ in range(40)]
+    try:
+        assert wait_until(lambda: endpoint.active + endpoint.refused - refused_before == 40)
+        assert endpoint.active == MAX_CONNECTIONS  # the rest were answered 503 and closed
+        assert threading.active_count() <= threads + 1
+        busy = [s for s in sockets if s.recv(64).startswith(b"HTTP/1.1 503")]
+        assert len(busy) == 40 - MAX_CONNECTIONS
+        # the held ones send nothing: each is closed after the timeout, and the endpoint serves again
+        assert wait_until(lambda: endpoint.active == 0, timeout=TIMEOUT * 5)
+    finally:
+        for s in sockets:
+            s.close()
+    status, _, body = get(server)
+    assert status == 200 and b"attnserve_" in body
+
+
+def test_a_silent_or_slow_client_is_closed_after_the_timeout(server: RunningServer):
+    with socket.create_connection(("127.0.0.1", server.app.metrics_port)) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+        s.settimeout(TIMEOUT * 10)
+        assert s.recv(64) == b""  # closed by the server, nothing answered
+    with socket.create_connection(("127.0.0.1", server.app.metrics_port)) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\n" + b"X-Long: " + b"a" * 20000 + b"\r\n\r\n")
+        s.settimeout(TIMEOUT * 10)
+        with contextlib.suppress(ConnectionResetError):
+            assert s.recv(64) == b""  # a head over 16 KiB is dropped
+
+
+def test_http_surface(server: RunningServer):
+    status, headers, body = get(server)
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert list(text_string_to_metric_families(body.decode()))
+    status, headers, body = get(server, headers={"Accept-Encoding": "gzip"})
+    assert headers["content-encoding"] == "gzip" and b"attnserve_" in gzip.decompress(body)
+    status, headers, _ = get(server, headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert headers["content-type"].startswith("application/openmetrics-text")
+    assert get(server, "/other")[0] == 404
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.app.metrics_port}/metrics", timeout=10) as r:
+        assert r.status == 200
+    conn = http.client.HTTPConnection("127.0.0.1", server.app.metrics_port, timeout=10)
+    conn.request("POST", "/metrics", body=b"")
+    assert conn.getresponse().status == 405
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", server.app.metrics_port, timeout=10)
+    conn.request("HEAD", "/metrics")
+    response = conn.getresponse()
+    assert response.status == 200 and response.read() == b"" and int(response.getheader("Content-Length")) > 0
+    conn.close()
+
+
+def series(server: RunningServer) -> list[tuple[str, tuple]]:
+    server.settle()
+    _, _, body = get(server)
+    return [
+        (s.name, tuple(sorted(s.labels.items())))
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    ]
+
+
+def sort(stub) -> None:
+    req = pb.ModelInferRequest(model_name="sort-pointer")
+    req.inputs.add(name="values", datatype="INT64", shape=[1, 3])
+    req.raw_input_contents.append(np.array([[3, 1, 2]], dtype="<i8").tobytes())
+    assert np.frombuffer(stub.ModelInfer(req, timeout=30).raw_output_contents[0], "<i8").tolist() == [1, 2, 0]
+
+
+def load(stub, override: str | None = None) -> None:
+    req = pb.RepositoryModelLoadRequest(model_name="sort-pointer")
+    if override is not None:
+        req.parameters["config"].string_param = override
+    stub.RepositoryModelLoad(req, timeout=60)
+
+
+def test_loads_with_invented_attention_labels_add_no_series(server: RunningServer, stub, repo: Path):
+    config_path = repo / "sort-pointer" / "config.yaml"
+    original = config_path.read_text()
+    sort(stub)
+    before = series(server)
+    try:
+        for i in range(30):
+            config = yaml.safe_load(original)
+            config["attention"] = f"invented-{i}"  # the operator's file: labelled "other"
+            config_path.write_text(yaml.safe_dump(config))
+            load(stub)
+            sort(stub)
+            with pytest.raises(grpc.RpcError) as err:  # a client cannot change it at all
+                load(stub, f'{{"attention": "client-{i}"}}')
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        after = series(server)
+        labels = {dict(lab).get("attention") for _, lab in after} - {None}
+        assert labels == {"other"}, labels
+        assert len(after) == len(before), set(after) ^ set(before)
+    finally:
+        config_path.write_text(original)
+        load(stub)
+    assert {dict(lab).get("attention") for _, lab in series(server)} - {None} == {"additive"}
+
+
+def test_an_unloaded_models_series_are_removed(server: RunningServer, stub):
+    sort(stub)
+    assert any(dict(lab).get("model") == "sort-pointer" for _, lab in series(server))
+    stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="sort-pointer"), timeout=30)
+    try:
+        server.settle()
+        remaining = [(n, lab) for n, lab in series(server) if dict(lab).get("model") == "sort-pointer"]
+        assert remaining == []
+    finally:
+        load(stub)
+    sort(stub)
