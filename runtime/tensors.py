@@ -121,12 +121,13 @@ def serialize_bytes(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def deserialize_bytes(raw: bytes, count: int, name: str) -> np.ndarray:
+def deserialize_bytes(raw: bytes, count: int, name: str, max_item: int | None = None) -> np.ndarray:
     """`count` BYTES elements from the raw form -> object array [count] of bytes.
 
-    Raises InvalidInput, naming the tensor and the element, on truncated or trailing data. Each
-    element takes at least its 4-byte length, so a count the data cannot hold is refused before
-    any element is decoded (the work is bounded by the data, not by a claimed shape).
+    Raises InvalidInput, naming the tensor and the element, on truncated or trailing data, and on
+    an element longer than `max_item` bytes (refused before it is copied). Each element takes at
+    least its 4-byte length, so a count the data cannot hold is refused before any element is
+    decoded (the work is bounded by the data, not by a claimed shape).
     """
     items, offset, size = [], 0, len(raw)
     if count * LENGTH.size > size:
@@ -141,6 +142,8 @@ def deserialize_bytes(raw: bytes, count: int, name: str) -> np.ndarray:
         offset += 4
         if offset + length > size:
             raise InvalidInput(f"input '{name}': element {i} claims {length} bytes, only {size - offset} remain")
+        if max_item is not None and length > max_item:
+            raise InvalidInput(f"input '{name}'[{i}] has {length} bytes; this model takes at most {max_item} per item")
         items.append(raw[offset : offset + length])
         offset += length
     if offset != size:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import InvalidInput, ServingError
-from runtime.pipelines.base import Header
+from runtime.pipelines.base import Pipeline
 from runtime.variants import attention_label
 from serving.metrics import UNKNOWN, ModelLabels, ModelSeries, ServingMetrics
 from serving.repository import LoadedVersion, ModelRepository
@@ -55,10 +55,10 @@ class DataPlane:
         labels = ModelLabels(model_name, "", "", "", "") if entry is not None else UNKNOWN
         self.metrics.observe_failure(labels, error.code.name, seconds)
 
-    def header_check(self, name: str, version: str) -> Callable[[Sequence[Header]], None]:
-        """The serving model's check of the request tensors' names, datatypes and shapes, to run
-        before their data is decoded; NOT_FOUND / UNAVAILABLE when nothing serves (name, version)."""
-        return self.repository.get(name, version).pipeline.check_headers
+    def pipeline(self, name: str, version: str) -> Pipeline:
+        """The pipeline that serves (name, version), for checks before a request's data is decoded
+        (Pipeline.check_headers, Pipeline.max_item_bytes); NOT_FOUND / UNAVAILABLE when none does."""
+        return self.repository.get(name, version).pipeline
 
     async def infer(
         self,

@@ -37,6 +37,8 @@ class Pipeline(abc.ABC):
     def __init__(self, config: ModelConfig, version_dir: Path) -> None:
         self.config = config
         self.version_dir = version_dir
+        # BYTES input -> the most bytes one element may have (checked before the element is copied)
+        self.max_item_bytes: dict[str, int] = {}
 
     @classmethod
     def requests(cls, sources: Sequence[Any], batch: int) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:

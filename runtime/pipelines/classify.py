@@ -15,7 +15,7 @@ import numpy as np
 
 from runtime.config import ModelConfig
 from runtime.errors import InvalidInput
-from runtime.pipelines.base import Pipeline, Runners, T, bytes_tensor, decode_texts, vocab_file
+from runtime.pipelines.base import UTF8_MAX, Pipeline, Runners, T, bytes_tensor, decode_texts, vocab_file
 from runtime.text import Vocab, document_ids, document_words, split_sentences
 
 MAX_DOCUMENT_CHARS = 100_000
@@ -36,6 +36,7 @@ class ClassifyPipeline(Pipeline):
     def __init__(self, config: ModelConfig, version_dir: Path) -> None:
         super().__init__(config, version_dir)
         self.words = Vocab.read(version_dir, vocab_file(config, "words"))
+        self.max_item_bytes = {"text": UTF8_MAX * MAX_DOCUMENT_CHARS}
         if not config.labels:
             raise ValueError(f"model {config.name}: a classify model needs labels in config.yaml")
 

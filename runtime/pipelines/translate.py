@@ -11,7 +11,7 @@ import numpy as np
 from runtime.config import ModelConfig
 from runtime.decode import beam_search, greedy
 from runtime.errors import InvalidInput
-from runtime.pipelines.base import Pipeline, Runners, T, bytes_tensor, decode_texts, vocab_file
+from runtime.pipelines.base import UTF8_MAX, Pipeline, Runners, T, bytes_tensor, decode_texts, vocab_file
 from runtime.text import EOS_ID, Vocab, char_ids
 
 MAX_BEAM = 16
@@ -35,6 +35,7 @@ class TranslatePipeline(Pipeline):
         if config.decode is None:
             raise ValueError(f"model {config.name}: a translate model needs a decode loop in config.yaml")
         self.loop = config.decode
+        self.max_item_bytes = {"text": UTF8_MAX * config.max_input_length}
         self.src = Vocab.read(version_dir, vocab_file(config, "src"))
         self.tgt = Vocab.read(version_dir, vocab_file(config, "tgt"))
 

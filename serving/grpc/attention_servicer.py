@@ -39,7 +39,7 @@ class AttentionServicer(pb_grpc.AttentionServicer):
         is refused before millions of strings are built."""
         arrived = time.perf_counter()
         try:
-            self.dataplane.header_check(model, "")([(name, datatype, shape)])
+            self.dataplane.pipeline(model, "").check_headers([(name, datatype, shape)])
         except ServingError as exc:
             self.dataplane.rejected(model, exc, time.perf_counter() - arrived)
             raise

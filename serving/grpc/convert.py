@@ -62,8 +62,11 @@ def set_parameter(param: pb.InferParameter, value: Any) -> None:
         raise TypeError(f"parameter value {value!r} is not a bool, int, float or str")
 
 
-def decode_tensor(name: str, datatype: str, shape: tuple[int, ...], raw: bytes | None, contents: Any) -> np.ndarray:
-    """One tensor from its raw bytes (when given) or its typed contents; InvalidInput when malformed."""
+def decode_tensor(
+    name: str, datatype: str, shape: tuple[int, ...], raw: bytes | None, contents: Any, max_item: int | None = None
+) -> np.ndarray:
+    """One tensor from its raw bytes (when given) or its typed contents; InvalidInput when malformed
+    (a BYTES element over `max_item` bytes included)."""
     if datatype not in DTYPE_OF_DATATYPE:
         raise InvalidInput(f"input '{name}': unknown datatype '{datatype}'; use one of {sorted(CONTENTS)}")
     if any(d < 0 for d in shape):
@@ -72,7 +75,7 @@ def decode_tensor(name: str, datatype: str, shape: tuple[int, ...], raw: bytes |
     dtype = numpy_dtype(DTYPE_OF_DATATYPE[datatype])
     if raw is not None:
         if datatype == "BYTES":
-            array = deserialize_bytes(raw, count, name)
+            array = deserialize_bytes(raw, count, name, max_item)
         else:
             expected = count * dtype.itemsize
             if len(raw) != expected:
@@ -89,6 +92,11 @@ def decode_tensor(name: str, datatype: str, shape: tuple[int, ...], raw: bytes |
             raise InvalidInput(f"input '{name}': shape {list(shape)} needs {count} values, got {len(repeated)}")
         values = list(repeated)
         if datatype == "BYTES":
+            for i, value in enumerate(values):
+                if max_item is not None and len(value) > max_item:
+                    raise InvalidInput(
+                        f"input '{name}'[{i}] has {len(value)} bytes; this model takes at most {max_item} per item"
+                    )
             array = np.empty(count, dtype=np.object_)
             array[:] = values
         else:
@@ -106,11 +114,15 @@ def encode_tensor(array: np.ndarray) -> tuple[str, bytes]:
     return datatype, array.tobytes()  # row-major (C order), whatever the array's strides
 
 
-def request_inputs(request: pb.ModelInferRequest, check: HeaderCheck | None = None) -> dict[str, np.ndarray]:
+def request_inputs(
+    request: pb.ModelInferRequest, check: HeaderCheck | None = None, max_item_bytes: Mapping[str, int] | None = None
+) -> dict[str, np.ndarray]:
     """The request's input tensors; INVALID_ARGUMENT on malformed data or duplicates.
 
     `check([(name, datatype, shape), ...])` (the serving model's, Pipeline.check_headers) runs on
     the tensors' headers before any tensor's data is read: a shape the model refuses costs nothing.
+    `max_item_bytes` bounds a BYTES input's elements (Pipeline.max_item_bytes), checked before
+    each is copied.
     """
     count = len(request.raw_input_contents)
     if count and count != len(request.inputs):
@@ -126,7 +138,8 @@ def request_inputs(request: pb.ModelInferRequest, check: HeaderCheck | None = No
     arrays: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
         data = request.raw_input_contents[i] if count else None
-        arrays[tensor.name] = decode_tensor(tensor.name, tensor.datatype, headers[i][2], data, tensor.contents)
+        limit = (max_item_bytes or {}).get(tensor.name)
+        arrays[tensor.name] = decode_tensor(tensor.name, tensor.datatype, headers[i][2], data, tensor.contents, limit)
     return arrays
 
 

@@ -27,7 +27,6 @@ from serving.stats import Duration, StatsRegistry
 SERVER_NAME = "attnserve"
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "attention_maps"]
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torch": "pytorch_safetensors"}
-OFFLOAD_BYTES = 1 << 20  # requests larger than this are decoded on a worker thread
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -100,14 +99,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
         arrived = time.perf_counter()
         try:
-            # the serving model checks each tensor's header before any data is decoded; a large
-            # body is decoded on a worker thread, so the loop (health checks) stays responsive
-            check = self.dataplane.header_check(request.model_name, request.model_version)
-            if request.ByteSize() > OFFLOAD_BYTES:
-                loop = asyncio.get_running_loop()
-                inputs = await loop.run_in_executor(self.dataplane.executor, convert.request_inputs, request, check)
-            else:
-                inputs = convert.request_inputs(request, check)
+            # the serving model checks the tensors' headers before any data is read, and bounds
+            # each BYTES element before it is copied: a hostile request costs its headers
+            pipeline = self.dataplane.pipeline(request.model_name, request.model_version)
+            inputs = convert.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes)
         except ServingError as exc:
             self.dataplane.rejected(request.model_name, exc, time.perf_counter() - arrived)
             raise

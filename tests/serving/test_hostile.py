@@ -77,11 +77,11 @@ def values(shape: list[int], raw: bytes) -> Callable[[], pb.ModelInferRequest]:
     return build
 
 
-def typed(count: int, shape: list[int]) -> Callable[[], pb.ModelInferRequest]:
+def typed(count: int, shape: list[int], item: bytes = b"1. Mai 2000") -> Callable[[], pb.ModelInferRequest]:
     def build() -> pb.ModelInferRequest:
         req = pb.ModelInferRequest(model_name="dates-additive")
         tensor = req.inputs.add(name="text", datatype="BYTES", shape=shape)
-        tensor.contents.bytes_contents.extend([b"1. Mai 2000"] * count)
+        tensor.contents.bytes_contents.extend([item] * count)
         return req
 
     return build
@@ -113,7 +113,8 @@ BAD_INPUT = [
     (text(shape=[1, MILLION]), IA, "must have rank 1"),
     (text(shape=[0], raw=b""), IA, "is empty"),
     (text(shape=[-3]), IA, "negative dimension"),
-    (text(raw=raw_items([b"x" * 100_000])), IA, "has 100000 bytes, more than 64 characters can take"),
+    (text(raw=raw_items([b"x" * 100_000])), IA, "'text'[0] has 100000 bytes; this model takes at most 256 per item"),
+    (typed(1, [1], b"x" * 300), IA, "'text'[0] has 300 bytes; this model takes at most 256 per item"),
     (
         text(raw=struct.pack("<I", 2**31) + b"abc"),
         IA,
@@ -131,7 +132,8 @@ BAD_INPUT = [
     (typed(1, [MILLION]), IA, "batch 1000000, over max_batch_size 64"),
     (twice, IA, "input 'text' appears twice"),
     (extra_raw, IA, "1 inputs but 2 raw_input_contents"),
-    (values([1, 10**9], b"\0" * 8), IA, "INT64 [1, 1000000000] needs 8000000000 bytes, got 8"),
+    (values([1, 10**9], b"\0" * 8), IA, "has 1000000000 values per row; this model takes 1 to"),
+    (values([2, 3], b"\0" * 8), IA, "INT64 [2, 3] needs 48 bytes, got 8"),
     (values([2**62, 2**62], b"\0" * 8), IA, "over max_batch_size 64"),
     (values([1, 3], b"\0" * 24), IA, "repeated values"),
     (values([1, 3, 1], b"\0" * 24), IA, "must have rank 2"),
@@ -186,7 +188,7 @@ def test_the_default_message_limit_refuses_the_hostile_body_and_fits_the_largest
     with pytest.raises(grpc.RpcError) as err:  # read and judged by the model, not by the transport
         stub.ModelInfer(req, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "more than 64 characters can take" in err.value.details()
+    assert "this model takes at most 256 per item" in err.value.details()
 
 
 def test_with_a_raised_limit_the_hostile_body_is_refused_on_its_header(reference_repository: Path):

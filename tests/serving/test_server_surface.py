@@ -46,7 +46,7 @@ def test_a_request_over_4_mib_is_read_not_refused(channel):
     with pytest.raises(grpc.RpcError) as err:
         pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(req, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "this model takes at most 64" in err.value.details()
+    assert "this model takes at most 256 per item" in err.value.details()  # 64 characters of up to 4 bytes
 
 
 def test_settings_layers(tmp_path, monkeypatch):
