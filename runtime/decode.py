@@ -11,8 +11,9 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-PAD_ID = 0
+from runtime.text import PAD_ID
+
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]  # one component call: feeds -> outputs
 
 
 class DecodeLoop(BaseModel):
