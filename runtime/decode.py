@@ -12,9 +12,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from runtime.tensors import Signature
+from runtime.text import PAD_ID
 
-Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-PAD_ID = 0
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]  # one component call: feeds -> outputs
 
 
 class DecodeLoop(BaseModel):

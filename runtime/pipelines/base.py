@@ -8,7 +8,7 @@ so the same code runs over ONNX Runtime, PyTorch or a third-party backend.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,7 +17,7 @@ import numpy as np
 from runtime.config import ModelConfig
 from runtime.decode import Runner
 from runtime.errors import InvalidInput, ModelLoadError
-from runtime.tensors import DATATYPES, TensorSpec, dtype_name
+from runtime.tensors import DATATYPES, TensorSpec, dtype_name, numpy_dtype
 
 T = TensorSpec.of
 
@@ -37,6 +37,9 @@ class Pipeline(abc.ABC):
     def __init__(self, config: ModelConfig, version_dir: Path) -> None:
         self.config = config
         self.version_dir = version_dir
+        # per declared input: (name, numpy dtype, rank, spec), planned once: checked on every request
+        self._plan = [(t.name, numpy_dtype(t.dtype), t.rank, t) for t in self.inputs]
+        self._names = frozenset(t.name for t in self.inputs)
         # BYTES input -> the most bytes one element may have (checked before the element is copied)
         self.max_item_bytes: dict[str, int] = {}
 
@@ -61,34 +64,47 @@ class Pipeline(abc.ABC):
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Exactly the declared inputs, each of its datatype and rank, batch within max_batch_size."""
-        self.check_headers([(n, DATATYPES.get(dtype_name(a.dtype), str(a.dtype)), a.shape) for n, a in inputs.items()])
+        self._check_names(inputs.keys())
+        for name, dtype, rank, meta in self._plan:
+            array = inputs[name]
+            if array.dtype != dtype:
+                got = DATATYPES.get(dtype_name(array.dtype), str(array.dtype))
+                raise InvalidInput(f"input '{name}' must be {meta.datatype}, got {got}")
+            self._check_shape(name, rank, meta, array.shape)
 
     def check_headers(self, headers: Sequence[Header]) -> None:
         """`check_inputs` on the request tensors' (name, datatype, shape) alone, before their data
         is decoded: a hostile shape (millions of BYTES items) is refused at the cost of its header."""
-        declared = {t.name: t for t in self.inputs}
-        names = [h[0] for h in headers]
-        missing = sorted(set(declared) - set(names))
-        if missing:
-            raise InvalidInput(f"missing input(s) {missing}; model '{self.config.name}' takes {sorted(declared)}")
-        extra = sorted(set(names) - set(declared))
-        if extra:
-            raise InvalidInput(f"unexpected input(s) {extra}; model '{self.config.name}' takes {sorted(declared)}")
-        for name, datatype, shape in headers:
-            meta = declared[name]
+        by_name = {name: (datatype, shape) for name, datatype, shape in headers}
+        self._check_names(by_name.keys())
+        for name, _, rank, meta in self._plan:
+            datatype, shape = by_name[name]
             if datatype != meta.datatype:
                 raise InvalidInput(f"input '{name}' must be {meta.datatype}, got {datatype}")
-            if len(shape) != len(meta.shape):
-                raise InvalidInput(
-                    f"input '{name}' must have rank {len(meta.shape)} (shape {list(meta.shape)}), "
-                    f"got shape {list(shape)}"
-                )
-            if shape[0] == 0:
-                raise InvalidInput(f"input '{name}' is empty: send at least one item")
-            if shape[0] > self.config.max_batch_size:
-                raise InvalidInput(
-                    f"input '{name}' has batch {shape[0]}, over max_batch_size {self.config.max_batch_size}"
-                )
+            self._check_shape(name, rank, meta, shape)
+
+    def check_shape(self, name: str, shape: Sequence[int]) -> None:  # noqa: B027  (optional hook)
+        """A task's own limits on an input's shape, after its rank and batch are checked (sort:
+        values per row); by check_inputs and check_headers alike. Default: none."""
+
+    def _check_names(self, names: Collection[str]) -> None:
+        if names != self._names:
+            takes = f"model '{self.config.name}' takes {sorted(self._names)}"
+            missing = sorted(self._names - set(names))
+            if missing:
+                raise InvalidInput(f"missing input(s) {missing}; {takes}")
+            raise InvalidInput(f"unexpected input(s) {sorted(set(names) - self._names)}; {takes}")
+
+    def _check_shape(self, name: str, rank: int, meta: TensorSpec, shape: Sequence[int]) -> None:
+        if len(shape) != rank:
+            raise InvalidInput(
+                f"input '{name}' must have rank {rank} (shape {list(meta.shape)}), got shape {list(shape)}"
+            )
+        if shape[0] == 0:
+            raise InvalidInput(f"input '{name}' is empty: send at least one item")
+        if shape[0] > self.config.max_batch_size:
+            raise InvalidInput(f"input '{name}' has batch {shape[0]}, over max_batch_size {self.config.max_batch_size}")
+        self.check_shape(name, shape)
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         for key, value in params.items():

@@ -9,7 +9,7 @@ import numpy as np
 
 from runtime.decode import greedy
 from runtime.errors import InvalidInput
-from runtime.pipelines.base import Header, Pipeline, Runners, T
+from runtime.pipelines.base import Pipeline, Runners, T
 
 
 class SortPipeline(Pipeline):
@@ -34,10 +34,9 @@ class SortPipeline(Pipeline):
     def answers(cls, outputs: Mapping[str, np.ndarray]) -> list[Any]:
         return [tuple(int(p) for p in row if p >= 0) for row in outputs["order"]]
 
-    def check_headers(self, headers: Sequence[Header]) -> None:
-        """The base checks, and the row length within max_input_length (before any value is read)."""
-        super().check_headers(headers)
-        n = headers[0][2][1]
+    def check_shape(self, name: str, shape: Sequence[int]) -> None:
+        """The row length within max_input_length (on the header, before any value is read)."""
+        n = shape[1]
         if not 1 <= n <= self.config.max_input_length:
             raise InvalidInput(
                 f"input 'values' has {n} values per row; this model takes 1 to {self.config.max_input_length}"
@@ -49,7 +48,7 @@ class SortPipeline(Pipeline):
         self.check_inputs(inputs)
         self.check_params(params)
         values = np.asarray(inputs["values"])
-        n = values.shape[1]  # within max_input_length (check_headers)
+        n = values.shape[1]  # within max_input_length (check_shape)
         low, high = self.config.value_range or (0, np.iinfo(np.int64).max)
         if values.min() < low or values.max() >= high:
             raise InvalidInput(f"values must lie in [{low}, {high}), got min {values.min()} and max {values.max()}")
