@@ -121,7 +121,7 @@ def serialize_bytes(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def deserialize_bytes(raw: bytes, count: int, name: str, max_item: int | None = None) -> np.ndarray:
+def deserialize_bytes(raw: bytes | memoryview, count: int, name: str, max_item: int | None = None) -> np.ndarray:
     """`count` BYTES elements from the raw form -> object array [count] of bytes.
 
     Raises InvalidInput, naming the tensor and the element, on truncated or trailing data, and on
@@ -144,7 +144,7 @@ def deserialize_bytes(raw: bytes, count: int, name: str, max_item: int | None = 
             raise InvalidInput(f"input '{name}': element {i} claims {length} bytes, only {size - offset} remain")
         if max_item is not None and length > max_item:
             raise InvalidInput(f"input '{name}'[{i}] has {length} bytes; this model takes at most {max_item} per item")
-        items.append(raw[offset : offset + length])
+        items.append(bytes(raw[offset : offset + length]))
         offset += length
     if offset != size:
         raise InvalidInput(f"input '{name}': {size - offset} unexpected bytes after {count} elements")

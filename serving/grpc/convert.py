@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,7 +63,12 @@ def set_parameter(param: pb.InferParameter, value: Any) -> None:
 
 
 def decode_tensor(
-    name: str, datatype: str, shape: tuple[int, ...], raw: bytes | None, contents: Any, max_item: int | None = None
+    name: str,
+    datatype: str,
+    shape: tuple[int, ...],
+    raw: bytes | memoryview | None,
+    contents: Any,
+    max_item: int | None = None,
 ) -> np.ndarray:
     """One tensor from its raw bytes (when given) or its typed contents; InvalidInput when malformed
     (a BYTES element over `max_item` bytes included)."""
@@ -115,16 +120,21 @@ def encode_tensor(array: np.ndarray) -> tuple[str, bytes]:
 
 
 def request_inputs(
-    request: pb.ModelInferRequest, check: HeaderCheck | None = None, max_item_bytes: Mapping[str, int] | None = None
+    request: pb.ModelInferRequest,
+    check: HeaderCheck | None = None,
+    max_item_bytes: Mapping[str, int] | None = None,
+    raw: Sequence[bytes | memoryview] | None = None,
 ) -> dict[str, np.ndarray]:
     """The request's input tensors; INVALID_ARGUMENT on malformed data or duplicates.
 
     `check([(name, datatype, shape), ...])` (the serving model's, Pipeline.check_headers) runs on
     the tensors' headers before any tensor's data is read: a shape the model refuses costs nothing.
     `max_item_bytes` bounds a BYTES input's elements (Pipeline.max_item_bytes), checked before
-    each is copied.
+    each is copied. `raw` stands for the request's raw_input_contents when given (views of a
+    large body, serving.grpc.infer_body).
     """
-    count = len(request.raw_input_contents)
+    raw_contents = request.raw_input_contents if raw is None else raw
+    count = len(raw_contents)
     if count and count != len(request.inputs):
         raise InvalidInput(f"{len(request.inputs)} inputs but {count} raw_input_contents; send one per input")
     headers = [(t.name, t.datatype, tuple(t.shape)) for t in request.inputs]
@@ -137,7 +147,7 @@ def request_inputs(
         check(headers)
     arrays: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
-        data = request.raw_input_contents[i] if count else None
+        data = raw_contents[i] if count else None
         limit = (max_item_bytes or {}).get(tensor.name)
         arrays[tensor.name] = decode_tensor(tensor.name, tensor.datatype, headers[i][2], data, tensor.contents, limit)
     return arrays

@@ -20,6 +20,7 @@ from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc._gen.inference import model_config_pb2 as mc
+from serving.grpc.infer_body import SplitRequest
 from serving.overrides import parse_override
 from serving.repository import LoadedVersion, ModelRepository, State, check_name
 from serving.stats import Duration, StatsRegistry
@@ -96,13 +97,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- inference -------------------------------------------------------------------
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, body: pb.ModelInferRequest | SplitRequest, context: aio.ServicerContext
+    ) -> pb.ModelInferResponse:
         arrived = time.perf_counter()
+        # a large body arrives split (serving.grpc.infer_body): its raw tensors are views of it
+        request, raw = (body.message, body.raw) if isinstance(body, SplitRequest) else (body, None)
         try:
             # the serving model checks the tensors' headers before any data is read, and bounds
             # each BYTES element before it is copied: a hostile request costs its headers
             pipeline = self.dataplane.pipeline(request.model_name, request.model_version)
-            inputs = convert.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes)
+            inputs = convert.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes, raw)
         except ServingError as exc:
             self.dataplane.rejected(request.model_name, exc, time.perf_counter() - arrived)
             raise

@@ -6,7 +6,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -80,15 +80,19 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
     Every INTERNAL answer is logged once, with its traceback and a request id that the answer
     carries too. A body that does not parse as the method's request message is answered
-    INVALID_ARGUMENT with a short message, and logged at most once a minute.
+    INVALID_ARGUMENT with a short message, and logged at most once a minute. `deserializers`
+    replace a method's body parser (ModelInfer: serving.grpc.infer_body).
 
     A method's guarded handler is built on its first call and reused: a method's handler never
     changes, and building one per call costs the hot path.
     """
 
-    def __init__(self, log_interval: float = 60.0) -> None:
+    def __init__(
+        self, log_interval: float = 60.0, deserializers: Mapping[str, Callable[[bytes], Any]] | None = None
+    ) -> None:
         self._guarded: dict[str, grpc.RpcMethodHandler] = {}
         self._undecodable = RateLimitedLog(log, log_interval)
+        self._deserializers = dict(deserializers or {})  # method -> its own body parser
 
     async def intercept_service(
         self,
@@ -133,7 +137,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=_tolerant(handler.request_deserializer),
+            request_deserializer=_tolerant(self._deserializers.get(method, handler.request_deserializer)),
             response_serializer=handler.response_serializer,
         )
 

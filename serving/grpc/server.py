@@ -9,10 +9,12 @@ from grpc_health.v1.health import aio as health_aio
 from serving.grpc._gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
 from serving.grpc._gen.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from serving.grpc.attention_servicer import AttentionServicer
+from serving.grpc.infer_body import parse_infer_request
 from serving.grpc.inference_servicer import InferenceServicer
 from serving.grpc.interceptors import ErrorInterceptor
 from serving.settings import INT32_MAX, GrpcSettings
 
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -30,7 +32,7 @@ class GrpcServer:
         self.settings = settings
         self.health = health
         self.server = aio.server(
-            interceptors=[ErrorInterceptor()],
+            interceptors=[ErrorInterceptor(deserializers={INFER_METHOD: parse_infer_request})],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", INT32_MAX),  # responses: bounded by the models
