@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 from grpc import StatusCode, aio
 
 from runtime.config import ModelConfig
-from runtime.errors import InvalidInput, ModelNotFound, ServingError
+from runtime.errors import InvalidInput, ModelNotFound
 from serving.dataplane import DataPlane
 from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
@@ -97,23 +96,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # --- inference -------------------------------------------------------------------
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
-        arrived = time.perf_counter()
-        try:
+        with self.dataplane.track(request.model_name) as record:  # counts every outcome, rejections too
             inputs = convert.request_inputs(request)
-        except ServingError as exc:
-            self.dataplane.rejected(request.model_name, exc, time.perf_counter() - arrived)
-            raise
-        params = convert.parameters(request.parameters)
-        requested = [o.name for o in request.outputs]
-        result = await self.dataplane.infer(
-            request.model_name, request.model_version, inputs, params, requested, arrived
-        )
-        response = pb.ModelInferResponse(
-            model_name=result.model.config.name, model_version=str(result.model.version), id=request.id
-        )
-        response.parameters["backend"].string_param = result.backend
-        convert.response_outputs(response, result.outputs)
-        return response
+            params = convert.parameters(request.parameters)
+            requested = [o.name for o in request.outputs]
+            result = await self.dataplane.infer(
+                request.model_name, request.model_version, inputs, params, requested, record=record
+            )
+            response = pb.ModelInferResponse(
+                model_name=result.model.config.name, model_version=str(result.model.version), id=request.id
+            )
+            response.parameters["backend"].string_param = result.backend
+            convert.response_outputs(response, result.outputs)
+            return response
 
     async def ModelStreamInfer(self, request_iterator: Any, context: aio.ServicerContext) -> None:
         await context.abort(StatusCode.UNIMPLEMENTED, "ModelStreamInfer is not supported yet; use ModelInfer")
