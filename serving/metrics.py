@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
+from runtime.decode import Runner
 from serving.stats import StatsRegistry
 
 # 0.25 ms to 10 s, about x2 apart, with common SLO edges (1, 5, 10, 50, 100 ms, 1 s) included.
@@ -30,8 +31,6 @@ STAGES = {"encoder": "encode", "decoder_step": "decode_step", "classify": "class
 # Triton's failure reasons (nv_inference_request_failure) for our status codes; any other is OTHER.
 TRITON_REASONS = {"RESOURCE_EXHAUSTED": "REJECTED", "DEADLINE_EXCEEDED": "REJECTED", "CANCELLED": "CANCELED",
                   "INTERNAL": "BACKEND"}  # fmt: skip
-
-Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 class ModelLabels(NamedTuple):
