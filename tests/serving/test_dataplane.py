@@ -180,6 +180,9 @@ def test_unknown_models_and_versions(plane: Plane):
         plane.infer("copy-gru", text("abc"), version="7")
     assert err.value.message == "model 'copy-gru' has no version '7'; serving [1]"
     assert plane.requests("NOT_FOUND", **{**empty, "model": "copy-gru"}) == 1
+    with pytest.raises(ModelNotFound, match="model 'copy-gru' has no version '²'"):
+        plane.infer("copy-gru", text("abc"), version="²")  # a digit to str.isdigit(), not to int()
+    assert plane.requests("NOT_FOUND", **{**empty, "model": "copy-gru"}) == 2
     assert plane.infer("copy-gru", text("abc"), version="1").outputs["text"].tolist() == [b"ABC"]
 
 

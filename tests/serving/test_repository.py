@@ -172,10 +172,19 @@ def test_version_policy_errors(tmp_path: Path, pool: BackendPool):
     edit_config(tmp_path / "sorter", lambda raw: raw.update(name="sorter", version_policy={"latest": 1}))
     with pytest.raises(ModelLoadError, match="model 'sorter' has no numeric version folder in"):
         repository.load("sorter")
-    for bad in ("x", "-1", "1.0", " 1"):
+    for bad in ("x", "-1", "1.0", " 1", "²", "١"):  # the last two: str.isdigit() says yes
         repository.load("copy-gru", override={"version_policy": {"latest": 1}})
         with pytest.raises(ModelNotFound, match=f"model 'copy-gru' has no version '{bad}'"):
             repository.get("copy-gru", bad)
+
+
+def test_only_ascii_digit_folders_are_versions(tmp_path: Path, pool: BackendPool):
+    folder = write_model(tmp_path, copy_gru(), versions=(1,))
+    (folder / "²").mkdir()  # int() refuses it
+    (folder / "٣").mkdir()  # int() reads it as 3
+    repository = ModelRepository(tmp_path, pool)
+    repository.load("copy-gru")
+    assert sorted(repository.entry("copy-gru").versions) == [1]
 
 
 def test_unload_then_reload(repository: ModelRepository, pool: BackendPool):
@@ -221,7 +230,7 @@ def test_a_failed_reload_keeps_the_serving_version(root: Path, repository: Model
 
 
 def test_names_and_missing_models(root: Path, repository: ModelRepository):
-    for bad in ("../etc", "", "a b", "-x", "x" * 129):
+    for bad in ("../etc", "", "a b", "-x", "x" * 129, "copy-gru\n"):
         with pytest.raises(InvalidInput, match="invalid model name"):
             check_name(bad)
         with pytest.raises(InvalidInput):
