@@ -81,9 +81,15 @@ class ModelEntry:
 
 def check_name(name: str) -> str:
     """Model names are plain identifiers: no paths, no blanks (`../etc` is rejected)."""
-    if not _NAME.match(name or ""):
+    if not _NAME.fullmatch(name or ""):
         raise InvalidInput(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
     return name
+
+
+def version_number(text: str) -> int | None:
+    """The version a string names, or None unless it is ASCII digits: str.isdigit() alone also
+    accepts "²" (which int() refuses) and "١" (which int() reads as 1)."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 class ModelRepository:
@@ -109,7 +115,7 @@ class ModelRepository:
         """Model folders under the root that hold a config.yaml."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file() and _NAME.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file() and _NAME.fullmatch(p.name))
 
     def index(self) -> list[ModelEntry]:
         """Every model found on disk or loaded, with its state."""
@@ -190,9 +196,10 @@ class ModelRepository:
             raise ModelUnavailable(f"model '{name}' is not ready: {entry.reason or entry.state.value}")
         if not version:
             return entry.versions[max(entry.versions)]
-        if not version.isdigit() or int(version) not in entry.versions:
+        number = version_number(version)
+        if number not in entry.versions:
             raise ModelNotFound(f"model '{name}' has no version '{version}'; serving {sorted(entry.versions)}")
-        return entry.versions[int(version)]
+        return entry.versions[number]
 
     def entry(self, name: str) -> ModelEntry | None:
         with self._lock:
@@ -216,7 +223,7 @@ class ModelRepository:
 
     @staticmethod
     def _versions(folder: Path, config: ModelConfig) -> list[int]:
-        found = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+        found = sorted(v for p in folder.iterdir() if p.is_dir() and (v := version_number(p.name)) is not None)
         if not found:
             raise ModelLoadError(f"model '{config.name}' has no numeric version folder in {folder}")
         policy = config.version_policy

@@ -20,7 +20,7 @@ from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc._gen.inference import model_config_pb2 as mc
-from serving.repository import LoadedVersion, ModelRepository, State, check_name
+from serving.repository import LoadedVersion, ModelRepository, State, check_name, version_number
 from serving.stats import Duration, StatsRegistry
 
 SERVER_NAME = "attnserve"
@@ -64,7 +64,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise ModelNotFound(f"unknown model '{request.name}'")
         if not request.version:
             return pb.ModelReadyResponse(ready=entry.state is State.READY and bool(entry.versions))
-        return pb.ModelReadyResponse(ready=request.version.isdigit() and int(request.version) in entry.versions)
+        return pb.ModelReadyResponse(ready=version_number(request.version) in entry.versions)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
