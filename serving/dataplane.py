@@ -1,20 +1,21 @@
-"""The transport-neutral request path: find the model, run its pipeline in a worker thread, time it."""
+"""The transport-neutral request path: find the model, run its pipeline in a worker thread, record it."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from runtime.errors import InvalidInput, ServingError
+from runtime.errors import InvalidInput
 from runtime.pipelines.base import Pipeline
 from runtime.variants import attention_label
-from serving.metrics import UNKNOWN, ModelLabels, ModelSeries, ServingMetrics
+from serving.metrics import ModelLabels, ServingMetrics
+from serving.record import RecordSink, RequestRecord, code_of
 from serving.repository import LoadedVersion, ModelRepository
 from serving.stats import StatsRegistry
 
@@ -31,8 +32,38 @@ def labels_of(model: LoadedVersion, backend: str) -> ModelLabels:
     return ModelLabels(cfg.name, str(model.version), attention_label(cfg.attention), backend, cfg.device)
 
 
+class Tracking:
+    """The context of one request: on exit, the record gets its end time and status code, and is
+    accounted as the loop's next callback (after gRPC has the response, off the request's path)."""
+
+    __slots__ = ("_account", "record")
+
+    def __init__(self, record: RequestRecord, account: Callable[[RequestRecord], None]) -> None:
+        self.record = record
+        self._account = account
+
+    def __enter__(self) -> RequestRecord:
+        return self.record
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        record = self.record
+        record.done = time.perf_counter_ns()
+        if exc is not None:
+            record.code = code_of(exc)  # the exception propagates: the interceptor answers it
+        # Any later RPC, ModelStatistics included, is handled after this (the loop runs FIFO).
+        asyncio.get_running_loop().call_soon(self._account, record)
+
+
 class DataPlane:
-    """Runs inference requests; the gRPC servicers only convert to and from protobuf."""
+    """Runs inference requests; the gRPC servicers only convert to and from protobuf.
+
+    Every request is counted once, by its RequestRecord, in both the Triton statistics and
+    the Prometheus series (`RecordSink`). A failure that never resolved a model version (a
+    malformed request, an unknown version or backend) of a model the server serves counts under
+    that model's current version, the one a request without a version gets; a name the server
+    does not serve counts under model="" in Prometheus only. The client's version string is never
+    a label.
+    """
 
     def __init__(
         self,
@@ -46,14 +77,17 @@ class DataPlane:
         self.executor = executor
         self.stats = stats
         self.metrics = metrics
+        self.sink = RecordSink(stats, metrics)
         self.inline_when_idle = inline_when_idle
         self._computing = 0  # pipelines running now; touched only on the event loop thread
 
-    def rejected(self, model_name: str, error: ServingError, seconds: float) -> None:
-        """Count a request that failed before it reached a model (e.g. malformed tensors)."""
-        entry = self.repository.entry(model_name) if model_name else None
-        labels = ModelLabels(model_name, "", "", "", "") if entry is not None else UNKNOWN
-        self.metrics.observe_failure(labels, error.code.name, seconds)
+    def track(self, name: str) -> Tracking:
+        """Open the record of a request for model `name`, arriving now, as a context manager.
+
+        Transports wrap the whole request in it (decoding, `infer`, the response), so a failure
+        anywhere, of any kind, is counted with its status code.
+        """
+        return Tracking(RequestRecord(name, time.perf_counter_ns()), self._account)
 
     def pipeline(self, name: str, version: str) -> Pipeline:
         """The pipeline that serves (name, version), for checks before a request's data is decoded
@@ -67,40 +101,38 @@ class DataPlane:
         inputs: Mapping[str, np.ndarray],
         params: Mapping[str, Any],
         requested: Iterable[str] = (),
-        arrived: float | None = None,
+        *,
+        record: RequestRecord | None = None,
     ) -> InferResult:
-        """Run one request. `requested` names outputs to return (empty: all of them)."""
-        arrived = arrived or time.perf_counter()
-        labels = UNKNOWN
+        """Run one request. `requested` names outputs to return (empty: all of them).
+
+        `record` is the transport's (see `track`); without one, the request is tracked here.
+        """
+        if record is None:
+            with self.track(name) as record:
+                return await self.infer(name, version, inputs, params, requested, record=record)
+        model = self.repository.get(name, version)
+        _served_by(record, model)
+        backend = params.get("backend")
+        if backend is not None and not isinstance(backend, str):
+            raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
+        backend_name, runners = model.runners(backend)
+        record.backend = backend_name
+        series = record.series = self.metrics.series(record.labels())
+        series.inflight.inc()
         try:
-            model = self.repository.get(name, version)
-            backend = params.get("backend")
-            if backend is not None and not isinstance(backend, str):
-                raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
-            backend_name, runners = model.runners(backend)
-            labels = labels_of(model, backend_name)
-            series = self.metrics.series(labels)
-            series.inflight.inc()
-            try:
-                return await self._run(model, backend_name, runners, series, inputs, params, requested, arrived)
-            finally:
-                series.inflight.dec()
-        except ServingError as exc:
-            if labels is UNKNOWN and self.repository.entry(name) is not None:
-                labels = ModelLabels(name, "", "", "", "")  # never the client's version string
-            self.metrics.observe_failure(labels, exc.code.name, time.perf_counter() - arrived)
-            raise
+            return await self._run(record, model, series.timed(runners, record.calls), inputs, params, requested)
+        finally:
+            series.inflight.dec()
 
     async def _run(
         self,
+        record: RequestRecord,
         model: LoadedVersion,
-        backend_name: str,
-        runners: dict[str, Any],
-        series: ModelSeries,
+        timed: dict[str, Any],
         inputs: Mapping[str, np.ndarray],
         params: Mapping[str, Any],
         requested: Iterable[str],
-        arrived: float,
     ) -> InferResult:
         requested = list(requested)
         known = [t.name for t in model.pipeline.outputs]
@@ -109,57 +141,45 @@ class DataPlane:
             raise InvalidInput(f"model '{model.config.name}' has no output(s) {unknown}; it offers {known}")
         if len(set(requested)) != len(requested):
             raise InvalidInput(f"output(s) requested twice: {requested}")
-        calls: list[tuple[Any, float]] = []  # (stage histogram, seconds) per component call
-        timed = series.timed(runners, calls)
-        batch = _batch_size(inputs)
-        queued = time.perf_counter_ns()
+        batch = record.batch = _batch_size(inputs)
 
-        def work() -> tuple[dict[str, np.ndarray], int, int]:
-            started = time.perf_counter_ns()
+        def work() -> dict[str, np.ndarray]:
+            record.started = time.perf_counter_ns()
             outputs = model.pipeline.run(inputs, params, timed)
-            return outputs, started, time.perf_counter_ns()
+            record.finished = time.perf_counter_ns()
+            return outputs
 
         self._computing += 1
+        record.queued = time.perf_counter_ns()
         try:
             if self.inline_when_idle and self._computing == 1 and batch <= 1:
                 # A single item and nothing else computing: run on the loop and skip two thread
                 # hand-offs (about 0.2 ms). The loop is blocked for one batch-1 pipeline (a few
                 # ms); batches go to the worker threads so health checks and signals stay prompt.
-                outputs, started, finished = work()
+                outputs = work()
             else:
-                outputs, started, finished = await asyncio.get_running_loop().run_in_executor(self.executor, work)
-        except ServingError:
-            self.stats.record(model.config.name, model.version, False, batch, time.perf_counter_ns() - queued)
-            raise
+                outputs = await asyncio.get_running_loop().run_in_executor(self.executor, work)
         finally:
             self._computing -= 1
         selected = {k: outputs[k] for k in requested} if requested else outputs
-        done = time.perf_counter_ns()
-        seconds = time.perf_counter() - arrived
-        # Bookkeeping runs as the loop's next callback: after the servicer has built the response
-        # and handed it to gRPC, so the histogram updates (0.1-0.2 ms) are off the request's path.
-        # Any later RPC, ModelStatistics included, is handled after it (the loop runs FIFO).
-        asyncio.get_running_loop().call_soon(
-            self._account, model, series, batch, (queued, started, finished, done), seconds, calls
-        )
-        return InferResult(model=model, backend=backend_name, outputs=selected)
+        return InferResult(model=model, backend=record.backend, outputs=selected)
 
-    def _account(
-        self,
-        model: LoadedVersion,
-        series: ModelSeries,
-        batch: int,
-        marks_ns: tuple[int, int, int, int],
-        seconds: float,
-        calls: list[tuple[Any, float]],
-    ) -> None:
-        """Record a successful request: Triton-style statistics and the Prometheus series."""
-        queued, started, finished, done = marks_ns
-        self.stats.record(
-            model.config.name, model.version, True, batch, done - queued,
-            queue_ns=started - queued, infer_ns=finished - started, output_ns=done - finished,
-        )  # fmt: skip
-        series.observe(seconds, (started - queued) / 1e9, batch, calls)
+    def _account(self, record: RequestRecord) -> None:
+        """Resolve the labels of a request that failed before finding its model, then write it."""
+        if record.version is None and record.name:
+            entry = self.repository.entry(record.name)
+            if entry is not None:
+                record.model = entry.name
+                versions = entry.versions
+                if versions:  # the current version: the one a request without a version gets
+                    _served_by(record, versions[max(versions)])
+        self.sink.write(record)
+
+
+def _served_by(record: RequestRecord, model: LoadedVersion) -> None:
+    cfg = model.config
+    attention = attention_label(cfg.attention)  # a registered variant or "other": no config makes label values
+    record.model, record.version, record.attention, record.device = cfg.name, model.version, attention, cfg.device
 
 
 def _batch_size(inputs: Mapping[str, np.ndarray]) -> int:

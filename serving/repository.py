@@ -91,9 +91,15 @@ class ModelEntry:
 
 def check_name(name: str) -> str:
     """Model names are plain identifiers: no paths, no blanks (`../etc` is rejected)."""
-    if not _NAME.match(name or ""):
+    if not _NAME.fullmatch(name or ""):
         raise InvalidInput(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
     return name
+
+
+def version_number(text: str) -> int | None:
+    """The version a string names, or None unless it is ASCII digits: str.isdigit() alone also
+    accepts "²" (which int() refuses) and "١" (which int() reads as 1)."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 class ModelRepository:
@@ -121,7 +127,7 @@ class ModelRepository:
         """Model folders under the root that hold a config.yaml."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file() and _NAME.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file() and _NAME.fullmatch(p.name))
 
     def index(self) -> list[ModelEntry]:
         """Every model found on disk or loaded, with its state."""
@@ -140,11 +146,10 @@ class ModelRepository:
                 log.error("model %s failed to load: %s", name, exc.message)
 
     def load(self, name: str, override: Mapping[str, Any] | None = None) -> ModelEntry:
-        """Load (or reload) a model's versions; `override` replaces the config.yaml fields a client
-        may change (serving.overrides), checked before anything else happens."""
+        """Load (or reload) a model's versions; `override` replaces config.yaml fields (a backend
+        entry without artifact or options takes config.yaml's). A client's override goes through
+        `check_client_override` first."""
         check_name(name)
-        if override is not None:
-            check_override(override, self.limits)
         folder = self.root / name
         if not (folder / CONFIG_FILE).is_file():
             raise ModelNotFound(f"no model '{name}' in the repository")
@@ -174,6 +179,11 @@ class ModelRepository:
         for v in old.values():  # in-flight requests hold their own reference; release later ones
             v.close()
         return entry
+
+    def check_client_override(self, override: Mapping[str, Any]) -> None:
+        """Refuse (InvalidInput, naming the field) a client's override that changes more than the
+        backend choice, backend options and batching knobs, or goes past the operator's limits."""
+        check_override(override, self.limits)
 
     def unload(self, name: str) -> None:
         check_name(name)
@@ -208,9 +218,10 @@ class ModelRepository:
             raise ModelUnavailable(f"model '{name}' is not ready: {entry.reason or entry.state.value}")
         if not version:
             return entry.versions[max(entry.versions)]
-        if not version.isdigit() or int(version) not in entry.versions:
+        number = version_number(version)
+        if number not in entry.versions:
             raise ModelNotFound(f"model '{name}' has no version '{version}'; serving {sorted(entry.versions)}")
-        return entry.versions[int(version)]
+        return entry.versions[number]
 
     def entry(self, name: str) -> ModelEntry | None:
         with self._lock:
@@ -240,7 +251,7 @@ class ModelRepository:
 
     @staticmethod
     def _versions(folder: Path, config: ModelConfig) -> list[int]:
-        found = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+        found = sorted(v for p in folder.iterdir() if p.is_dir() and (v := version_number(p.name)) is not None)
         if not found:
             raise ModelLoadError(f"model '{config.name}' has no numeric version folder")
         policy = config.version_policy

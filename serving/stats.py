@@ -20,7 +20,10 @@ class Duration:
 
 @dataclass
 class ModelStats:
-    """Triton's InferStatistics fields: success/fail (whole request), queue, compute_input/infer/output."""
+    """Triton's InferStatistics fields: success/fail (whole request), queue, compute_input/infer/output.
+
+    `failures` splits `fail` by status code (the `code` of attnserve_requests_total).
+    """
 
     inference_count: int = 0  # items (batch rows) inferred
     execution_count: int = 0  # pipeline runs
@@ -32,6 +35,7 @@ class ModelStats:
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
     batch_sizes: dict[int, Duration] = field(default_factory=dict)  # batch size -> compute_infer
+    failures: dict[str, Duration] = field(default_factory=dict)  # status code -> failed requests
 
 
 class StatsRegistry:
@@ -45,7 +49,7 @@ class StatsRegistry:
         self,
         model: str,
         version: int,
-        ok: bool,
+        code: str,
         batch: int,
         total_ns: int,
         queue_ns: int = 0,
@@ -53,11 +57,15 @@ class StatsRegistry:
         infer_ns: int = 0,
         output_ns: int = 0,
     ) -> None:
+        """One request that ended with status `code` ("OK" or an error code's name); the stage
+        durations count for successful requests only, as in Triton."""
         with self._lock:
             s = self._stats.setdefault((model, version), ModelStats())
-            (s.success if ok else s.fail).add(total_ns)
-            if not ok:
+            if code != "OK":
+                s.fail.add(total_ns)
+                s.failures.setdefault(code, Duration()).add(total_ns)
                 return
+            s.success.add(total_ns)
             s.inference_count += batch
             s.execution_count += 1
             s.last_inference_ms = int(time.time() * 1000)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 from grpc import aio
 
-from runtime.errors import InvalidInput, ServingError
+from runtime.errors import InvalidInput
 from runtime.text import EOS
 from serving.dataplane import DataPlane
 from serving.grpc._gen.attnserve.v1 import attention_pb2 as pb
 from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as pb_grpc
+from serving.record import RequestRecord
 
 
 def _params(backend: str, **ints: int) -> dict[str, Any]:
@@ -36,19 +36,20 @@ class AttentionServicer(pb_grpc.AttentionServicer):
 
     def _admit(self, model: str, name: str, datatype: str, shape: tuple[int, ...]) -> None:
         """The model's header check before a request's items are converted: a hostile item count
-        is refused before millions of strings are built."""
-        arrived = time.perf_counter()
-        try:
-            self.dataplane.pipeline(model, "").check_headers([(name, datatype, shape)])
-        except ServingError as exc:
-            self.dataplane.rejected(model, exc, time.perf_counter() - arrived)
-            raise
+        is refused before millions of strings are built (counted by the request's record)."""
+        self.dataplane.pipeline(model, "").check_headers([(name, datatype, shape)])
 
     async def Translate(self, request: pb.TranslateRequest, context: aio.ServicerContext) -> pb.TranslateResponse:
+        with self.dataplane.track(request.model) as record:  # counts every outcome, rejections too
+            return await self._translate(request, record)
+
+    async def _translate(self, request: pb.TranslateRequest, record: RequestRecord) -> pb.TranslateResponse:
         params = _params(request.backend, beam_size=request.beam_size, max_length=request.max_length)
         wanted = ["text", "output_lengths", "input_lengths"] + (["attention"] if request.return_attention else [])
         self._admit(request.model, "text", "BYTES", (len(request.texts),))
-        result = await self.dataplane.infer(request.model, "", {"text": _texts(request.texts)}, params, wanted)
+        result = await self.dataplane.infer(
+            request.model, "", {"text": _texts(request.texts)}, params, wanted, record=record
+        )
         out = result.outputs
         response = pb.TranslateResponse()
         for i, text in enumerate(out["text"]):
@@ -61,11 +62,15 @@ class AttentionServicer(pb_grpc.AttentionServicer):
         return response
 
     async def Classify(self, request: pb.ClassifyRequest, context: aio.ServicerContext) -> pb.ClassifyResponse:
+        with self.dataplane.track(request.model) as record:  # counts every outcome, rejections too
+            return await self._classify(request, record)
+
+    async def _classify(self, request: pb.ClassifyRequest, record: RequestRecord) -> pb.ClassifyResponse:
         maps = ["word_attention", "sentence_attention"] if request.return_attention else []
         wanted = ["label", "probabilities", *maps]
         self._admit(request.model, "text", "BYTES", (len(request.texts),))
         result = await self.dataplane.infer(
-            request.model, "", {"text": _texts(request.texts)}, _params(request.backend), wanted
+            request.model, "", {"text": _texts(request.texts)}, _params(request.backend), wanted, record=record
         )
         out, labels = result.outputs, result.model.config.labels
         words_of = getattr(result.model.pipeline, "words_of", None)
@@ -81,6 +86,10 @@ class AttentionServicer(pb_grpc.AttentionServicer):
         return response
 
     async def Sort(self, request: pb.SortRequest, context: aio.ServicerContext) -> pb.SortResponse:
+        with self.dataplane.track(request.model) as record:  # counts every outcome, rejections too
+            return await self._sort(request, record)
+
+    async def _sort(self, request: pb.SortRequest, record: RequestRecord) -> pb.SortResponse:
         lengths = {len(r.values) for r in request.values}
         if len(lengths) != 1:
             raise InvalidInput("send one or more value lists, all of the same length")
@@ -88,7 +97,9 @@ class AttentionServicer(pb_grpc.AttentionServicer):
         rows = [list(r.values) for r in request.values]
         values = np.array(rows, dtype=np.int64)
         wanted = ["order"] + (["attention"] if request.return_attention else [])
-        result = await self.dataplane.infer(request.model, "", {"values": values}, _params(request.backend), wanted)
+        result = await self.dataplane.infer(
+            request.model, "", {"values": values}, _params(request.backend), wanted, record=record
+        )
         response = pb.SortResponse()
         for i, order in enumerate(result.outputs["order"]):
             order = [int(p) for p in order if p >= 0]

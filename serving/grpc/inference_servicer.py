@@ -7,14 +7,13 @@ are ServingError subclasses mapped to status codes by serving.grpc.interceptors.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
 from grpc import StatusCode, aio
 
 from runtime.config import ModelConfig
-from runtime.errors import ModelNotFound, ServingError
+from runtime.errors import ModelNotFound
 from serving.dataplane import DataPlane
 from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
@@ -22,7 +21,7 @@ from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc._gen.inference import model_config_pb2 as mc
 from serving.grpc.infer_body import SplitRequest
 from serving.overrides import parse_override
-from serving.repository import LoadedVersion, ModelRepository, State, check_name
+from serving.repository import LoadedVersion, ModelRepository, State, check_name, version_number
 from serving.stats import Duration, StatsRegistry
 
 SERVER_NAME = "attnserve"
@@ -66,7 +65,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise ModelNotFound(f"unknown model '{request.name}'")
         if not request.version:
             return pb.ModelReadyResponse(ready=entry.state is State.READY and bool(entry.versions))
-        return pb.ModelReadyResponse(ready=request.version.isdigit() and int(request.version) in entry.versions)
+        return pb.ModelReadyResponse(ready=version_number(request.version) in entry.versions)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
@@ -100,28 +99,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, body: pb.ModelInferRequest | SplitRequest, context: aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        arrived = time.perf_counter()
         # a large body arrives split (serving.grpc.infer_body): its raw tensors are views of it
         request, raw = (body.message, body.raw) if isinstance(body, SplitRequest) else (body, None)
-        try:
+        with self.dataplane.track(request.model_name) as record:  # counts every outcome, rejections too
             # the serving model checks the tensors' headers before any data is read, and bounds
             # each BYTES element before it is copied: a hostile request costs its headers
             pipeline = self.dataplane.pipeline(request.model_name, request.model_version)
             inputs = convert.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes, raw)
-        except ServingError as exc:
-            self.dataplane.rejected(request.model_name, exc, time.perf_counter() - arrived)
-            raise
-        params = convert.parameters(request.parameters)
-        requested = [o.name for o in request.outputs]
-        result = await self.dataplane.infer(
-            request.model_name, request.model_version, inputs, params, requested, arrived
-        )
-        response = pb.ModelInferResponse(
-            model_name=result.model.config.name, model_version=str(result.model.version), id=request.id
-        )
-        response.parameters["backend"].string_param = result.backend
-        convert.response_outputs(response, result.outputs)
-        return response
+            params = convert.parameters(request.parameters)
+            requested = [o.name for o in request.outputs]
+            result = await self.dataplane.infer(
+                request.model_name, request.model_version, inputs, params, requested, record=record
+            )
+            response = pb.ModelInferResponse(
+                model_name=result.model.config.name, model_version=str(result.model.version), id=request.id
+            )
+            response.parameters["backend"].string_param = result.backend
+            convert.response_outputs(response, result.outputs)
+            return response
 
     async def ModelStreamInfer(self, request_iterator: Any, context: aio.ServicerContext) -> None:
         await context.abort(StatusCode.UNIMPLEMENTED, "ModelStreamInfer is not supported yet; use ModelInfer")
@@ -180,6 +175,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         override = None
         if "config" in request.parameters:
             override = parse_override(request.parameters["config"].string_param)
+            self.repository.check_client_override(override)  # before the model's state changes
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self.dataplane.executor, self.repository.load, request.model_name, override)
