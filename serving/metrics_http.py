@@ -94,9 +94,11 @@ class MetricsEndpoint:
             loop.run_forever()
         finally:
             self._server.close()
-            for task in asyncio.all_tasks(loop):
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
                 task.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
+            if tasks:  # the open connections' handlers end (their sockets are dropped)
+                loop.run_until_complete(asyncio.wait(tasks))
             loop.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
