@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.metrics import DEFAULT_BUCKETS
+from serving.security import AuthSettings, TlsSettings
 
 INT32_MAX = 2**31 - 1
 
@@ -62,6 +63,11 @@ class ServerSettings(BaseSettings):
     backend: str | None = None  # make this backend every model's default
     device: Literal["cpu", "cuda"] | None = None  # override every model's device
     grace_seconds: float = Field(10.0, ge=0)  # SIGTERM: finish in-flight calls for this long
+    # "none": the models loaded at start-up are all there is (RepositoryModelLoad/Unload refused);
+    # "explicit": clients may load and unload (protect it with a control token)
+    model_control_mode: Literal["none", "explicit"] = "none"
+    auth: AuthSettings = AuthSettings()
+    tls: TlsSettings = TlsSettings()
     grpc: GrpcSettings = GrpcSettings()
     metrics: MetricsSettings = MetricsSettings()
 
