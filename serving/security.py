@@ -53,7 +53,7 @@ class TlsSettings(BaseModel):
     cert: Path | None = None  # certificate chain, the server's first
     key: Path | None = None  # its private key, unencrypted
     client_ca: Path | None = None  # CA bundle that signs client certificates (mutual TLS)
-    require_client_auth: bool = False  # refuse clients without a certificate signed by client_ca
+    require_client_auth: bool = False  # mutual TLS: refuse clients without a certificate signed by client_ca
     metrics: bool = True  # the metrics endpoint serves HTTPS with the same files when TLS is on
 
     @model_validator(mode="after")
@@ -64,6 +64,9 @@ class TlsSettings(BaseModel):
             raise ValueError("tls.client_ca needs tls.cert and tls.key (mutual TLS is TLS first)")
         if self.require_client_auth and self.client_ca is None:
             raise ValueError("tls.require_client_auth needs tls.client_ca to verify client certificates")
+        if self.client_ca is not None and not self.require_client_auth:
+            # gRPC asks for client certificates only when it requires them
+            raise ValueError("tls.client_ca is used only with tls.require_client_auth: true (mutual TLS)")
         return self
 
     @property
@@ -195,7 +198,8 @@ class TlsFiles:
         return files
 
     def ssl_context(self) -> ssl.SSLContext:
-        """A server-side context for HTTP endpoints, with the same client-certificate policy as gRPC."""
+        """A server-side context for HTTP endpoints: the same certificate, and client certificates
+        required under mutual TLS, as for gRPC."""
         s = self.settings
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -208,7 +212,7 @@ class TlsFiles:
                 context.load_verify_locations(cafile=str(s.client_ca))
             except ssl.SSLError as exc:
                 raise ValueError(f"tls.client_ca ({s.client_ca}): {_reason(exc)}") from None
-            context.verify_mode = ssl.CERT_REQUIRED if s.require_client_auth else ssl.CERT_OPTIONAL
+            context.verify_mode = ssl.CERT_REQUIRED
         return context
 
 

@@ -107,8 +107,7 @@ def _refusal(handler: grpc.RpcMethodHandler | None, exc: ServingError) -> grpc.R
 
 
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
-    """TLS server credentials; with a client CA, client certificates are requested (and required
-    when `require_client_auth`)."""
+    """TLS server credentials; under mutual TLS, client certificates signed by the client CA are required."""
     return grpc.ssl_server_credentials(
         [(files.key, files.cert_chain)],
         root_certificates=files.client_ca,
@@ -151,10 +150,8 @@ class Access:
         """One log line; names scopes, never tokens."""
         if self.tls is None:
             transport = "plaintext"
-        elif self.tls.settings.require_client_auth:
-            transport = "mutual TLS"
         else:
-            transport = "TLS" + (" (client certificates optional)" if self.tls.client_ca else "")
+            transport = "mutual TLS" if self.tls.settings.require_client_auth else "TLS"
         protected = sorted(s.value for s in self.tokens.protected) if self.tokens else []
         tokens = f"tokens required for {', '.join(protected)}" if protected else "no tokens"
         mode = "explicit" if self.model_control else "none"

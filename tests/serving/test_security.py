@@ -139,10 +139,13 @@ def test_tls_settings_must_be_consistent(pki: Pki):
         TlsSettings(client_ca=pki.ca)
     with pytest.raises(ValidationError, match=r"require_client_auth needs tls\.client_ca"):
         TlsSettings(cert=pki.server.cert, key=pki.server.key, require_client_auth=True)
+    with pytest.raises(ValidationError, match=r"client_ca is used only with tls\.require_client_auth: true"):
+        TlsSettings(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca)
 
 
 def test_good_tls_files_load(pki: Pki):
-    files = TlsFiles.load(TlsSettings(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca))
+    tls = TlsSettings(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca, require_client_auth=True)
+    files = TlsFiles.load(tls)
     assert files.cert_chain.startswith(b"-----BEGIN CERTIFICATE") and files.client_ca is not None
 
 
@@ -167,7 +170,8 @@ def test_missing_or_non_pem_files_stop_start_up(pki: Pki, tmp_path: Path):
     junk = tmp_path / "junk.pem"
     junk.write_bytes(b"not a certificate")
     assert _app_error({"cert": pki.server.cert, "key": junk}) == f"tls.key: {junk} is not a PEM file"
-    message = _app_error({"cert": pki.server.cert, "key": pki.server.key, "client_ca": pki.server.key})
+    bad_ca = {"cert": pki.server.cert, "key": pki.server.key, "client_ca": pki.server.key, "require_client_auth": True}
+    message = _app_error(bad_ca)
     assert message.startswith(f"tls.client_ca ({pki.server.key}):")
 
 
