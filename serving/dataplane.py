@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -18,6 +18,8 @@ from serving.metrics import ModelLabels, ServingMetrics
 from serving.record import RecordSink, RequestRecord, code_of
 from serving.repository import LoadedVersion, ModelRepository
 from serving.stats import StatsRegistry
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -111,19 +113,23 @@ class DataPlane:
         if record is None:
             with self.track(name) as record:
                 return await self.infer(name, version, inputs, params, requested, record=record)
-        model = self.repository.get(name, version)
-        _served_by(record, model)
-        backend = params.get("backend")
-        if backend is not None and not isinstance(backend, str):
-            raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
-        backend_name, runners = model.runners(backend)
-        record.backend = backend_name
-        series = record.series = self.metrics.series(record.labels())
-        series.inflight.inc()
+        # held until the pipeline is done: a swap or unload closes it only after that
+        model = self.repository.acquire(name, version)
         try:
-            return await self._run(record, model, series.timed(runners, record.calls), inputs, params, requested)
+            _served_by(record, model)
+            backend = params.get("backend")
+            if backend is not None and not isinstance(backend, str):
+                raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
+            backend_name, runners = model.runners(backend)
+            record.backend = backend_name
+            series = record.series = self.metrics.series(record.labels())
+            series.inflight.inc()
+            try:
+                return await self._run(record, model, series.timed(runners, record.calls), inputs, params, requested)
+            finally:
+                series.inflight.dec()
         finally:
-            series.inflight.dec()
+            model.release()
 
     async def _run(
         self,
@@ -158,11 +164,19 @@ class DataPlane:
                 # ms); batches go to the worker threads so health checks and signals stay prompt.
                 outputs = work()
             else:
-                outputs = await asyncio.get_running_loop().run_in_executor(self.executor, work)
+                outputs = await self._in_worker(model, work)
         finally:
             self._computing -= 1
         selected = {k: outputs[k] for k in requested} if requested else outputs
         return InferResult(model=model, backend=record.backend, outputs=selected)
+
+    async def _in_worker(self, model: LoadedVersion, work: Callable[[], _T]) -> _T:
+        """Run `work` on a worker thread under its own hold of `model`: a cancelled request
+        (deadline, client gone) stops waiting, but the thread may still be running the backends."""
+        model.acquire()
+        future = self.executor.submit(work)
+        future.add_done_callback(lambda _: model.release())
+        return await asyncio.wrap_future(future)
 
     def _account(self, record: RequestRecord) -> None:
         """Resolve the labels of a request that failed before finding its model, then write it."""

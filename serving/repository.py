@@ -1,8 +1,10 @@
 """The model repository at run time: scan, load, swap, unload; model states and reasons.
 
 A loaded model version owns its pipeline and one set of component backends per configured
-backend (the first is the default). Swapping a model in (RepositoryModelLoad) builds the new
-instance fully before replacing the old one, so in-flight requests finish on the old one.
+backend (the first is the default). Requests hold the version they run on (`acquire`/`release`).
+Swapping a model in (RepositoryModelLoad) builds the new instance fully before replacing the old
+one; the old one (like an unloaded one) is retired: later requests no longer find it, and its
+backends close when the last request holding it releases it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ class LoadedVersion:
     path: Path
     pipeline: Pipeline
     backends: dict[str, dict[str, Backend]]  # backend name -> component -> backend
+    _holds: int = field(default=0, init=False, repr=False)  # requests running on this version
+    _retired: bool = field(default=False, init=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def default_backend(self) -> str:
@@ -73,7 +79,45 @@ class LoadedVersion:
     def describe(self) -> dict[str, Any]:
         return {name: next(iter(comps.values())).describe() for name, comps in self.backends.items()}
 
+    @property
+    def closed(self) -> bool:
+        """Its backends are closed (retired and released by every request, or server shutdown)."""
+        return self._closed
+
+    def acquire(self) -> None:
+        """Hold the backends open (one more request runs on them); a retired version can be held
+        only by whoever already holds it (the repository hands out live versions only)."""
+        with self._lock:
+            if self._closed:
+                raise ModelUnavailable(f"model '{self.config.name}' version {self.version} was unloaded")
+            self._holds += 1
+
+    def release(self) -> None:
+        """Drop one hold; the last release of a retired version closes its backends."""
+        with self._lock:
+            self._holds -= 1
+            last = self._retired and self._holds == 0 and not self._closed
+            self._closed = self._closed or last
+        if last:
+            self._close_backends()
+
+    def retire(self) -> None:
+        """Serve no new request; close once the requests holding this version have finished."""
+        with self._lock:
+            self._retired = True
+            now = self._holds == 0 and not self._closed
+            self._closed = self._closed or now
+        if now:
+            self._close_backends()
+
     def close(self) -> None:
+        """Close now, whoever holds it (server shutdown)."""
+        with self._lock:
+            was, self._closed = self._closed, True
+        if not was:
+            self._close_backends()
+
+    def _close_backends(self) -> None:
         for comps in self.backends.values():
             for b in comps.values():
                 b.close()
@@ -119,7 +163,7 @@ class ModelRepository:
         self.backend_override = backend_override
         self.device_override = device_override
         self._models: dict[str, ModelEntry] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # acquire() looks up and holds under one lock
 
     # --- discovery -----------------------------------------------------------------
 
@@ -137,13 +181,19 @@ class ModelRepository:
 
     # --- lifecycle -------------------------------------------------------------------
 
-    def load_all(self, names: list[str] | None = None) -> None:
-        """Load every model (or `names`); a failure leaves that model UNAVAILABLE with its reason."""
+    def load_all(self, names: list[str] | None = None) -> dict[str, str]:
+        """Load every model (or `names`); a failure leaves that model UNAVAILABLE with its reason.
+
+        Returns the failures: model name -> reason.
+        """
+        failed: dict[str, str] = {}
         for name in names or self.available():
             try:
                 self.load(name)
             except ServingError as exc:
                 log.error("model %s failed to load: %s", name, exc.message)
+                failed[name] = exc.message
+        return failed
 
     def load(self, name: str, override: Mapping[str, Any] | None = None) -> ModelEntry:
         """Load (or reload) a model's versions; `override` replaces config.yaml fields (a backend
@@ -176,8 +226,8 @@ class ModelRepository:
         with self._lock:
             old = entry.versions
             entry.versions, entry.state, entry.reason = versions, State.READY, ""
-        for v in old.values():  # in-flight requests hold their own reference; release later ones
-            v.close()
+        for v in old.values():  # requests still running on the old versions finish on them
+            v.retire()
         return entry
 
     def check_client_override(self, override: Mapping[str, Any]) -> None:
@@ -194,7 +244,7 @@ class ModelRepository:
             old, entry.versions = entry.versions, {}
             entry.state, entry.reason = State.UNAVAILABLE, "unloaded"
         for v in old.values():
-            v.close()
+            v.retire()
 
     def close(self) -> None:
         with self._lock:
@@ -205,8 +255,15 @@ class ModelRepository:
 
     # --- lookup ----------------------------------------------------------------------
 
+    def acquire(self, name: str, version: str = "") -> LoadedVersion:
+        """`get`, held for a request: call `release()` on it when the request is done with it."""
+        with self._lock:  # a swap or unload cannot retire the version between lookup and hold
+            model = self.get(name, version)
+            model.acquire()
+        return model
+
     def get(self, name: str, version: str = "") -> LoadedVersion:
-        """The requested version (latest when empty) of a ready model."""
+        """The requested version (latest when empty) of a ready model (not held: metadata only)."""
         check_name(name)
         with self._lock:
             entry = self._models.get(name)

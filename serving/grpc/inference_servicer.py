@@ -40,6 +40,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         version: str,
         is_ready: Callable[[], bool],
         on_model_change: Callable[[str], None],
+        is_draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.repository = repository
         self.dataplane = dataplane
@@ -47,6 +48,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.version = version
         self.is_ready = is_ready
         self.on_model_change = on_model_change
+        self.is_draining = is_draining  # shutting down: no model reports ready
 
     # --- health and metadata ---------------------------------------------------------
 
@@ -63,6 +65,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if request.name in self.repository.available():
                 return pb.ModelReadyResponse(ready=False)
             raise ModelNotFound(f"unknown model '{request.name}'")
+        if self.is_draining():
+            return pb.ModelReadyResponse(ready=False)
         if not request.version:
             return pb.ModelReadyResponse(ready=entry.state is State.READY and bool(entry.versions))
         return pb.ModelReadyResponse(ready=version_number(request.version) in entry.versions)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -9,6 +12,7 @@ from grpc_health.v1.health import aio as health_aio
 from serving.grpc._gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
 from serving.grpc._gen.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from serving.grpc.attention_servicer import AttentionServicer
+from serving.grpc.drain import DrainGate, drain
 from serving.grpc.infer_body import parse_infer_request
 from serving.grpc.inference_servicer import InferenceServicer
 from serving.grpc.interceptors import ErrorInterceptor
@@ -28,11 +32,18 @@ class GrpcServer:
         inference: InferenceServicer,
         attention: AttentionServicer,
         health: health_aio.HealthServicer,
+        access: Sequence[aio.ServerInterceptor] = (),
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
+        """`access` interceptors run before the error interceptor (which caches handlers per
+        method); `credentials` None serves plaintext."""
         self.settings = settings
         self.health = health
+        self.credentials = credentials
+        self.gate = DrainGate()  # outermost: refuses calls once stopping, before any other work
+        errors = ErrorInterceptor(deserializers={INFER_METHOD: parse_infer_request})
         self.server = aio.server(
-            interceptors=[ErrorInterceptor(deserializers={INFER_METHOD: parse_infer_request})],
+            interceptors=[*access, self.gate, errors],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", INT32_MAX),  # responses: bounded by the models
@@ -62,16 +73,23 @@ class GrpcServer:
         self.port = 0
 
     async def start(self) -> int:
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        address = f"{self.settings.host}:{self.settings.port}"
+        if self.credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, self.credentials)
         if self.port == 0:
             raise OSError(f"could not bind {self.settings.host}:{self.settings.port}")
         await self.server.start()
         return self.port
 
-    async def stop(self, grace: float) -> None:
-        """Refuse new calls, let in-flight ones finish for up to `grace` seconds."""
+    async def stop(self, grace: float) -> bool:
+        """Refuse new calls (UNAVAILABLE), let accepted ones finish for up to `grace` seconds, stop.
+
+        Returns True when every accepted call finished in time (serving.grpc.drain).
+        """
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        return await drain(self.gate, self.server, grace)
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()

@@ -152,7 +152,8 @@ def test_deployment_matches_the_server(rendered, monkeypatch):
     # drain: the grace period covers the preStop delay, the server's drain, and time to exit
     pre_stop = server["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pre_stop >= 5
-    assert pod["terminationGracePeriodSeconds"] >= pre_stop + settings.grace_seconds + 5
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + settings.drain_delay_seconds + settings.grace_seconds + 5
+    assert settings.drain_delay_seconds == 0  # the preStop sleep is the delay for load balancers
     assert settings.grace_seconds == ServerSettings.model_fields["grace_seconds"].default == 10
     # the repository is a volume the server reads; the initContainer fills it
     mounts = {m["name"]: m for m in server["volumeMounts"]}
