@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from runtime.version import attnserve_version
+
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
     from models.recipes import RECIPES
@@ -202,6 +204,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"attnserve {attnserve_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("recipes", help="list the training recipes")
