@@ -12,6 +12,8 @@ from typing import Any
 
 TOKEN_ENV = "ATTNSERVE_TOKEN"
 
+from runtime.version import attnserve_version
+
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
     from models.recipes import RECIPES
@@ -239,6 +241,7 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"attnserve {attnserve_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("recipes", help="list the training recipes")
