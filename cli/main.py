@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-TOKEN_ENV = "ATTNSERVE_TOKEN"
-
 from runtime.version import attnserve_version
+
+TOKEN_ENV = "ATTNSERVE_TOKEN"
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
