@@ -39,9 +39,11 @@ class GrpcServer:
         self.health = health
         self.credentials = credentials
         limit = settings.max_message_bytes
-        self.gate = DrainGate()  # outermost: refuses calls once stopping, before any other work
+        # The gate and the error interceptor cache a handler per method, so every interceptor that
+        # decides per call (access: its answer depends on the call's metadata) runs before them.
+        self.gate = DrainGate()  # refuses calls once stopping, before the model does any work
         self.server = aio.server(
-            interceptors=[self.gate, *access, ErrorInterceptor()],
+            interceptors=[*access, self.gate, ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
