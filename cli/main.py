@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runtime.version import attnserve_version
+
 TOKEN_ENV = "ATTNSERVE_TOKEN"
 
 
@@ -239,6 +241,7 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"attnserve {attnserve_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("recipes", help="list the training recipes")

@@ -40,7 +40,9 @@ class GrpcServer:
         self.settings = settings
         self.health = health
         self.credentials = credentials
-        self.gate = DrainGate()  # outermost: refuses calls once stopping, before any other work
+        # The gate and the error interceptor cache a handler per method, so every interceptor that
+        # decides per call (access: its answer depends on the call's metadata) runs before them.
+        self.gate = DrainGate()  # refuses calls once stopping, before the model does any work
         errors = ErrorInterceptor(deserializers={INFER_METHOD: parse_infer_request})
         self.server = aio.server(
             interceptors=[*access, self.gate, errors],
