@@ -115,8 +115,8 @@ class MetricsEndpoint:
                 writer.write(self._answer(head))
                 await writer.drain()
                 answered = True
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass  # silent, slow or gone: the connection is dropped
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # silent, slow, gone or not speaking TLS (timeouts and ssl errors are OSErrors): dropped
         except Exception:  # a bug here must not end the endpoint's loop
             log.exception("metrics endpoint: unexpected error")
         finally:
