@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_stats)
 
     p = sub.add_parser("client", help="call a running server (repository index, translate, classify, sort)")
-    p.add_argument("--url", default="localhost:8001", help="the server's gRPC address")
+    p.add_argument("--url", default="localhost:8001", help="gRPC address; a comma-separated list: round-robin")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
     actions = p.add_subparsers(dest="action", required=True)
     actions.add_parser("models", help="the repository index: name, version, state, reason")

@@ -10,6 +10,12 @@
 Tensors travel raw (row-major little-endian; BYTES as 4-byte length-prefixed items) and come back
 as numpy arrays, BYTES as object arrays of `bytes`. A failed call raises ClientError with the gRPC
 status name and the server's message. Nothing here imports torch.
+
+Several replicas: `Client("10.0.0.1:8001,10.0.0.2:8001")` (or `dns:///name:8001`) balances calls
+round-robin and, for a list, leaves a replica out while its health says NOT_SERVING (draining).
+Inference and metadata calls answered UNAVAILABLE are retried (`RetryPolicy`, see
+serving/channel.py; `retry=None` turns it off). `wait_for_ready=True` makes calls wait for a
+connection instead of failing at once; `metadata={"x-team": "a"}` adds headers to every call.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import grpc
 import numpy as np
 
 from runtime.attention_map import AttentionMap
+from serving.channel import RetryPolicy, call_metadata, configure
 from serving.grpc import convert
 from serving.grpc._gen.attnserve.v1 import attention_pb2 as apb
 from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
@@ -34,6 +41,7 @@ __all__ = [
     "Classification",
     "Client",
     "ClientError",
+    "RetryPolicy",
     "Sentence",
     "Sorted",
     "Translation",
@@ -41,6 +49,7 @@ __all__ = [
 
 MAX_MESSAGE = 2**31 - 1
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
+DEFAULT_RETRY = RetryPolicy()  # up to 5 attempts on UNAVAILABLE, backoff 0.1 s doubling to 1 s
 ROW_LABEL_CHARS = 40  # hierarchical maps: sentence row labels cut to this many characters
 
 
@@ -183,16 +192,33 @@ def _sort_request(model: str, rows: Any, return_attention: bool, backend: str) -
 class Client:
     """Synchronous client; use as a context manager or call close()."""
 
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float = 30.0,
+        *,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        wait_for_ready: bool = False,
+        metadata: Mapping[str, str] | None = None,
+        health_check: bool | None = None,
+    ) -> None:
+        """`address`: host:port, a comma-separated list of them (round-robin), or a gRPC target
+        such as dns:///name:port. `health_check` (default: on for a list) keeps calls off replicas
+        whose grpc.health.v1 status is not SERVING."""
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.wait_for_ready = wait_for_ready
+        self.call_metadata = call_metadata(metadata) or None
+        self.target, options = configure(address, retry, health_check)
+        self.channel = grpc.insecure_channel(self.target, options=[*CHANNEL_OPTIONS, *options])
         self.inference = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.attention = apb_grpc.AttentionStub(self.channel)
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(
+                request, timeout=self.timeout, metadata=self.call_metadata, wait_for_ready=self.wait_for_ready
+            )
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
@@ -271,16 +297,31 @@ class Client:
 class AsyncClient:
     """grpc.aio client with Client's methods as coroutines; use `async with` or `await close()`."""
 
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float = 30.0,
+        *,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        wait_for_ready: bool = False,
+        metadata: Mapping[str, str] | None = None,
+        health_check: bool | None = None,
+    ) -> None:
+        """The same options as Client."""
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.wait_for_ready = wait_for_ready
+        self.call_metadata = call_metadata(metadata) or None
+        self.target, options = configure(address, retry, health_check)
+        self.channel = grpc.aio.insecure_channel(self.target, options=[*CHANNEL_OPTIONS, *options])
         self.inference = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.attention = apb_grpc.AttentionStub(self.channel)
 
     async def _call(self, method: Any, request: Any) -> Any:
         try:
-            return await method(request, timeout=self.timeout)
+            return await method(
+                request, timeout=self.timeout, metadata=self.call_metadata, wait_for_ready=self.wait_for_ready
+            )
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
