@@ -2,8 +2,9 @@
 deploy/haproxy/haproxy.cfg, and behind the client's own round-robin: 16 clients send 5,120 batch-1
 calls, one replica gets SIGTERM when 75 % are answered. No call fails, every replica's own
 counters show >= 20 % of the calls, and the replicas' counts of answered calls add up to the
-clients' OKs. Then the recording rules of deploy/prometheus aggregate p99 across the three in a
-real Prometheus. About a minute; run alone with `python -m pytest -q -m replicas`."""
+clients' OKs. HAProxy also sends the calls a SIGKILLed replica cannot take to the others. Then the
+recording rules of deploy/prometheus aggregate p99 across the three in a real Prometheus. About a
+minute; run alone with `python -m pytest -q -m replicas` (-s prints the figures)."""
 
 from __future__ import annotations
 
@@ -145,9 +146,9 @@ def load_and_kill(address: str, victim: Served) -> Run:
     return Run(outcomes, before_kill, time.monotonic() - t0)
 
 
-def check_run(run: Run, replicas: list[Served]) -> list[int]:
+def check_run(run: Run, replicas: list[Served]) -> str:
     """0 failed calls, the killed replica exited 0, each replica served >= MIN_SHARE, and the
-    replicas' answered counts add up to the clients' OKs. Returns the per-replica counts."""
+    replicas' answered counts add up to the clients' OKs. Returns the figures, for -s."""
     total = CLIENTS * PER_CLIENT
     assert run.outcomes == {"OK": total}, run.outcomes
     victim, *survivors = replicas
@@ -163,7 +164,8 @@ def check_run(run: Run, replicas: list[Served]) -> list[int]:
     assert sum(answered) == total, answered  # every OK was answered once, by one replica
     assert run.before_kill >= MIN_SHARE * total, (run.before_kill, answered)
     assert all(a >= MIN_SHARE * total for a in answered), answered
-    return answered
+    refused = [r for _, _, r in counts]
+    return f"{total} calls in {run.seconds:.1f} s, answered per replica {answered}, refused {refused}"
 
 
 def haproxy_config(lb_port: int, replicas: list[Served]) -> str:
@@ -178,21 +180,21 @@ def haproxy_config(lb_port: int, replicas: list[Served]) -> str:
     return text
 
 
-StartLb = Callable[[str], tuple[subprocess.Popen, Path]]
+StartLb = Callable[..., tuple[subprocess.Popen, Path]]
 
 
 @pytest.fixture
 def lb(haproxy: str, tmp_path: Path) -> Iterator[StartLb]:
-    """Starts HAProxy on a config the test writes to tmp_path/haproxy.cfg; stops it at the end."""
+    """Starts HAProxy on a config written to tmp_path/<name>.cfg (log: <name>.log); stops it at the end."""
     started: list[subprocess.Popen] = []
-    log = tmp_path / "haproxy.log"
 
-    def start(config: str) -> tuple[subprocess.Popen, Path]:
-        (tmp_path / "haproxy.cfg").write_text(config)
-        check = subprocess.run([haproxy, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
+    def start(config: str, name: str = "haproxy") -> tuple[subprocess.Popen, Path]:
+        path, log = tmp_path / f"{name}.cfg", tmp_path / f"{name}.log"
+        path.write_text(config)
+        check = subprocess.run([haproxy, "-c", "-f", str(path)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
         with log.open("w") as out:
-            proc = subprocess.Popen([haproxy, "-db", "-f", str(tmp_path / "haproxy.cfg")], stdout=out, stderr=out)
+            proc = subprocess.Popen([haproxy, "-db", "-f", str(path)], stdout=out, stderr=out)
         started.append(proc)
         return proc, log
 
@@ -202,6 +204,11 @@ def lb(haproxy: str, tmp_path: Path) -> Iterator[StartLb]:
         proc.wait(timeout=10)
 
 
+def wait_through(address: str) -> None:
+    with Client(address, wait_for_ready=True, timeout=20) as c:
+        wait_for(lambda: c.ready(), timeout=20, what=f"a call through {address}")
+
+
 def test_haproxy_spreads_calls_and_loses_none_when_a_replica_drains(light: Path, lb: StartLb):
     """The shipped HAProxy config, drain delay 2 s (above the check's inter x fall = 1 s): HAProxy
     takes the replica out when its health says NOT_SERVING, before it refuses anything."""
@@ -209,10 +216,9 @@ def test_haproxy_spreads_calls_and_loses_none_when_a_replica_drains(light: Path,
     try:
         port = free_port()
         proc, log = lb(haproxy_config(port, replicas))
-        with Client(f"127.0.0.1:{port}", wait_for_ready=True, timeout=20) as c:
-            wait_for(lambda: c.ready(), timeout=20, what="a call through HAProxy")
+        wait_through(f"127.0.0.1:{port}")
         run = load_and_kill(f"127.0.0.1:{port}", replicas[0])
-        answered = check_run(run, replicas)
+        figures = check_run(run, replicas)
         assert proc.poll() is None, log.read_text()
     finally:
         stop(replicas)
@@ -220,7 +226,45 @@ def test_haproxy_spreads_calls_and_loses_none_when_a_replica_drains(light: Path,
     text = log.read_text()
     down = r"Server attnserve/attnserve-1 is DOWN, reason: Layer7 invalid response.*TCPCHK did not match"
     assert re.search(down, text), text
-    print(f"HAProxy: {sum(answered)} calls in {run.seconds:.1f} s, per replica {answered}")
+    print(f"\nHAProxy: {figures}")
+
+
+def test_haproxy_sends_a_call_a_dead_replica_cannot_take_to_another(light: Path, lb: StartLb):
+    """SIGKILL, no drain: until its check notices (here never: inter 1 h), HAProxy still picks the
+    dead replica; the config's retries and redispatch send those calls to the others. The control,
+    the same config without `option redispatch` and `retry-on`, hands some failures to the client."""
+    replicas = start_replicas(light, drain_delay=0.0)
+    try:
+        ports = free_port(), free_port()
+        shipped = haproxy_config(ports[0], replicas).replace("check inter 1s", "check inter 1h")
+        bare = re.sub(r"^  (option redispatch|retry-on) .*\n", "", shipped, flags=re.M)
+        lb(shipped, "shipped")
+        lb(bare.replace(f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"), "bare")
+        for port in ports:
+            wait_through(f"127.0.0.1:{port}")
+        replicas[0].proc.kill()
+        replicas[0].proc.wait()
+        outcomes = []
+        # no client retries: what HAProxy does alone. The control gets 6 calls, 2 rounds of the
+        # 3 servers: each call it sends to the dead one fails after 3 connection retries (~3 s).
+        for port, calls in zip(ports, (30, 6), strict=True):
+            with Client(f"127.0.0.1:{port}", retry=None) as c:
+                outcomes.append(sequential(c, calls))
+        assert outcomes[0] == {"OK": 30}, outcomes
+        assert outcomes[1]["UNAVAILABLE"] >= 1 and outcomes[1].total() == 6, outcomes
+    finally:
+        stop(replicas)
+
+
+def sequential(client: Client, n: int) -> collections.Counter[str]:
+    outcomes: collections.Counter[str] = collections.Counter()
+    for _ in range(n):
+        try:
+            ok = client.infer("sort-pointer", {"values": VALUES})["order"].tolist() == ORDER
+            outcomes["OK" if ok else "WRONG"] += 1
+        except ClientError as exc:
+            outcomes[exc.code] += 1
+    return outcomes
 
 
 def test_client_round_robin_loses_none_when_a_replica_drains(light: Path):
@@ -231,10 +275,10 @@ def test_client_round_robin_loses_none_when_a_replica_drains(light: Path):
     try:
         address = ",".join(f"127.0.0.1:{r.port}" for r in replicas)
         run = load_and_kill(address, replicas[0])
-        answered = check_run(run, replicas)
+        figures = check_run(run, replicas)
     finally:
         stop(replicas)
-    print(f"client round-robin: {sum(answered)} calls in {run.seconds:.1f} s, per replica {answered}")
+    print(f"\nclient round-robin: {figures}")
 
 
 PROMETHEUS = shutil.which("prometheus")
