@@ -205,6 +205,12 @@ def test_health_checks_keep_calls_off_a_not_serving_replica(two_servers: list[Ru
         with Client(f"{draining.address},{serving.address}") as client:
             assert sort_calls(client, 20) == ["OK"] * 20
         assert [answered(s) - b for s, b in zip(two_servers, before, strict=True)] == [0, 20]
+        # a dns:/// target checks health when asked to: its only address is not serving, so no call goes
+        with Client(f"dns:///{draining.address}", health_check=True, timeout=5) as client:
+            (outcome,) = sort_calls(client, 1)
+        assert outcome.startswith("UNAVAILABLE"), outcome
+        with Client(f"dns:///{draining.address}", timeout=5) as client:
+            assert sort_calls(client, 1) == ["OK"]
     finally:
         draining.call(draining.app.health.set("", health_pb2.HealthCheckResponse.SERVING))
     # both serving: round-robin spreads the calls
