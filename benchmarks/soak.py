@@ -21,6 +21,7 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -82,7 +83,8 @@ def _rss_mb(pid: int) -> float:
 
 
 def soak(repository: Path, requests: int, clients: int, sample: int, seed: int) -> dict[str, Any]:
-    log = open(ROOT / "runs" / "soak-server.log", "w")  # noqa: SIM115  (lives as long as the server)
+    # the server's log, kept for a look after the run (one file per run: runs may overlap)
+    log = tempfile.NamedTemporaryFile("w", prefix="soak-server-", suffix=".log", dir=ROOT / "runs", delete=False)  # noqa: SIM115
     cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(repository.resolve()),
            "--grpc-port", "0", "--metrics-port", "0", "--host", "127.0.0.1",
            "--models", "dates-additive,dates-transformer,dates-bilinear,debian-han,sort-pointer"]  # fmt: skip
@@ -96,7 +98,7 @@ def soak(repository: Path, requests: int, clients: int, sample: int, seed: int) 
             port = int(match.group(1))
             break
     if not port:
-        raise RuntimeError("the server exited before it was ready; see runs/soak-server.log")
+        raise RuntimeError(f"the server exited before it was ready; see {log.name}")
     threading.Thread(target=lambda: [log.write(line) for line in proc.stdout], daemon=True).start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -151,6 +153,7 @@ def soak(repository: Path, requests: int, clients: int, sample: int, seed: int) 
         "wrong_answers": dict(wrong),
         "rss_mb": [(n, round(mb, 1)) for n, mb in rss],
         "rss_growth_after_warmup_mb": round(rss[-1][1] - warm, 1),
+        "server_log": str(Path(log.name).relative_to(ROOT)),
     }
 
 
