@@ -124,6 +124,15 @@ def test_call_metadata():
         call_metadata({"x-n": 1})  # type: ignore[dict-item]
 
 
+def test_token_and_metadata_headers_together():
+    with Client("127.0.0.1:1", token="t0k", metadata={"X-Team": "search"}) as client:
+        assert client.call_metadata == (("authorization", "Bearer t0k"), ("x-team", "search"))
+    with Client("127.0.0.1:1", metadata={"authorization": "Bearer t0k"}) as client:  # a header of one's own
+        assert client.call_metadata == (("authorization", "Bearer t0k"),)
+    with pytest.raises(ValueError, match="either as `token` or as an authorization header"):
+        Client("127.0.0.1:1", token="a", metadata={"Authorization": "Bearer b"})
+
+
 # --- over real channels --------------------------------------------------------------------
 
 
