@@ -75,6 +75,7 @@ class Target:
 
     target: str
     listed: int  # addresses given in a comma-separated list; 1 for a single address or a scheme
+    authority: str | None = None  # for a list: its first entry, as given (the name TLS verifies)
 
 
 def target(address: str) -> Target:
@@ -82,7 +83,8 @@ def target(address: str) -> Target:
     comma-separated list of `host:port` (IPv6 in brackets), turned into an `ipv4:`/`ipv6:` target.
 
     Host names in a list are resolved here, once; use `dns:///name:port` for a name whose addresses
-    change. Every entry of a list must have an address of one family (IPv4 preferred).
+    change. Every entry of a list must have an address of one family (IPv4 preferred). The first
+    entry is the channel's authority: over TLS, every replica's certificate must be valid for its host.
     """
     address = address.strip()
     if not address:
@@ -96,7 +98,7 @@ def target(address: str) -> Target:
     for family, scheme in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
         if all(family in r for r in resolved):
             picked = dict.fromkeys(a for r in resolved for a in r[family])  # ordered, without repeats
-            return Target(f"{scheme}:" + ",".join(picked), len(entries))
+            return Target(f"{scheme}:" + ",".join(picked), len(entries), entries[0])
     raise ValueError(f"the addresses of {address!r} are not all IPv4 or all IPv6")
 
 
@@ -140,7 +142,10 @@ def configure(address: str, retry: RetryPolicy | None, health_check: bool | None
     the health stream reaches one replica, not the one a call goes to)."""
     where = target(address)
     checks = where.listed > 1 if health_check is None else health_check
-    return where.target, [("grpc.service_config", json.dumps(service_config(retry, checks)))]
+    options = [("grpc.service_config", json.dumps(service_config(retry, checks)))]
+    if where.authority is not None:
+        options.append(("grpc.default_authority", where.authority))
+    return where.target, options
 
 
 def call_metadata(metadata: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:

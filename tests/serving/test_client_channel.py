@@ -24,6 +24,7 @@ from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc.drain import SHUTTING_DOWN
 from tests.serving.conftest import RunningServer, start_server
+from tests.serving.pki import make_pki
 from tests.serving.test_lifecycle import onnx_only
 
 VALUES = np.array([[5, 3, 9, 1, 7]])
@@ -47,6 +48,8 @@ ORDER = [3, 1, 0, 4, 2]
 def test_target(address: str, expected: str, listed: int):
     assert target(address).target == expected
     assert target(address).listed == listed
+    # a list's authority (what TLS verifies) is its first entry as written; a single address keeps gRPC's
+    assert target(address).authority == (address.split(",")[0].strip() if listed > 1 else None)
 
 
 @pytest.mark.parametrize(
@@ -151,13 +154,11 @@ def two_servers(light: Path) -> Iterator[list[RunningServer]]:
         srv.stop()
 
 
-def answered(srv: RunningServer) -> int:
+def answered(srv: RunningServer, ca: Path | None = None) -> int:
     """The server's own count of successful sort-pointer inferences (ModelStatistics)."""
     srv.settle()
-    with grpc.insecure_channel(srv.address) as channel:
-        stats = pb_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(
-            pb.ModelStatisticsRequest(name="sort-pointer"), timeout=5
-        )
+    with Client(srv.address, ca=ca) as client:
+        stats = client.inference.ModelStatistics(pb.ModelStatisticsRequest(name="sort-pointer"), timeout=5)
     return sum(s.inference_stats.success.count for s in stats.model_stats)
 
 
@@ -236,6 +237,21 @@ def test_cli_url_takes_a_list(two_servers: list[RunningServer], capsys: pytest.C
         assert main(["client", "--url", url, "sort", "sort-pointer", "5", "3", "9", "1", "7"]) == 0
         assert capsys.readouterr().out.splitlines() == ["1 3 5 7 9", "order: 3 1 0 4 2"]
     assert sum(answered(s) - b for s, b in zip(two_servers, before, strict=True)) == 4
+
+
+def test_round_robin_over_tls(light: Path, tmp_path: Path):
+    """Two TLS replicas (one certificate for 127.0.0.1): a list verifies each against its first host."""
+    pki = make_pki(tmp_path)
+    servers = [start_server(light, models=["sort-pointer"], tls={"cert": pki.server.cert, "key": pki.server.key})
+               for _ in range(2)]  # fmt: skip
+    try:
+        before = [answered(s, pki.ca) for s in servers]
+        with Client(",".join(s.address for s in servers), ca=pki.ca) as client:
+            assert sort_calls(client, 10) == ["OK"] * 10
+        assert all(answered(s, pki.ca) - b >= 3 for s, b in zip(servers, before, strict=True))
+    finally:
+        for srv in servers:
+            srv.stop()
 
 
 @pytest.fixture
