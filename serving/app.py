@@ -17,6 +17,8 @@ from serving.dataplane import DataPlane, labels_of
 from serving.grpc.attention_servicer import AttentionServicer
 from serving.grpc.inference_servicer import InferenceServicer
 from serving.grpc.server import NOT_SERVING, SERVING, GrpcServer
+from serving.http.api import RestApi
+from serving.http.server import HttpServer
 from serving.metrics import ServingMetrics, TritonCompatCollector
 from serving.repository import ModelRepository, State
 from serving.settings import ServerSettings
@@ -56,6 +58,13 @@ class App:
         )  # fmt: skip
         self.grpc = GrpcServer(settings.grpc, inference, AttentionServicer(self.dataplane), self.health)
         self.port = 0
+        self.http: HttpServer | None = None  # KServe V2 REST, over the same data plane
+        if settings.http.enabled:
+            h = settings.http
+            api = RestApi(self.repository, self.dataplane, attnserve_version(), lambda: self.ready,
+                          lambda: self.draining, h.max_body_bytes, h.max_json_bytes)  # fmt: skip
+            self.http = HttpServer(h, api)
+        self.http_port = 0
 
     async def start(self) -> int:
         """Bind, load the models, then report ready (see `readiness_problems`). Returns the gRPC port.
@@ -64,6 +73,8 @@ class App:
         is missing or empty; the server is bound then, so call `stop()`.
         """
         self.port = await self.grpc.start()
+        if self.http is not None:
+            self.http_port = await self.http.start()
         await self.health.set("", NOT_SERVING)
         if self.settings.metrics.enabled:
             httpd, _ = start_http_server(self.settings.metrics.port, self.settings.metrics.host, self.registry)
@@ -118,7 +129,9 @@ class App:
     async def stop(self) -> None:
         """Refuse new calls (UNAVAILABLE), finish the accepted ones within `grace_seconds`, close."""
         self.draining, self.ready = True, False
-        finished = await self.grpc.stop(self.settings.grace_seconds)
+        grace = self.settings.grace_seconds
+        stops = [self.grpc.stop(grace)] + ([self.http.stop(grace)] if self.http is not None else [])
+        finished = all(await asyncio.gather(*stops))
         snapshot = self.stats.snapshot().values()
         log.info(
             "stopped: %d inference request(s) answered, %d failed, %d call(s) refused while stopping%s",
@@ -150,7 +163,8 @@ class App:
             log.error("exiting (exit_on_error): %s", exc)
             await self.stop()
             return 1
-        print(f"attnserve: serving gRPC on port {self.port}, metrics on port {self.metrics_port}", flush=True)
+        http = f", HTTP on port {self.http_port}" if self.http is not None else ""
+        print(f"attnserve: serving gRPC on port {self.port}, metrics on port {self.metrics_port}{http}", flush=True)
         await signals[0].wait()
         await self.drain(signals[1])
         return 0
