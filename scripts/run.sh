@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, from a fresh machine: install, build the data and the reference model
-# repository (skipped when up to date), then serve it over gRPC on :8001 (Ctrl-C to stop).
+# repository (skipped when up to date), then serve it over gRPC on :8001 and REST on :8000 (Ctrl-C to stop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh

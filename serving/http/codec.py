@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from runtime.errors import InvalidInput, Unsupported
 from runtime.tensors import DTYPE_OF_DATATYPE, datatype_of, numpy_dtype, tensor_from_raw, tensor_to_raw
@@ -30,7 +30,7 @@ MAX_RANK = 32
 TRANSPORT_PARAMETERS = frozenset({"binary_data_output"})
 SHARED_MEMORY = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
-Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
+SCALARS = (bool, int, float, str)
 Name = Annotated[StrictStr, Field(max_length=256)]
 
 
@@ -42,20 +42,20 @@ class InputTensor(_Strict):
     name: Name
     shape: list[Annotated[StrictInt, Field(ge=0)]] = Field(max_length=MAX_RANK)
     datatype: Annotated[StrictStr, Field(max_length=16)]
-    parameters: dict[str, Scalar] = {}
+    parameters: dict[str, Any] = {}
     data: Any = None  # nested or flat JSON lists, row-major; absent for binary data
 
 
 class OutputTensor(_Strict):
     name: Name
-    parameters: dict[str, Scalar] = {}
+    parameters: dict[str, Any] = {}
 
 
 class InferBody(_Strict):
     """The JSON part of an inference request (the Open Inference Protocol's REST form)."""
 
     id: Annotated[StrictStr, Field(max_length=256)] = ""
-    parameters: dict[str, Scalar] = {}
+    parameters: dict[str, Any] = {}
     inputs: list[InputTensor] = Field(min_length=1)
     outputs: list[OutputTensor] = []
 
@@ -138,10 +138,17 @@ def _validate(json_part: bytes) -> InferBody:
         if isinstance(value, list | dict) and len(value) > MAX_TENSORS:
             raise InvalidInput(f"'{key}' has {len(value)} entries; at most {MAX_TENSORS}")
     try:
-        return InferBody.model_validate(doc)
+        body = InferBody.model_validate(doc)
     except ValidationError as exc:
         problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:3]]
         raise InvalidInput(f"malformed inference request: {'; '.join(problems)}") from None
+    tensors = [(f"input '{t.name}' ", t.parameters) for t in body.inputs]
+    tensors += [(f"output '{t.name}' ", t.parameters) for t in body.outputs]
+    for where, params in [("", body.parameters), *tensors]:
+        for key, value in params.items():
+            if not isinstance(value, SCALARS):
+                raise InvalidInput(f"{where}parameter '{key[:64]}' must be a boolean, a number or a string")
+    return body
 
 
 def _refuse_shared_memory(params: Mapping[str, Any], what: str) -> None:
@@ -180,7 +187,13 @@ def tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any
     if values.dtype.kind not in ACCEPTED[dtype.kind] or (
         dtype.kind in "iu" and (values.min() < np.iinfo(dtype).min or values.max() > np.iinfo(dtype).max)
     ):
-        raise InvalidInput(f"input '{name}': {_misfit(datatype, dtype, _leaves(data))}")
+        # numpy read the values as another kind: say which one does not fit; or, integers that it
+        # read as floats (UINT64 values beyond INT64 mixed with others) fit after all
+        leaves = _leaves(data)
+        misfit = _misfit(datatype, dtype, leaves)
+        if misfit:
+            raise InvalidInput(f"input '{name}': {misfit}")
+        return np.array(leaves, dtype=dtype).reshape(shape)
     with np.errstate(over="ignore"):  # a float beyond FP16/FP32 becomes inf, as a cast does
         return values.astype(dtype).reshape(shape)
 
@@ -190,7 +203,7 @@ ACCEPTED = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
 
 
 def _misfit(datatype: str, dtype: np.dtype, leaves: list[Any]) -> str:
-    """What is wrong with the first value that does not fit `datatype` (only on the error path)."""
+    """What is wrong with the first value that does not fit `datatype`; "" when they all fit."""
     for i, value in enumerate(leaves):
         if dtype.kind == "b":
             if not isinstance(value, bool):
@@ -205,7 +218,7 @@ def _misfit(datatype: str, dtype: np.dtype, leaves: list[Any]) -> str:
         elif dtype.kind in "iu" and not np.iinfo(dtype).min <= value <= np.iinfo(dtype).max:
             info = np.iinfo(dtype)
             return f"element {i} is out of the range of {datatype} [{info.min}, {info.max}]"
-    return f"the data do not fit {datatype}"
+    return ""
 
 
 def _leaves(data: Any) -> list[Any]:
