@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 READ_SIZE = 256 * 2**10
 # after an early answer, what the client still sends is read and dropped, this long and this much
 LINGER_SECONDS = 2.0
+REFUSAL_LINGER_SECONDS = 0.5  # a connection refused at the door (over the cap) costs little
 LINGER_BYTES = 64 * 2**20
 SHUTTING_DOWN = "attnserve is shutting down; send the request to another replica"
 TOO_MANY = "too many connections to attnserve's HTTP port; retry later"
@@ -88,7 +89,7 @@ class HttpServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._closing or len(self._connections) >= self.settings.max_connections:
             self.refused += self._closing
-            await self._refuse(writer, SHUTTING_DOWN if self._closing else TOO_MANY)
+            await self._refuse(reader, writer, SHUTTING_DOWN if self._closing else TOO_MANY)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -104,31 +105,18 @@ class HttpServer:
         finally:
             self._connections.discard(task)
             if conn.h11.their_state in (h11.SEND_BODY, h11.ERROR) and not self._closing:
-                await self._linger(conn)
+                await _linger(reader, writer, LINGER_SECONDS)
             writer.close()
 
-    async def _refuse(self, writer: asyncio.StreamWriter, message: str) -> None:
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, message: str) -> None:
         body = json.dumps({"error": message}).encode()
         head = (
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         )
         writer.write(head.encode() + body)
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            await asyncio.wait_for(writer.drain(), 1.0)
-        writer.transport.abort()
-
-    async def _linger(self, c: _Connection) -> None:
-        """After an answer given before the request was read to its end (413, 431, 400): stop
-        writing and read what the client still sends, for a while, so that closing does not
-        reset the connection and destroy the answer before the client reads it."""
-        with contextlib.suppress(ConnectionError, TimeoutError, RuntimeError):
-            await asyncio.wait_for(c.writer.drain(), LINGER_SECONDS)
-            c.writer.write_eof()
-            async with asyncio.timeout(LINGER_SECONDS):
-                drained = 0
-                while drained < LINGER_BYTES and (chunk := await c.reader.read(READ_SIZE)):
-                    drained += len(chunk)
+        await _linger(reader, writer, REFUSAL_LINGER_SECONDS)
+        writer.close()
 
     async def _serve(self, c: _Connection) -> None:
         """Requests one after another until the client closes, an error closes, or the server stops."""
@@ -258,6 +246,19 @@ class HttpServer:
             f"the request body has {size} bytes, over the limit of {self.settings.max_body_bytes} "
             "(setting http.max_body_bytes)"
         )
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float) -> None:
+    """After an answer given before the request was read to its end (413, 431, 400, 503 at the
+    door): stop writing and read what the client still sends, for a while, so that closing does
+    not reset the connection and destroy the answer before the client reads it."""
+    with contextlib.suppress(ConnectionError, TimeoutError, RuntimeError):
+        async with asyncio.timeout(seconds):
+            await writer.drain()
+            writer.write_eof()
+            drained = 0
+            while drained < LINGER_BYTES and (chunk := await reader.read(READ_SIZE)):
+                drained += len(chunk)
 
 
 def _error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
