@@ -9,17 +9,19 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from grpc_health.v1.health import aio as health_aio
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from backends.loader import get_backend
 from runtime.version import attnserve_version
 from serving.dataplane import DataPlane, labels_of
 from serving.grpc.attention_servicer import AttentionServicer
+from serving.grpc.auth import Access
 from serving.grpc.inference_servicer import InferenceServicer
 from serving.grpc.server import NOT_SERVING, SERVING, GrpcServer
 from serving.http.api import RestApi
 from serving.http.server import HttpServer
 from serving.metrics import ServingMetrics, TritonCompatCollector
+from serving.metrics_tls import start_metrics_server
 from serving.repository import ModelRepository, State
 from serving.settings import ServerSettings
 from serving.stats import StatsRegistry
@@ -36,6 +38,7 @@ class App:
 
     def __init__(self, settings: ServerSettings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
+        self.access = Access.from_settings(settings)  # bad certificates or tokens stop start-up here
         self.executor = ThreadPoolExecutor(max_workers=settings.grpc.workers, thread_name_prefix="attnserve")
         self.stats = StatsRegistry()
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -56,7 +59,14 @@ class App:
             self.repository, self.dataplane, self.stats, attnserve_version(), lambda: self.ready, self._model_changed,
             is_draining=lambda: self.draining,
         )  # fmt: skip
-        self.grpc = GrpcServer(settings.grpc, inference, AttentionServicer(self.dataplane), self.health)
+        self.grpc = GrpcServer(
+            settings.grpc,
+            inference,
+            AttentionServicer(self.dataplane),
+            self.health,
+            self.access.interceptors,
+            self.access.credentials,
+        )
         self.port = 0
         self.http: HttpServer | None = None  # KServe V2 REST, over the same data plane
         if settings.http.enabled:
@@ -76,8 +86,12 @@ class App:
         if self.http is not None:
             self.http_port = await self.http.start()
         await self.health.set("", NOT_SERVING)
+        log.info("access: %s", self.access.describe())
+        if self.access.control_open:
+            log.warning("model control is explicit and no control token is set: anyone may load and unload")
         if self.settings.metrics.enabled:
-            httpd, _ = start_http_server(self.settings.metrics.port, self.settings.metrics.host, self.registry)
+            m = self.settings.metrics
+            httpd, _ = start_metrics_server(m.port, m.host, self.registry, self.access.metrics_ssl_context())
             self.metrics_server, self.metrics_port = httpd, httpd.server_address[1]
         loop = asyncio.get_running_loop()
         failed = await loop.run_in_executor(self.executor, self.repository.load_all, self.settings.models or None)

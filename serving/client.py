@@ -9,13 +9,15 @@
 
 Tensors travel raw (row-major little-endian; BYTES as 4-byte length-prefixed items) and come back
 as numpy arrays, BYTES as object arrays of `bytes`. A failed call raises ClientError with the gRPC
-status name and the server's message. Nothing here imports torch.
+status name and the server's message. TLS and tokens: `Client(address, ca="ca.pem",
+cert="client.pem", key="client.key", token=...)`. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import grpc
@@ -57,6 +59,27 @@ def _error(exc: grpc.RpcError) -> ClientError:
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else None
     return ClientError(code.name if code is not None else "UNKNOWN", details or str(exc))
+
+
+def _credentials(
+    tls: bool, ca: str | Path | None, cert: str | Path | None, key: str | Path | None
+) -> grpc.ChannelCredentials | None:
+    """Channel credentials from PEM files; None for a plaintext channel."""
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate needs its key, and a key its certificate")
+    if not (tls or ca or cert):
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca), private_key=_read(key), certificate_chain=_read(cert)
+    )
+
+
+def _read(path: str | Path | None) -> bytes | None:
+    return Path(path).read_bytes() if path is not None else None
+
+
+def _call_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    return (("authorization", f"Bearer {token}"),) if token else None
 
 
 # --- results of the typed service ---------------------------------------------------------
@@ -183,16 +206,33 @@ def _sort_request(model: str, rows: Any, return_attention: bool, backend: str) -
 class Client:
     """Synchronous client; use as a context manager or call close()."""
 
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float = 30.0,
+        *,
+        tls: bool = False,
+        ca: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+        token: str | None = None,
+    ) -> None:
+        """TLS when `tls` or any of `ca` (PEM roots; default: the system's), `cert` + `key` (a client
+        certificate, for mutual TLS); `token` is sent as `authorization: Bearer <token>` on every call."""
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.call_metadata = _call_metadata(token)
+        credentials = _credentials(tls, ca, cert, key)
+        if credentials is None:
+            self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
         self.inference = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.attention = apb_grpc.AttentionStub(self.channel)
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self.call_metadata)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
@@ -271,16 +311,32 @@ class Client:
 class AsyncClient:
     """grpc.aio client with Client's methods as coroutines; use `async with` or `await close()`."""
 
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float = 30.0,
+        *,
+        tls: bool = False,
+        ca: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+        token: str | None = None,
+    ) -> None:
+        """The same options as Client."""
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.call_metadata = _call_metadata(token)
+        credentials = _credentials(tls, ca, cert, key)
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
         self.inference = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.attention = apb_grpc.AttentionStub(self.channel)
 
     async def _call(self, method: Any, request: Any) -> Any:
         try:
-            return await method(request, timeout=self.timeout)
+            return await method(request, timeout=self.timeout, metadata=self.call_metadata)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 

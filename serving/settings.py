@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from serving.metrics import DEFAULT_BUCKETS
+from serving.security import AuthSettings, TlsSettings
 
 INT32_MAX = 2**31 - 1
 
@@ -85,6 +86,11 @@ class ServerSettings(BaseSettings):
     # SIGTERM: not ready at once, but keep serving this long so load balancers notice (0 in tests)
     drain_delay_seconds: float = Field(5.0, ge=0)
     exit_on_error: bool = False  # exit non-zero at start-up when a model fails to load (Triton's flag)
+    # "none": the models loaded at start-up are all there is (RepositoryModelLoad/Unload refused);
+    # "explicit": clients may load and unload (protect it with a control token)
+    model_control_mode: Literal["none", "explicit"] = "none"
+    auth: AuthSettings = AuthSettings()
+    tls: TlsSettings = TlsSettings()
     grpc: GrpcSettings = GrpcSettings()
     http: HttpSettings = HttpSettings()
     metrics: MetricsSettings = MetricsSettings()

@@ -29,3 +29,16 @@ def reference_repository() -> Path:
     built here from checkpoints/ when absent or stale, as scripts/build-repository.sh does."""
     subprocess.run(["bash", str(ROOT / "scripts" / "build-repository.sh"), str(REPOSITORY)], check=True, cwd=ROOT)
     return REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def debian_corpus() -> Path:
+    """The full debian-docs corpus (data/debian-docs.jsonl), built from the apt lists when absent;
+    a test that needs it skips, saying why, where it cannot be built (no root, no apt lists)."""
+    from models.data import debian
+
+    path = debian.default_path()
+    try:
+        return debian.ensure(path if path.is_absolute() else ROOT / path)
+    except RuntimeError as exc:
+        pytest.skip(f"needs the full debian-docs corpus, which cannot be built here: {exc}")

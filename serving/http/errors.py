@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from runtime.errors import ErrorCode, ServingError
 
-# Triton's HTTP codes where it has the error (400, 404, 503, 501, 500); 429 for a refusal under load
+# Triton's HTTP codes where it has the error (400, 404, 503, 501, 500); the others as Google's API
+# design guide maps the gRPC codes (429, 400 for a failed precondition, 401, 403)
 HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_ARGUMENT: 400,
     ErrorCode.NOT_FOUND: 404,
@@ -12,6 +13,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNIMPLEMENTED: 501,
     ErrorCode.RESOURCE_EXHAUSTED: 429,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.FAILED_PRECONDITION: 400,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
 }
 
 

@@ -59,7 +59,9 @@ def start_server(repository: Path, **settings) -> RunningServer:
 
 @pytest.fixture(scope="session")
 def server(reference_repository: Path) -> Iterator[RunningServer]:
-    srv = start_server(reference_repository)
+    """The shared server; explicit model control, for the tests that load and unload through the API
+    (the default, "none", refuses them: tests/serving/test_access.py)."""
+    srv = start_server(reference_repository, model_control_mode="explicit")
     yield srv
     srv.stop()
 

@@ -37,3 +37,13 @@ def test_serve_latency_benchmark_writes_json_and_markdown(reference_repository: 
     assert f"baseline server run from `{ROOT}`, a checkout of commit " in table
     assert "times per empty RPC (the baseline's: " in table
     assert "| attnserve over the bare server (ms) |" in table
+
+
+def test_access_overhead_benchmark_measures_every_configuration(reference_repository: Path, tmp_path: Path):
+    out_json = tmp_path / "access.json"
+    cmd = [sys.executable, "benchmarks/access_overhead.py", "--repository", str(reference_repository),
+           "--requests", "10", "--json", str(out_json)]  # fmt: skip
+    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300).stdout
+    results = json.loads(out_json.read_text())
+    assert len(results) == 8 and all(r["n"] == 10 for r in results.values())
+    assert "| infer token over TLS | ModelInfer |" in out

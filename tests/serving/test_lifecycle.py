@@ -283,7 +283,7 @@ def broken_repository(reference: Path, root: Path) -> Path:
 
 def test_not_ready_while_a_configured_model_failed_to_load(reference_repository: Path, tmp_path: Path):
     repo = broken_repository(reference_repository, tmp_path / "repo")
-    srv = start_server(repo, models=["sort-pointer", "broken"])
+    srv = start_server(repo, models=["sort-pointer", "broken"], model_control_mode="explicit")
     try:
         assert readiness(srv.address) == (True, False, NOT_SERVING)
         reason = srv.app.repository.entry("broken").reason
