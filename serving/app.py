@@ -72,8 +72,9 @@ class App:
         if settings.http.enabled:
             h = settings.http
             api = RestApi(self.repository, self.dataplane, attnserve_version(), lambda: self.ready,
-                          lambda: self.draining, h.max_body_bytes, h.max_json_bytes)  # fmt: skip
-            self.http = HttpServer(h, api)
+                          lambda: self.draining, h.max_body_bytes, h.max_json_bytes, self.access.tokens)  # fmt: skip
+            # the same tokens, certificate and client-certificate policy as the gRPC port
+            self.http = HttpServer(h, api, self.access.tls.ssl_context() if self.access.tls else None)
         self.http_port = 0
 
     async def start(self) -> int:

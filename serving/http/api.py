@@ -25,6 +25,7 @@ from serving.describe import EXTENSIONS, SERVER_NAME, model_metadata, model_read
 from serving.http import codec
 from serving.http.errors import HttpError
 from serving.repository import ModelRepository
+from serving.security import Scope, TokenTable
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
@@ -55,11 +56,12 @@ class Response:
 
 @dataclass(frozen=True)
 class Route:
-    """A resolved endpoint: `handle(request)`; probes keep answering while the server stops."""
+    """A resolved endpoint: `handle(request)`. Probes keep answering while the server stops; open
+    routes (server liveness and readiness, as over gRPC) need no token."""
 
     handle: Callable[[Request], Awaitable[Response]]
     probe: bool = False
-    takes_body: bool = False
+    open: bool = False
 
 
 class RestApi:
@@ -74,8 +76,10 @@ class RestApi:
         is_draining: Callable[[], bool],
         max_body_bytes: int,
         max_json_bytes: int,
+        tokens: TokenTable | None = None,
     ) -> None:
         self.repository = repository
+        self.tokens = tokens  # bearer tokens (serving.security); None: every endpoint is open
         self.dataplane = dataplane
         self.version = version
         self.is_ready = is_ready
@@ -96,7 +100,7 @@ class RestApi:
         if rest in ([], [""]):
             return _only("GET", method, Route(self.server_metadata))
         if rest[0] == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
-            return _only("GET", method, Route(self.live if rest[1] == "live" else self.ready, probe=True))
+            return _only("GET", method, Route(self.live if rest[1] == "live" else self.ready, probe=True, open=True))
         if rest[0] == "models" and len(rest) >= 2:
             name, version, tail = rest[1], "", rest[2:]
             if tail[:1] == ["versions"] and len(tail) >= 2:
@@ -106,8 +110,14 @@ class RestApi:
             if tail == ["ready"]:
                 return _only("GET", method, Route(lambda r: self.model_ready(name, version), probe=True))
             if tail == ["infer"]:
-                return _only("POST", method, Route(lambda r: self.infer(r, name, version), takes_body=True))
+                return _only("POST", method, Route(lambda r: self.infer(r, name, version)))
         raise HttpError(404, f"no endpoint {path[:200]!r}")
+
+    def authorize(self, route: Route, method: str, path: str, authorization: str | None) -> None:
+        """Unauthenticated / PermissionDenied unless the `authorization` header's bearer token grants
+        the `infer` scope (when tokens protect it); open routes pass. There is no control endpoint."""
+        if self.tokens is not None and not route.open:
+            self.tokens.authorize(authorization, Scope.INFER, f"{method} {path[:200]}")
 
     # --- health and metadata ---------------------------------------------------------
 

@@ -20,10 +20,11 @@ import json
 import logging
 from dataclasses import dataclass
 from http import HTTPStatus
+from ssl import SSLContext
 
 import h11
 
-from runtime.errors import ServingError
+from runtime.errors import ErrorCode, ServingError
 from serving.http.api import Request, Response, RestApi, Route
 from serving.http.errors import HttpError, status_of
 from serving.settings import HttpSettings
@@ -49,9 +50,10 @@ class _Connection:
 class HttpServer:
     """Owns the listening socket. `start` binds and returns the port; `stop` drains within a grace period."""
 
-    def __init__(self, settings: HttpSettings, api: RestApi) -> None:
+    def __init__(self, settings: HttpSettings, api: RestApi, ssl: SSLContext | None = None) -> None:
         self.settings = settings
         self.api = api
+        self.ssl = ssl  # HTTPS (the gRPC port's certificate and client-certificate policy)
         self.port = 0
         self.active = 0  # requests being handled (head received, response not yet sent)
         self.refused = 0  # requests and connections answered 503 because the server was stopping
@@ -61,7 +63,10 @@ class HttpServer:
         self._idle: asyncio.Event | None = None
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, self.settings.host, self.settings.port)
+        self._server = await asyncio.start_server(
+            self._accept, self.settings.host, self.settings.port,
+            ssl=self.ssl, ssl_handshake_timeout=self.settings.header_timeout_seconds if self.ssl else None,
+        )  # fmt: skip
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -163,11 +168,16 @@ class HttpServer:
             if size > self.settings.max_header_bytes:
                 raise HttpError(431, f"the request head is over {self.settings.max_header_bytes} bytes")
             route = self.api.resolve(method, target)
+            # before the body is read: a client without a valid token costs its head only
+            self.api.authorize(route, method, target.split("?", 1)[0], headers.get("authorization"))
             length = headers.get("content-length")  # h11 has checked it is a number
             if length is not None and int(length) > self.settings.max_body_bytes:
                 raise HttpError(413, self._too_large(length))
         except HttpError as exc:
             return await self._send(c, _error(exc.status, exc.message, exc.headers), close=True)
+        except ServingError as exc:  # 401 / 403
+            challenge = (("www-authenticate", "Bearer"),) if exc.code is ErrorCode.UNAUTHENTICATED else ()
+            return await self._send(c, _error(status_of(exc), exc.message, challenge), close=True)
         if self._closing and not route.probe:
             self.refused += 1
             return await self._send(c, _error(503, SHUTTING_DOWN), close=True)

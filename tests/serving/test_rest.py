@@ -10,6 +10,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -30,6 +31,7 @@ from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.http.server import SHUTTING_DOWN, TOO_MANY
 from tests.serving.conftest import RunningServer, start_server
+from tests.serving.pki import make_pki
 from tests.serving.test_lifecycle import onnx_only, serve
 
 DATES = ["Freitag, 2. September 1983", "14 de març 2003", "perjantai 7. kesäkuuta 1957", "3 mars 2021"]
@@ -488,3 +490,82 @@ def test_tritonclient_reports_the_error_text(http_client):
     with pytest.raises(InferenceServerException) as err:
         http_client.infer("no-such-model", [text_input(th, ["x"])])
     assert err.value.status() == "404" and "unknown model 'no-such-model'" in err.value.message()
+
+
+# --- the gRPC port's access rules: tokens and TLS -------------------------------------------
+
+TOKEN = "rest-infer-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def guarded(reference_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    """sort-pointer over mutual TLS with an infer token: REST follows the gRPC port's rules."""
+    pki = make_pki(tmp_path_factory.mktemp("pki"))
+    tls = {"cert": pki.server.cert, "key": pki.server.key, "client_ca": pki.ca, "require_client_auth": True}
+    srv = start_server(reference_repository, models=["sort-pointer"], tls=tls, auth={"infer_token": TOKEN})
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.load_cert_chain(str(pki.client.cert), str(pki.client.key))
+    yield srv, context, pki
+    srv.stop()
+
+
+def https(address: str, context: ssl.SSLContext, method: str, path: str, body: bytes | None = None, **headers):
+    host, port = address.split(":")
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_rest_needs_the_infer_token_except_for_health(guarded):
+    srv, context, _ = guarded
+    body = json.dumps(values_request([[5, 3, 9]], [1, 3])).encode()
+    path = "/v2/models/sort-pointer/infer"
+    assert https(srv.http_address, context, "GET", "/v2/health/ready")[::2] == (200, {"ready": True})
+    assert https(srv.http_address, context, "GET", "/v2/health/live")[0] == 200
+    status, headers, doc = https(srv.http_address, context, "POST", path, body)
+    assert (status, headers["www-authenticate"]) == (401, "Bearer")
+    assert "needs a bearer token with the 'infer' scope" in doc["error"]
+    status, _, doc = https(srv.http_address, context, "POST", path, body, authorization="Bearer " + "x" * 20)
+    assert (status, doc) == (401, {"error": "invalid bearer token"})
+    for endpoint in ("/v2/models/sort-pointer", "/v2/models/sort-pointer/ready", "/v2"):
+        assert https(srv.http_address, context, "GET", endpoint)[0] == 401, endpoint
+    status, _, doc = https(srv.http_address, context, "POST", path, body, authorization=f"Bearer {TOKEN}")
+    assert status == 200 and [o["name"] for o in doc["outputs"]] == ["order", "attention"]
+
+
+def test_a_request_without_a_token_is_refused_before_its_body_is_read(guarded):
+    srv, context, _ = guarded
+    host, port = srv.http_address.split(":")
+    with context.wrap_socket(socket.create_connection((host, int(port)), timeout=30), server_hostname=host) as sock:
+        sock.sendall(b"POST /v2/models/sort-pointer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n")
+        status, response = read_response(sock)
+    assert status == 401 and b"needs a bearer token" in response
+
+
+def test_rest_over_mutual_tls_needs_a_trusted_client_certificate(guarded):
+    srv, _, pki = guarded
+    host, port = srv.http_address.split(":")
+    with pytest.raises((ssl.SSLError, ConnectionError)):  # plaintext to the TLS port
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/v2/health/live")
+        conn.getresponse().read()
+    stranger = ssl.create_default_context(cafile=str(pki.ca))
+    stranger.load_cert_chain(str(pki.stranger.cert), str(pki.stranger.key))
+    for who in (ssl.create_default_context(cafile=str(pki.ca)), stranger):  # no certificate; another CA's
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            https(srv.http_address, who, "GET", "/v2/health/live")
+    client = th.InferenceServerClient(
+        srv.http_address, ssl=True,
+        ssl_options={"ca_certs": str(pki.ca), "certfile": str(pki.client.cert), "keyfile": str(pki.client.key)},
+    )  # fmt: skip
+    try:
+        inp = th.InferInput("values", [1, 3], "INT64")
+        inp.set_data_from_numpy(np.array([[5, 3, 9]], dtype=np.int64))
+        result = client.infer("sort-pointer", [inp], headers={"authorization": f"Bearer {TOKEN}"})
+        assert result.as_numpy("order").tolist() == [[1, 0, 2]]
+    finally:
+        client.close()
