@@ -150,7 +150,7 @@ class RestApi:
     async def infer(self, request: Request, name: str, version: str) -> Response:
         body = await self._inflate(request)
         header_length = _header_length(request.headers.get(codec.HEADER_LENGTH), len(body))
-        json_length = len(body) if header_length is None or header_length > len(body) else header_length
+        json_length = header_length if isinstance(header_length, int) else len(body)
         if json_length > self.max_json_bytes:
             raise HttpError(
                 413,

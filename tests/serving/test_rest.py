@@ -212,6 +212,10 @@ def test_binary_inputs_nested_json_and_gzip_bodies(server):
     assert text["parameters"]["binary_data_size"] == len(body) - split
     assert lengths == {"name": "output_lengths", "datatype": "INT64", "shape": [2], "data": [11, 11]}  # with EOS
     assert body[split:] == b"".join(struct.pack("<I", 10) + t for t in (b"2021-03-03", b"1983-09-02"))
+    for wrong in ("x", "-1", str(len(header) + len(raw_text) + 1)):
+        status, _, doc = infer(server.http_address, "dates-additive", header + raw_text,
+                               {"Inference-Header-Content-Length": wrong})  # fmt: skip
+        assert status == 400 and "Inference-Header-Content-Length must be an integer" in doc["error"], wrong
 
     status, _, doc = infer(server.http_address, "sort-pointer", values_request([[[5, 3], [9]], [[1, 7]]], [1, 5]))
     assert status == 400 and "not rectangular" in doc["error"]
