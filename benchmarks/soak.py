@@ -86,7 +86,7 @@ def soak(repository: Path, requests: int, clients: int, sample: int, seed: int) 
     # the server's log, kept for a look after the run (one file per run: runs may overlap)
     log = tempfile.NamedTemporaryFile("w", prefix="soak-server-", suffix=".log", dir=ROOT / "runs", delete=False)  # noqa: SIM115
     cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(repository.resolve()),
-           "--grpc-port", "0", "--metrics-port", "0", "--host", "127.0.0.1",
+           "--grpc-port", "0", "--metrics-port", "0", "--http-port", "0", "--host", "127.0.0.1",
            "--models", "dates-additive,dates-transformer,dates-bilinear,debian-han,sort-pointer"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     assert proc.stdout is not None

@@ -102,6 +102,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     grpc = {k: v for k, v in {"port": args.grpc_port, "host": args.host}.items() if v is not None}
     metrics = {"port": args.metrics_port} if args.metrics_port is not None else {}
+    http = {k: v for k, v in {"port": args.http_port, "host": args.host}.items() if v is not None}
     settings = load_settings(
         args.config,
         repository=args.repository,
@@ -111,6 +112,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         model_control_mode=args.model_control_mode,
         grpc=grpc or None,
         metrics=metrics or None,
+        http=http or None,
         exit_on_error=args.exit_on_error,
     )
     # before anything imports grpc: core reads its experiments once, when it loads
@@ -286,9 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a model repository over gRPC (Open Inference Protocol)")
     p.add_argument("--repository", type=Path, help="model repository (default: model_repository)")
     p.add_argument("--config", type=Path, help="YAML file of server settings")
-    p.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    p.add_argument("--host", help="address gRPC and HTTP bind (default 0.0.0.0)")
     p.add_argument("--grpc-port", type=int, help="default 8001; 0 picks a free port")
     p.add_argument("--metrics-port", type=int, help="default 8002")
+    p.add_argument("--http-port", type=int, help="KServe V2 REST; default 8000; 0 picks a free port")
     p.add_argument("--backend", help="make this backend every model's default (e.g. torch)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="run every model on this device")
     p.add_argument("--models", help="comma-separated subset of models to load")

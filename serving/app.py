@@ -18,6 +18,8 @@ from serving.grpc.attention_servicer import AttentionServicer
 from serving.grpc.auth import Access
 from serving.grpc.inference_servicer import InferenceServicer
 from serving.grpc.server import NOT_SERVING, SERVING, GrpcServer
+from serving.http.api import RestApi
+from serving.http.server import HttpServer
 from serving.metrics import ServingMetrics, TritonCompatCollector
 from serving.metrics_http import MetricsEndpoint
 from serving.repository import ModelRepository, State
@@ -68,6 +70,14 @@ class App:
             self.access.credentials,
         )
         self.port = 0
+        self.http: HttpServer | None = None  # KServe V2 REST, over the same data plane
+        if settings.http.enabled:
+            h = settings.http
+            api = RestApi(self.repository, self.dataplane, attnserve_version(), lambda: self.ready,
+                          lambda: self.draining, h.max_body_bytes, h.max_json_bytes, self.access.tokens)  # fmt: skip
+            # the same tokens, certificate and client-certificate policy as the gRPC port
+            self.http = HttpServer(h, api, self.access.tls.ssl_context() if self.access.tls else None)
+        self.http_port = 0
 
     async def start(self) -> int:
         """Bind, load the models, then report ready (see `readiness_problems`). Returns the gRPC port.
@@ -76,6 +86,8 @@ class App:
         is missing or empty; the server is bound then, so call `stop()`.
         """
         self.port = await self.grpc.start()
+        if self.http is not None:
+            self.http_port = await self.http.start()
         await self.health.set("", NOT_SERVING)
         log.info("access: %s", self.access.describe())
         if self.access.control_open:
@@ -136,7 +148,9 @@ class App:
     async def stop(self) -> None:
         """Refuse new calls (UNAVAILABLE), finish the accepted ones within `grace_seconds`, close."""
         self.draining, self.ready = True, False
-        finished = await self.grpc.stop(self.settings.grace_seconds)
+        grace = self.settings.grace_seconds
+        stops = [self.grpc.stop(grace)] + ([self.http.stop(grace)] if self.http is not None else [])
+        finished = all(await asyncio.gather(*stops))
         snapshot = self.stats.snapshot().values()
         log.info(
             "stopped: %d inference request(s) answered, %d failed, %d call(s) refused while stopping%s",
@@ -167,7 +181,8 @@ class App:
             log.error("exiting (exit_on_error): %s", exc)
             await self.stop()
             return 1
-        print(f"attnserve: serving gRPC on port {self.port}, metrics on port {self.metrics_port}", flush=True)
+        http = f", HTTP on port {self.http_port}" if self.http is not None else ""
+        print(f"attnserve: serving gRPC on port {self.port}, metrics on port {self.metrics_port}{http}", flush=True)
         await signals[0].wait()
         await self.drain(signals[1])
         return 0

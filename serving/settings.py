@@ -39,6 +39,26 @@ class GrpcSettings(BaseModel):
     core_experiments: list[str] = ["-event_engine_listener"]
 
 
+class HttpSettings(BaseModel):
+    """KServe V2 REST (serving.http): the same data plane as gRPC, on its own port."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)  # Triton's HTTP port; 0 = any free port (tests)
+    # a body over this is refused with 413 before it is read (large tensors: the binary extension)
+    max_body_bytes: int = Field(32 * 2**20, gt=0, le=INT32_MAX)
+    # the JSON part of a body (all of it without binary data): parsing holds the GIL, so the event
+    # loop, for ~10-20 ms per MiB of numbers; tensors beyond this travel as binary data
+    max_json_bytes: int = Field(4 * 2**20, gt=0)
+    max_header_bytes: int = Field(16 * 2**10, gt=0)  # request line + headers; 431 above
+    max_connections: int = Field(256, gt=0)  # connections beyond this get 503 and are closed
+    idle_timeout_seconds: float = Field(60.0, gt=0)  # keep-alive: a connection idle this long is closed
+    header_timeout_seconds: float = Field(10.0, gt=0)  # a request's head must arrive within this
+    body_timeout_seconds: float = Field(60.0, gt=0)  # its body, and later its response, within this
+
+
 class MetricsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -80,6 +100,7 @@ class ServerSettings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     tls: TlsSettings = TlsSettings()
     grpc: GrpcSettings = GrpcSettings()
+    http: HttpSettings = HttpSettings()
     metrics: MetricsSettings = MetricsSettings()
     overrides: OverrideLimits = OverrideLimits()  # ceilings on RepositoryModelLoad's `config` override
 

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = ROOT / "model_repository"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_fixed_http_port() -> Iterator[None]:
+    """A server a test starts without naming its HTTP port takes a free one on loopback, not 8000:
+    tests (and engineers' test runs) start many servers at once. Tests that spawn servers with a
+    cleaned environment pass `--http-port 0` themselves."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ATTNSERVE_HTTP__PORT", "0")
+        mp.setenv("ATTNSERVE_HTTP__HOST", "127.0.0.1")
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ Timings and memory of the same requests are measured by benchmarks/hostile.py.
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import logging
 import random
 import struct
@@ -304,3 +306,31 @@ def test_every_internal_is_logged_once_with_its_request_id(caplog, method: str, 
     assert len(records) == 1, [r.getMessage() for r in records]
     assert request_id in records[0].getMessage() and "client id 'client-7'" in records[0].getMessage()
     assert records[0].exc_info is not None  # the traceback
+
+
+# --- the same checks over KServe V2 REST (binary data: no JSON to parse) ----------------------
+
+
+def rest_infer(server: RunningServer, count: int, item: bytes) -> tuple[int, dict]:
+    raw = (struct.pack("<I", len(item)) + item) * count
+    doc = {"inputs": [{"name": "text", "shape": [count], "datatype": "BYTES",
+                       "parameters": {"binary_data_size": len(raw)}}]}  # fmt: skip
+    head = json.dumps(doc).encode()
+    host, port = server.http_address.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        headers = {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+        conn.request("POST", "/v2/models/dates-additive/infer", body=head + raw, headers=headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_rest_checks_the_model_on_headers_before_decoding(server: RunningServer):
+    status, doc = rest_infer(server, 5_000_000, b"ab")  # 30 MB of two-byte items, under the body limit
+    assert (status, doc["error"]) == (400, "input 'text' has batch 5000000, over max_batch_size 64")
+    status, doc = rest_infer(server, 1, b"x" * 1_000_000)
+    assert (status, doc["error"]) == (400, "input 'text'[0] has 1000000 bytes; this model takes at most 256 per item")
+    status, doc = rest_infer(server, 1, b"2. September 1983")
+    assert status == 200, doc

@@ -54,7 +54,7 @@ class Served:
 
 
 def serve(args: list[str], env: dict[str, str] | None = None, wait_port: bool = True) -> Served:
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--grpc-port", "0", "--metrics-port", "0",
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--grpc-port", "0", "--metrics-port", "0", "--http-port", "0",
            "--host", "127.0.0.1", *args]  # fmt: skip
     environ = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS" and not k.startswith("ATTNSERVE_")}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environ | (env or {}))
