@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from serving.metrics import DEFAULT_BUCKETS
 from serving.security import AuthSettings, TlsSettings
+from serving.tracing import TracingSettings
 
 INT32_MAX = 2**31 - 1
 
@@ -73,6 +74,7 @@ class ServerSettings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     grpc: GrpcSettings = GrpcSettings()
     metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()  # OpenTelemetry spans per request (serving.tracing)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> ServerSettings:
