@@ -217,7 +217,7 @@ def _add_connection_options(p: argparse.ArgumentParser) -> None:
     Defaults are filled in by `_connection` (SUPPRESS keeps an action's parser from overwriting
     a value given before the action)."""
     kw = {"default": argparse.SUPPRESS}
-    p.add_argument("--url", help="the server's gRPC address (default localhost:8001)", **kw)
+    p.add_argument("--url", help="gRPC address (default localhost:8001); a comma-separated list: round-robin", **kw)
     p.add_argument("--timeout", type=float, help="seconds per call", **kw)
     p.add_argument("--tls", action="store_true", help="TLS with the system's roots (implied by --ca/--cert)", **kw)
     p.add_argument("--ca", type=Path, help="PEM roots that sign the server's certificate", **kw)

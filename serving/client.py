@@ -11,6 +11,12 @@ Tensors travel raw (row-major little-endian; BYTES as 4-byte length-prefixed ite
 as numpy arrays, BYTES as object arrays of `bytes`. A failed call raises ClientError with the gRPC
 status name and the server's message. TLS and tokens: `Client(address, ca="ca.pem",
 cert="client.pem", key="client.key", token=...)`. Nothing here imports torch.
+
+Several replicas: `Client("10.0.0.1:8001,10.0.0.2:8001")` (or `dns:///name:8001`) balances calls
+round-robin and, for a list, leaves a replica out while its health says NOT_SERVING (draining).
+Inference and metadata calls answered UNAVAILABLE are retried (`RetryPolicy`, see
+serving/channel.py; `retry=None` turns it off). `wait_for_ready=True` makes calls wait for a
+connection instead of failing at once; `metadata={"x-team": "a"}` adds headers to every call.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import grpc
 import numpy as np
 
 from runtime.attention_map import AttentionMap
+from serving.channel import RetryPolicy, call_metadata, configure
 from serving.grpc import convert
 from serving.grpc._gen.attnserve.v1 import attention_pb2 as apb
 from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
@@ -36,6 +43,7 @@ __all__ = [
     "Classification",
     "Client",
     "ClientError",
+    "RetryPolicy",
     "Sentence",
     "Sorted",
     "Translation",
@@ -43,6 +51,7 @@ __all__ = [
 
 MAX_MESSAGE = 2**31 - 1
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
+DEFAULT_RETRY = RetryPolicy()  # up to 5 attempts on UNAVAILABLE, backoff 0.1 s doubling to 1 s
 ROW_LABEL_CHARS = 40  # hierarchical maps: sentence row labels cut to this many characters
 
 
@@ -80,6 +89,14 @@ def _read(path: str | Path | None) -> bytes | None:
 
 def _call_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
     return (("authorization", f"Bearer {token}"),) if token else None
+
+
+def _headers(token: str | None, metadata: Mapping[str, str] | None) -> tuple[tuple[str, str], ...] | None:
+    """The token's authorization header plus `metadata`; None when there is nothing to send."""
+    extra = call_metadata(metadata)
+    if token and any(name == "authorization" for name, _ in extra):
+        raise ValueError("give the token either as `token` or as an authorization header, not both")
+    return (*(_call_metadata(token) or ()), *extra) or None
 
 
 # --- results of the typed service ---------------------------------------------------------
@@ -216,23 +233,35 @@ class Client:
         cert: str | Path | None = None,
         key: str | Path | None = None,
         token: str | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        wait_for_ready: bool = False,
+        metadata: Mapping[str, str] | None = None,
+        health_check: bool | None = None,
     ) -> None:
-        """TLS when `tls` or any of `ca` (PEM roots; default: the system's), `cert` + `key` (a client
+        """`address`: host:port, a comma-separated list of them (round-robin), or a gRPC target
+        such as dns:///name:port. `health_check` (default: on for a list) keeps calls off replicas
+        whose grpc.health.v1 status is not SERVING.
+
+        TLS when `tls` or any of `ca` (PEM roots; default: the system's), `cert` + `key` (a client
         certificate, for mutual TLS); `token` is sent as `authorization: Bearer <token>` on every call."""
         self.address = address
         self.timeout = timeout
-        self.call_metadata = _call_metadata(token)
+        self.wait_for_ready = wait_for_ready
+        self.call_metadata = _headers(token, metadata)
         credentials = _credentials(tls, ca, cert, key)
+        self.target, options = configure(address, retry, health_check)
         if credentials is None:
-            self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self.channel = grpc.insecure_channel(self.target, options=[*CHANNEL_OPTIONS, *options])
         else:
-            self.channel = grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+            self.channel = grpc.secure_channel(self.target, credentials, options=[*CHANNEL_OPTIONS, *options])
         self.inference = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.attention = apb_grpc.AttentionStub(self.channel)
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout, metadata=self.call_metadata)
+            return method(
+                request, timeout=self.timeout, metadata=self.call_metadata, wait_for_ready=self.wait_for_ready
+            )
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
@@ -321,22 +350,30 @@ class AsyncClient:
         cert: str | Path | None = None,
         key: str | Path | None = None,
         token: str | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        wait_for_ready: bool = False,
+        metadata: Mapping[str, str] | None = None,
+        health_check: bool | None = None,
     ) -> None:
         """The same options as Client."""
         self.address = address
         self.timeout = timeout
-        self.call_metadata = _call_metadata(token)
+        self.wait_for_ready = wait_for_ready
+        self.call_metadata = _headers(token, metadata)
         credentials = _credentials(tls, ca, cert, key)
+        self.target, options = configure(address, retry, health_check)
         if credentials is None:
-            self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self.channel = grpc.aio.insecure_channel(self.target, options=[*CHANNEL_OPTIONS, *options])
         else:
-            self.channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+            self.channel = grpc.aio.secure_channel(self.target, credentials, options=[*CHANNEL_OPTIONS, *options])
         self.inference = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.attention = apb_grpc.AttentionStub(self.channel)
 
     async def _call(self, method: Any, request: Any) -> Any:
         try:
-            return await method(request, timeout=self.timeout, metadata=self.call_metadata)
+            return await method(
+                request, timeout=self.timeout, metadata=self.call_metadata, wait_for_ready=self.wait_for_ready
+            )
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
