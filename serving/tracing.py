@@ -51,6 +51,7 @@ class Incoming(NamedTuple):
     rpc: str  # the method, e.g. "/inference.GRPCInferenceService/ModelInfer"
     traceparent: str = ""  # W3C trace context headers as the caller sent them ("" = none)
     tracestate: str = ""
+    system: str = "grpc"  # the rpc.system attribute
 
 
 class TracingUnavailable(ValueError):
@@ -125,7 +126,7 @@ class RequestTracer:
             "attnserve.device": record.device,
         }
         attributes = {
-            "rpc.system": "grpc" if rpc else "",
+            "rpc.system": incoming.system if incoming is not None else "",
             "rpc.service": service,
             "rpc.method": method,
             **labels,
