@@ -18,6 +18,7 @@ from serving.grpc.attention_servicer import AttentionServicer
 from serving.grpc.auth import Access
 from serving.grpc.inference_servicer import InferenceServicer
 from serving.grpc.server import NOT_SERVING, SERVING, GrpcServer
+from serving.grpc.tracing import TraceContextInterceptor
 from serving.http.api import RestApi
 from serving.http.server import HttpServer
 from serving.metrics import ServingMetrics, TritonCompatCollector
@@ -25,6 +26,7 @@ from serving.metrics_http import MetricsEndpoint
 from serving.repository import ModelRepository, State
 from serving.settings import ServerSettings
 from serving.stats import StatsRegistry
+from serving.tracing import RequestTracer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,10 @@ class StartupError(Exception):
 class App:
     """The server process: build inside a running event loop, `await start()`, `await stop()`."""
 
-    def __init__(self, settings: ServerSettings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, settings: ServerSettings, registry: CollectorRegistry | None = None, span_exporter: object = None
+    ) -> None:
+        """`span_exporter`: where spans go when tracing is on (None: OTLP, as `settings.tracing` says)."""
         self.settings = settings
         self.access = Access.from_settings(settings)  # bad certificates or tokens stop start-up here
         self.executor = ThreadPoolExecutor(max_workers=settings.grpc.workers, thread_name_prefix="attnserve")
@@ -46,9 +51,11 @@ class App:
         self.repository = ModelRepository(
             settings.repository, get_backend, settings.backend, settings.device, limits=settings.overrides
         )
+        self.tracer = RequestTracer(settings.tracing, span_exporter) if settings.tracing.enabled else None
         self.dataplane = DataPlane(
-            self.repository, self.executor, self.stats, self.metrics, settings.grpc.inline_when_idle
-        )
+            self.repository, self.executor, self.stats, self.metrics, settings.grpc.inline_when_idle,
+            tracer=self.tracer,
+        )  # fmt: skip
         if settings.metrics.triton_names:
             self.registry.register(TritonCompatCollector(self.stats, self.metrics.inflight_by_model))
         self.metrics_server: MetricsEndpoint | None = None
@@ -66,7 +73,8 @@ class App:
             inference,
             AttentionServicer(self.dataplane),
             self.health,
-            self.access.interceptors,
+            # per-call interceptors: the trace context is read before the cached handlers run
+            [*self.access.interceptors, *([TraceContextInterceptor(self.tracer.incoming)] if self.tracer else [])],
             self.access.credentials,
         )
         self.port = 0
@@ -161,6 +169,8 @@ class App:
             self.metrics_server.stop()
         self.repository.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.tracer is not None:
+            self.tracer.shutdown()  # sends the spans still buffered
 
     async def run_forever(self) -> int:
         """Serve until SIGTERM/SIGINT, then drain (a second signal skips the drain delay).

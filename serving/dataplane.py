@@ -18,6 +18,7 @@ from serving.metrics import ModelLabels, ServingMetrics
 from serving.record import RecordSink, RequestRecord, code_of
 from serving.repository import LoadedVersion, ModelRepository
 from serving.stats import StatsRegistry
+from serving.tracing import RequestTracer
 
 _T = TypeVar("_T")
 
@@ -74,6 +75,7 @@ class DataPlane:
         stats: StatsRegistry,
         metrics: ServingMetrics,
         inline_when_idle: bool = True,
+        tracer: RequestTracer | None = None,
     ) -> None:
         self.repository = repository
         self.executor = executor
@@ -81,6 +83,7 @@ class DataPlane:
         self.metrics = metrics
         self.sink = RecordSink(stats, metrics)
         self.inline_when_idle = inline_when_idle
+        self.tracer = tracer  # None: tracing is off (serving.tracing)
         self._computing = 0  # pipelines running now; touched only on the event loop thread
 
     def track(self, name: str) -> Tracking:
@@ -89,7 +92,10 @@ class DataPlane:
         Transports wrap the whole request in it (decoding, `infer`, the response), so a failure
         anywhere, of any kind, is counted with its status code.
         """
-        return Tracking(RequestRecord(name, time.perf_counter_ns()), self._account)
+        record = RequestRecord(name, time.perf_counter_ns())
+        if self.tracer is not None:
+            record.trace = self.tracer.capture()
+        return Tracking(record, self._account)
 
     def pipeline(self, name: str, version: str) -> Pipeline:
         """The pipeline that serves (name, version), for checks before a request's data is decoded
@@ -188,6 +194,8 @@ class DataPlane:
                 if versions:  # the current version: the one a request without a version gets
                     _served_by(record, versions[max(versions)])
         self.sink.write(record)
+        if self.tracer is not None:
+            self.tracer.export(record)
 
 
 def _served_by(record: RequestRecord, model: LoadedVersion) -> None:

@@ -62,6 +62,7 @@ class RequestRecord:
     done: int = 0  # the response is built, or the request failed
     calls: list[tuple[Any, int, int]] = field(default_factory=list)  # (stage child, start, end) per call
     code: str = OK
+    trace: Any = None  # the transport's trace context (serving.tracing.Incoming) when tracing is on
 
     @property
     def ok(self) -> bool:

@@ -1,7 +1,10 @@
 """The model repository at run time: scan, load, swap, unload; model states and reasons.
 
 A loaded model version owns its pipeline and one set of component backends per configured
-backend (the first is the default). Requests hold the version they run on (`acquire`/`release`).
+backend (the first is the default). A configured backend whose plugin cannot be imported (e.g.
+torch in an image with ONNX Runtime only) is skipped with a warning, and the model serves on the
+others; unless it is the model's only backend or the server's chosen one (`backend_override`),
+which fails the load. Requests hold the version they run on (`acquire`/`release`).
 Swapping a model in (RepositoryModelLoad) builds the new instance fully before replacing the old
 one; the old one (like an unloaded one) is retired: later requests no longer find it, and its
 backends close when the last request holding it releases it.
@@ -59,6 +62,7 @@ class LoadedVersion:
     path: Path
     pipeline: Pipeline
     backends: dict[str, dict[str, Backend]]  # backend name -> component -> backend
+    missing: dict[str, str] = field(default_factory=dict)  # configured backends not installed -> why
     _holds: int = field(default=0, init=False, repr=False)  # requests running on this version
     _retired: bool = field(default=False, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
@@ -71,6 +75,11 @@ class LoadedVersion:
     def runners(self, backend: str | None) -> tuple[str, dict[str, Callable[[dict[str, np.ndarray]], Any]]]:
         name = backend or self.default_backend
         if name not in self.backends:
+            if name in self.missing:
+                raise InvalidInput(
+                    f"backend '{name}' is not installed on this server, so model '{self.config.name}' "
+                    f"does not run on it here; it runs on {sorted(self.backends)}"
+                )
             raise InvalidInput(
                 f"unknown backend '{name}' for model '{self.config.name}'; it runs on {sorted(self.backends)}"
             )
@@ -214,7 +223,11 @@ class ModelRepository:
             config = self._apply_overrides(ModelConfig.model_validate(raw))
             if config.name != name:
                 raise ModelLoadError(f"config.yaml of folder '{name}' names the model '{config.name}'; they must match")
-            versions = {v: self._load_version(config, folder / str(v), v) for v in self._versions(folder, config)}
+            config, plugins, missing = self._plugins(config)
+            versions = {
+                v: self._load_version(config, folder / str(v), v, plugins, missing)
+                for v in self._versions(folder, config)
+            }
         except Exception as exc:  # any failure: the model stays (or becomes) unavailable with a reason
             reason = self._scrub(exc.message if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}")
             if isinstance(exc, ServingError):
@@ -306,6 +319,29 @@ class ModelRepository:
             changes["backends"] = chosen + [b for b in config.backends if b.name != self.backend_override]
         return config.model_copy(update=changes) if changes else config
 
+    def _plugins(self, config: ModelConfig) -> tuple[ModelConfig, dict[str, type[Backend]], dict[str, str]]:
+        """Import the plugin of each configured backend. One that fails is dropped from the config
+        (the next one becomes the default) and reported in the returned `missing` (name -> why),
+        unless it is the only backend or the server's chosen one: then the load fails."""
+        plugins: dict[str, type[Backend]] = {}
+        missing: dict[str, str] = {}
+        for bc in config.backends:
+            try:
+                plugins[bc.name] = self.backend_loader(bc.name)
+            except ServingError as exc:
+                if len(config.backends) == 1 or bc.name == self.backend_override:
+                    raise
+                missing[bc.name] = exc.message
+        if not plugins:
+            raise ModelLoadError(
+                f"model '{config.name}': none of its backends is installed: {'; '.join(missing.values())}"
+            )
+        for backend, why in missing.items():
+            log.warning("model %s: backend %s skipped (not installed): %s", config.name, backend, why)
+        if missing:
+            config = config.model_copy(update={"backends": [b for b in config.backends if b.name in plugins]})
+        return config, plugins, missing
+
     @staticmethod
     def _versions(folder: Path, config: ModelConfig) -> list[int]:
         found = sorted(v for p in folder.iterdir() if p.is_dir() and (v := version_number(p.name)) is not None)
@@ -319,12 +355,19 @@ class ModelRepository:
             return sorted(policy.specific)
         return found[-(policy.latest or 1) :]
 
-    def _load_version(self, config: ModelConfig, path: Path, version: int) -> LoadedVersion:
+    def _load_version(
+        self,
+        config: ModelConfig,
+        path: Path,
+        version: int,
+        plugins: Mapping[str, type[Backend]],
+        missing: dict[str, str],
+    ) -> LoadedVersion:
         pipeline = build_pipeline(config, path)
         backends: dict[str, dict[str, Backend]] = {}
         try:
             for bc in config.backends:
-                cls = self.backend_loader(bc.name)
+                cls = plugins[bc.name]
                 try:
                     options = cls.Options.model_validate(bc.options)
                 except ValidationError as exc:
@@ -345,7 +388,9 @@ class ModelRepository:
                 for b in comps.values():
                     b.close()
             raise
-        return LoadedVersion(config=config, version=version, path=path, pipeline=pipeline, backends=backends)
+        return LoadedVersion(
+            config=config, version=version, path=path, pipeline=pipeline, backends=backends, missing=dict(missing)
+        )
 
 
 def _check_decode(config: ModelConfig, backend: str, comps: Mapping[str, Backend]) -> None:

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from serving.metrics import DEFAULT_BUCKETS
 from serving.overrides import OverrideLimits
 from serving.security import AuthSettings, TlsSettings
+from serving.tracing import TracingSettings
 
 INT32_MAX = 2**31 - 1
 MAX_MESSAGE_BYTES = 32 * 2**20
@@ -103,6 +104,7 @@ class ServerSettings(BaseSettings):
     http: HttpSettings = HttpSettings()
     metrics: MetricsSettings = MetricsSettings()
     overrides: OverrideLimits = OverrideLimits()  # ceilings on RepositoryModelLoad's `config` override
+    tracing: TracingSettings = TracingSettings()  # OpenTelemetry spans per request (serving.tracing)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> ServerSettings:
