@@ -35,8 +35,9 @@ class App:
         self.metrics = ServingMetrics(self.registry, tuple(settings.metrics.buckets))
         self.repository = ModelRepository(settings.repository, get_backend, settings.backend, settings.device)
         self.dataplane = DataPlane(
-            self.repository, self.executor, self.stats, self.metrics, settings.grpc.inline_when_idle
-        )
+            self.repository, self.executor, self.stats, self.metrics, settings.grpc.inline_when_idle,
+            settings.grpc.workers,
+        )  # fmt: skip
         if settings.metrics.triton_names:
             self.registry.register(TritonCompatCollector(self.stats, self.metrics.inflight_by_model))
         self.metrics_server: object | None = None

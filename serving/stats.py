@@ -22,7 +22,7 @@ class ModelStats:
     """Triton's InferStatistics fields: success/fail (whole request), queue, compute_input/infer/output."""
 
     inference_count: int = 0  # items (batch rows) inferred
-    execution_count: int = 0  # pipeline runs
+    execution_count: int = 0  # batches executed (several requests may share one)
     last_inference_ms: int = 0
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
@@ -30,7 +30,7 @@ class ModelStats:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
-    batch_sizes: dict[int, Duration] = field(default_factory=dict)  # batch size -> compute_infer
+    batch_sizes: dict[int, Duration] = field(default_factory=dict)  # executed batch size -> compute_infer
 
 
 class StatsRegistry:
@@ -45,25 +45,31 @@ class StatsRegistry:
         model: str,
         version: int,
         ok: bool,
-        batch: int,
         total_ns: int,
         queue_ns: int = 0,
         input_ns: int = 0,
         infer_ns: int = 0,
         output_ns: int = 0,
     ) -> None:
+        """One request: success or failure with its duration; a success also adds its queue and
+        compute times (a batched request counts its batch's compute, as Triton does)."""
         with self._lock:
             s = self._stats.setdefault((model, version), ModelStats())
             (s.success if ok else s.fail).add(total_ns)
             if not ok:
                 return
-            s.inference_count += batch
-            s.execution_count += 1
             s.last_inference_ms = int(time.time() * 1000)
             s.queue.add(queue_ns)
             s.compute_input.add(input_ns)
             s.compute_infer.add(infer_ns)
             s.compute_output.add(output_ns)
+
+    def record_execution(self, model: str, version: int, batch: int, infer_ns: int) -> None:
+        """One executed batch of `batch` items: execution_count + 1, inference_count + batch."""
+        with self._lock:
+            s = self._stats.setdefault((model, version), ModelStats())
+            s.inference_count += batch
+            s.execution_count += 1
             s.batch_sizes.setdefault(batch, Duration()).add(infer_ns)
 
     def snapshot(self) -> dict[tuple[str, int], ModelStats]:

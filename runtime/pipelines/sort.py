@@ -9,7 +9,7 @@ import numpy as np
 
 from runtime.decode import greedy
 from runtime.errors import InvalidInput
-from runtime.pipelines.base import Pipeline, Runners, T
+from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners, T
 
 
 class SortPipeline(Pipeline):
@@ -34,9 +34,7 @@ class SortPipeline(Pipeline):
     def answers(cls, outputs: Mapping[str, np.ndarray]) -> list[Any]:
         return [tuple(int(p) for p in row if p >= 0) for row in outputs["order"]]
 
-    def run(
-        self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], runners: Runners
-    ) -> dict[str, np.ndarray]:
+    def prepare(self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> Prepared:
         self.check_inputs(inputs)
         self.check_params(params)
         values = np.asarray(inputs["values"])
@@ -51,7 +49,26 @@ class SortPipeline(Pipeline):
         for i, row in enumerate(values):
             if len(set(row.tolist())) != n:
                 raise InvalidInput(f"row {i} of 'values' has repeated values; the model sorts distinct integers")
-        mask = np.ones(values.shape, dtype=bool)
+        return Prepared(rows=values.shape[0], key=(), data=values)
+
+    def execute(self, batch: Sequence[Prepared], runners: Runners) -> list[Outputs]:
+        # rows of different lengths share a batch: padding is masked out (exactly zero attention)
+        width = max(p.data.shape[1] for p in batch)
+        values = np.zeros((sum(p.rows for p in batch), width), dtype=np.int64)  # [B, N]
+        mask = np.zeros(values.shape, dtype=bool)  # [B, N]
+        start = 0
+        for p in batch:
+            n = p.data.shape[1]
+            values[start : start + p.rows, :n] = p.data
+            mask[start : start + p.rows, :n] = True
+            start += p.rows
         order, attn = greedy(self.config.decode, runners["encoder"], runners["decoder_step"],
-                             {"values": values, "src_mask": mask}, n)  # fmt: skip
-        return {"order": order.astype(np.int64), "attention": attn.astype(np.float32)}
+                             {"values": values, "src_mask": mask}, width)  # fmt: skip
+        results, start = [], 0
+        for p in batch:
+            rows, n = slice(start, start + p.rows), p.data.shape[1]
+            start += p.rows
+            results.append(
+                {"order": order[rows, :n].astype(np.int64), "attention": attn[rows, :n, :n].astype(np.float32)}
+            )
+        return results

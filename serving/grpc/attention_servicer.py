@@ -12,6 +12,7 @@ from runtime.text import EOS
 from serving.dataplane import DataPlane
 from serving.grpc._gen.attnserve.v1 import attention_pb2 as pb
 from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as pb_grpc
+from serving.grpc.deadline import deadline_of
 
 
 def _params(backend: str, **ints: int) -> dict[str, Any]:
@@ -36,7 +37,9 @@ class AttentionServicer(pb_grpc.AttentionServicer):
     async def Translate(self, request: pb.TranslateRequest, context: aio.ServicerContext) -> pb.TranslateResponse:
         params = _params(request.backend, beam_size=request.beam_size, max_length=request.max_length)
         wanted = ["text", "output_lengths", "input_lengths"] + (["attention"] if request.return_attention else [])
-        result = await self.dataplane.infer(request.model, "", {"text": _texts(request.texts)}, params, wanted)
+        result = await self.dataplane.infer(
+            request.model, "", {"text": _texts(request.texts)}, params, wanted, deadline=deadline_of(context)
+        )
         out = result.outputs
         response = pb.TranslateResponse()
         for i, text in enumerate(out["text"]):
@@ -52,8 +55,9 @@ class AttentionServicer(pb_grpc.AttentionServicer):
         maps = ["word_attention", "sentence_attention"] if request.return_attention else []
         wanted = ["label", "probabilities", *maps]
         result = await self.dataplane.infer(
-            request.model, "", {"text": _texts(request.texts)}, _params(request.backend), wanted
-        )
+            request.model, "", {"text": _texts(request.texts)}, _params(request.backend), wanted,
+            deadline=deadline_of(context),
+        )  # fmt: skip
         out, labels = result.outputs, result.model.config.labels
         words_of = getattr(result.model.pipeline, "words_of", None)
         response = pb.ClassifyResponse()
@@ -73,7 +77,9 @@ class AttentionServicer(pb_grpc.AttentionServicer):
             raise InvalidInput("send one or more value lists, all of the same length")
         values = np.array(rows, dtype=np.int64)
         wanted = ["order"] + (["attention"] if request.return_attention else [])
-        result = await self.dataplane.infer(request.model, "", {"values": values}, _params(request.backend), wanted)
+        result = await self.dataplane.infer(
+            request.model, "", {"values": values}, _params(request.backend), wanted, deadline=deadline_of(context)
+        )
         response = pb.SortResponse()
         for i, order in enumerate(result.outputs["order"]):
             order = [int(p) for p in order if p >= 0]
