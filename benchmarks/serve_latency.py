@@ -62,7 +62,9 @@ def spawn(cmd: list[str], ready: str, **popen: Any) -> tuple[subprocess.Popen, i
 def start_server(repository: Path, port: int, tree: Path | None = None) -> tuple[subprocess.Popen, int, float]:
     """Start `attnserve serve` (from checkout `tree`, default this one); return it, its port and the
     seconds until it was ready (every model loaded)."""
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(repository.resolve()),
+    root = tree or Path(__file__).resolve().parents[1]
+    module = "cli.main" if (root / "cli" / "main.py").is_file() else "serving.cli"  # checkouts before cli/
+    cmd = [sys.executable, "-m", module, "serve", "--repository", str(repository.resolve()),
            "--grpc-port", str(port), "--metrics-port", "0"]  # fmt: skip
     env = dict(os.environ)
     if tree is not None:
@@ -133,7 +135,12 @@ def rotate(kinds: dict[str, Callable[[], object]], requests: int) -> dict[str, l
 
 
 def bench(
-    repository: Path, models: list[str], requests: int, port: int, baseline: Path | None = None
+    repository: Path,
+    models: list[str],
+    requests: int,
+    port: int,
+    baseline: Path | None = None,
+    baseline_repository: Path | None = None,
 ) -> dict[str, Any]:
     load_average = os.getloadavg()[0]
     local = ModelRepository(repository, get_backend)
@@ -150,7 +157,7 @@ def bench(
         bare_stub = pb_grpc.GRPCInferenceServiceStub(channels[-1])
         base_stub = None
         if baseline is not None:
-            base_proc, base_port, _ = start_server(repository, 0, baseline)
+            base_proc, base_port, _ = start_server(baseline_repository or repository, 0, baseline)
             servers.append(base_proc)
             channels.append(grpc.insecure_channel(f"127.0.0.1:{base_port}"))
             base_stub = pb_grpc.GRPCInferenceServiceStub(channels[-1])
@@ -310,8 +317,16 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--baseline", type=Path, help="another attnserve checkout to serve and compare against")
+    parser.add_argument(
+        "--baseline-repository",
+        type=Path,
+        help="the repository the baseline serves, exported by the baseline's own code when the "
+        "repository format changed between them (default: --repository)",
+    )
     args = parser.parse_args()
-    results = bench(args.repository, args.models.split(","), args.requests, args.port, args.baseline)
+    results = bench(
+        args.repository, args.models.split(","), args.requests, args.port, args.baseline, args.baseline_repository
+    )
     command = "python benchmarks/serve_latency.py " + " ".join(sys.argv[1:])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

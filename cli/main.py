@@ -104,14 +104,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         models=args.models.split(",") if args.models else None,
         grpc=grpc or None,
         metrics=metrics or None,
+        exit_on_error=args.exit_on_error,
     )
     # before anything imports grpc: core reads its experiments once, when it loads
     experiments = apply_experiments(settings.grpc.core_experiments)
     from serving.app import serve
 
     logging.getLogger("attnserve").info("gRPC core experiments: %s", experiments or "(gRPC defaults)")
-    asyncio.run(serve(settings))
-    return 0
+    return asyncio.run(serve(settings))
 
 
 def _cmd_health(args: argparse.Namespace) -> int:
@@ -252,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help="make this backend every model's default (e.g. torch)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="run every model on this device")
     p.add_argument("--models", help="comma-separated subset of models to load")
+    p.add_argument("--exit-on-error", action="store_true", default=None,
+                   help="exit non-zero when a model fails to load or the repository is missing or empty")  # fmt: skip
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("health", help="ask a server's grpc.health.v1 service (exit 0 when SERVING)")

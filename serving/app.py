@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,10 @@ from serving.settings import ServerSettings
 from serving.stats import StatsRegistry
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """A model failed to load, or the repository is missing or empty, with `exit_on_error` set."""
 
 
 class App:
@@ -44,51 +49,119 @@ class App:
         self.metrics_port = 0
         self.health = health_aio.HealthServicer()
         self.ready = False
+        self.started = False  # start() finished: readiness follows the models from now on
+        self.draining = False  # a stop began: never ready again
         inference = InferenceServicer(
-            self.repository, self.dataplane, self.stats, attnserve_version(), lambda: self.ready, self._model_changed
-        )
+            self.repository, self.dataplane, self.stats, attnserve_version(), lambda: self.ready, self._model_changed,
+            is_draining=lambda: self.draining,
+        )  # fmt: skip
         self.grpc = GrpcServer(settings.grpc, inference, AttentionServicer(self.dataplane), self.health)
         self.port = 0
 
     async def start(self) -> int:
-        """Bind, load the models, then report ready. Returns the gRPC port."""
+        """Bind, load the models, then report ready (see `readiness_problems`). Returns the gRPC port.
+
+        Raises StartupError when `exit_on_error` is set and a model failed to load or the repository
+        is missing or empty; the server is bound then, so call `stop()`.
+        """
         self.port = await self.grpc.start()
         await self.health.set("", NOT_SERVING)
         if self.settings.metrics.enabled:
             httpd, _ = start_http_server(self.settings.metrics.port, self.settings.metrics.host, self.registry)
             self.metrics_server, self.metrics_port = httpd, httpd.server_address[1]
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self.repository.load_all, self.settings.models or None)
+        failed = await loop.run_in_executor(self.executor, self.repository.load_all, self.settings.models or None)
         for entry in self.repository.index():
             await self._set_health(entry.name)
-        self.ready = True
-        await self.health.set("", SERVING)
-        log.info("attnserve ready on port %d with %d model(s)", self.port, len(self.repository.index()))
+        problems = self.readiness_problems()
+        if self.settings.exit_on_error and (failed or problems):
+            errors = [f"model '{n}' failed to load: {reason}" for n, reason in failed.items()] or problems
+            raise StartupError("; ".join(errors))
+        self.started = True
+        await self._set_ready()
+        if problems:
+            log.warning("attnserve live on port %d but not ready: %s", self.port, "; ".join(problems))
+        else:
+            log.info("attnserve ready on port %d with %d model(s)", self.port, len(self.repository.index()))
         return self.port
 
+    def readiness_problems(self) -> list[str]:
+        """Why the server is not ready: the repository is missing or empty, no model is ready, or
+        a model named in `models` is not ready. Empty when it is ready (before draining)."""
+        root = self.settings.repository
+        if not root.is_dir():
+            return [f"model repository {root} does not exist"]
+        index = self.repository.index()
+        if not index:
+            return [f"model repository {root} holds no model (no <name>/config.yaml)"]
+        states = {e.name: e for e in index}
+        problems = [
+            f"model '{name}' is not ready: {states[name].reason if name in states else 'not in the repository'}"
+            for name in self.settings.models
+            if name not in states or states[name].state is not State.READY
+        ]
+        if not any(e.state is State.READY for e in index):
+            problems.append("no model is ready")
+        return problems
+
+    async def drain(self, hurry: asyncio.Event | None = None) -> None:
+        """SIGTERM: not ready at once; keep serving for `drain_delay_seconds` (or until `hurry` is
+        set, e.g. by a second signal) so load balancers notice; then `stop()`."""
+        self.draining, self.ready = True, False
+        await self.health.enter_graceful_shutdown()  # "" and every model: NOT_SERVING
+        delay = self.settings.drain_delay_seconds
+        log.info("shutting down: not ready; still serving for %.1f s, then draining for up to %.1f s",
+                 delay, self.settings.grace_seconds)  # fmt: skip
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for((hurry or asyncio.Event()).wait(), delay)
+        await self.stop()
+
     async def stop(self) -> None:
-        self.ready = False
-        await self.grpc.stop(self.settings.grace_seconds)
+        """Refuse new calls (UNAVAILABLE), finish the accepted ones within `grace_seconds`, close."""
+        self.draining, self.ready = True, False
+        finished = await self.grpc.stop(self.settings.grace_seconds)
+        snapshot = self.stats.snapshot().values()
+        log.info(
+            "stopped: %d inference request(s) answered, %d failed, %d call(s) refused while stopping%s",
+            sum(s.success.count for s in snapshot), sum(s.fail.count for s in snapshot), self.grpc.gate.refused,
+            "" if finished else f"; calls still running after {self.settings.grace_seconds} s were cancelled",
+        )  # fmt: skip
         if self.metrics_server is not None:
             self.metrics_server.shutdown()  # type: ignore[attr-defined]
             self.metrics_server.server_close()  # type: ignore[attr-defined]
         self.repository.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def run_forever(self) -> None:
-        """Serve until SIGTERM/SIGINT, then drain and return."""
+    async def run_forever(self) -> int:
+        """Serve until SIGTERM/SIGINT, then drain (a second signal skips the drain delay).
+
+        Returns the process exit code: 0, or 1 when start-up failed under `exit_on_error`.
+        """
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
+        signals = [asyncio.Event(), asyncio.Event()]  # first signal, second signal
+
+        def on_signal() -> None:
+            (signals[1] if signals[0].is_set() else signals[0]).set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await self.start()
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            await self.start()
+        except StartupError as exc:
+            log.error("exiting (exit_on_error): %s", exc)
+            await self.stop()
+            return 1
         print(f"attnserve: serving gRPC on port {self.port}, metrics on port {self.metrics_port}", flush=True)
-        await stop.wait()
-        log.info("shutting down: draining in-flight calls for up to %.1f s", self.settings.grace_seconds)
-        await self.stop()
+        await signals[0].wait()
+        await self.drain(signals[1])
+        return 0
 
     def _model_changed(self, name: str) -> None:
         asyncio.get_running_loop().create_task(self._set_health(name))
+
+    async def _set_ready(self) -> None:
+        self.ready = self.started and not self.draining and not self.readiness_problems()
+        await self.health.set("", SERVING if self.ready else NOT_SERVING)
 
     async def _set_health(self, name: str) -> None:
         entry = self.repository.entry(name)
@@ -101,8 +174,10 @@ class App:
                 device = "cpu" if facts.get("cpu_fallback") else version.config.device
                 labels = labels_of(version, backend)
                 self.metrics.set_ready(labels._replace(device=device), ready)
+        if self.started:
+            await self._set_ready()
 
 
-async def serve(settings: ServerSettings) -> None:
-    """Build the app in the running loop (grpc.aio binds to it) and serve until a signal."""
-    await App(settings).run_forever()
+async def serve(settings: ServerSettings) -> int:
+    """Build the app in the running loop (grpc.aio binds to it) and serve until a signal; the exit code."""
+    return await App(settings).run_forever()

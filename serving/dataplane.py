@@ -1,20 +1,23 @@
-"""The transport-neutral request path: find the model, prepare the request, hand it to its scheduler, time it."""
+"""The transport-neutral request path: find the model, prepare the request, hand it to the
+scheduler of its model version and backend, record it."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from runtime.errors import ErrorCode, InvalidInput, ServingError
-from serving.metrics import UNKNOWN, ModelLabels, ModelSeries, ServingMetrics
+from runtime.errors import InvalidInput, ModelUnavailable
+from serving.metrics import ModelLabels, ServingMetrics
+from serving.record import DEADLINE_EXCEEDED, RecordSink, RequestRecord, code_of
 from serving.repository import LoadedVersion, ModelRepository
-from serving.scheduler import Done, Execution, Policy, Scheduler, Schedulers
+from serving.scheduler import Execution, Policy, Scheduler, Schedulers
 from serving.stats import StatsRegistry
 
 # A client's deadline reaches the server as a cancellation (RST_STREAM), which may come before the
@@ -37,12 +40,40 @@ def labels_of(model: LoadedVersion, backend: str) -> ModelLabels:
     return ModelLabels(cfg.name, str(model.version), cfg.attention, backend, cfg.device)
 
 
+class Tracking:
+    """The context of one request: on exit, the record gets its end time and status code, and is
+    accounted as the loop's next callback (after gRPC has the response, off the request's path)."""
+
+    __slots__ = ("_account", "record")
+
+    def __init__(self, record: RequestRecord, account: Callable[[RequestRecord], None]) -> None:
+        self.record = record
+        self._account = account
+
+    def __enter__(self) -> RequestRecord:
+        return self.record
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        record = self.record
+        record.done = time.perf_counter_ns()
+        if exc is not None and record.ok:  # the data plane may have named the cause already
+            record.code = code_of(exc)  # the exception propagates: the interceptor answers it
+        # Any later RPC, ModelStatistics included, is handled after this (the loop runs FIFO).
+        asyncio.get_running_loop().call_soon(self._account, record)
+
+
 class DataPlane:
     """Runs inference requests; the gRPC servicers only convert to and from protobuf.
 
-    Each request is validated and prepared by its model's pipeline, then handed to the
-    scheduler of its model version and backend (serving.scheduler), which queues, batches and
-    runs it.
+    A request is validated and prepared by its model's pipeline, then handed to the scheduler of
+    its model version and backend (serving.scheduler), which queues, batches and runs it.
+
+    Every request is counted once, by its RequestRecord, and every executed batch once, by its
+    Execution, in both the Triton statistics and the Prometheus series (`RecordSink`). A failure
+    that never resolved a model version (a malformed request, an unknown version or backend) of a
+    model the server serves counts under that model's current version, the one a request without
+    a version gets; a name the server does not serve counts under model="" in Prometheus only.
+    The client's version string is never a label.
     """
 
     def __init__(
@@ -58,16 +89,19 @@ class DataPlane:
         self.executor = executor
         self.stats = stats
         self.metrics = metrics
+        self.sink = RecordSink(stats, metrics)
         self.inline_when_idle = inline_when_idle
         self.workers = workers
         self.schedulers = Schedulers(self._scheduler)
-        self._active = 0  # requests inside infer(); touched only on the event loop thread
+        self._active = 0  # requests holding a model; touched only on the event loop thread
 
-    def rejected(self, model_name: str, error: ServingError, seconds: float) -> None:
-        """Count a request that failed before it reached a model (e.g. malformed tensors)."""
-        entry = self.repository.entry(model_name) if model_name else None
-        labels = ModelLabels(model_name, "", "", "", "") if entry is not None else UNKNOWN
-        self.metrics.observe_failure(labels, error.code.name, seconds)
+    def track(self, name: str) -> Tracking:
+        """Open the record of a request for model `name`, arriving now, as a context manager.
+
+        Transports wrap the whole request in it (decoding, `infer`, the response), so a failure
+        anywhere, of any kind, is counted with its status code.
+        """
+        return Tracking(RequestRecord(name, time.perf_counter_ns()), self._account)
 
     async def infer(
         self,
@@ -76,63 +110,51 @@ class DataPlane:
         inputs: Mapping[str, np.ndarray],
         params: Mapping[str, Any],
         requested: Iterable[str] = (),
-        arrived: float | None = None,
+        *,
+        record: RequestRecord | None = None,
         deadline: float | None = None,
     ) -> InferResult:
-        """Run one request. `requested` names outputs to return (empty: all of them); `deadline`
-        is the client's, in event-loop time (None: none)."""
-        arrived = arrived or time.perf_counter()
-        labels = UNKNOWN
-        model: LoadedVersion | None = None
+        """Run one request. `requested` names outputs to return (empty: all of them); `deadline` is
+        the client's, in event-loop time (None: none).
+
+        `record` is the transport's (see `track`); without one, the request is tracked here.
+        """
+        if record is None:
+            with self.track(name) as record:
+                return await self.infer(name, version, inputs, params, requested, record=record, deadline=deadline)
+        # held until the request is done: a swap or unload closes it only after that
+        model = self.repository.acquire(name, version)
         self._active += 1
         try:
-            model = self.repository.get(name, version)
+            _served_by(record, model)
             backend = params.get("backend")
             if backend is not None and not isinstance(backend, str):
                 raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
             backend_name, _ = model.runners(backend)  # InvalidInput for a backend it does not run on
-            labels = labels_of(model, backend_name)
-            series = self.metrics.series(labels)
+            record.backend = backend_name
+            series = record.series = self.metrics.series(record.labels())
             series.inflight.inc()
             try:
-                scheduler = self.schedulers.get(model, backend_name)
-                limit = scheduler.deadline(deadline, _timeout(params), asyncio.get_running_loop().time())
-                return await self._run(
-                    model, backend_name, scheduler, series, inputs, params, requested, limit, arrived
-                )
+                return await self._run(record, model, backend_name, inputs, params, requested, deadline)
+            except asyncio.CancelledError:  # the client left, or its gRPC deadline passed
+                if deadline is not None and _expired(deadline, (time.perf_counter_ns() - record.arrived) / 1e9):
+                    record.code = DEADLINE_EXCEEDED
+                raise
             finally:
                 series.inflight.dec()
-        except ServingError as exc:
-            self._failed(name, model, labels, exc.code, arrived)
-            raise
-        except asyncio.CancelledError:  # the client left, or its gRPC deadline passed
-            late = deadline is not None and _expired(deadline, time.perf_counter() - arrived)
-            self._failed(name, model, labels, ErrorCode.DEADLINE_EXCEEDED if late else ErrorCode.CANCELLED, arrived)
-            raise
         finally:
             self._active -= 1
-
-    def _failed(
-        self, name: str, model: LoadedVersion | None, labels: ModelLabels, code: ErrorCode, arrived: float
-    ) -> None:
-        seconds = time.perf_counter() - arrived
-        if labels is UNKNOWN and self.repository.entry(name) is not None:
-            labels = ModelLabels(name, "", "", "", "")  # never the client's version string
-        self.metrics.observe_failure(labels, code.name, seconds)
-        if model is not None:
-            self.stats.record(model.config.name, model.version, False, int(seconds * 1e9))
+            model.release()
 
     async def _run(
         self,
+        record: RequestRecord,
         model: LoadedVersion,
-        backend_name: str,
-        scheduler: Scheduler,
-        series: ModelSeries,
+        backend: str,
         inputs: Mapping[str, np.ndarray],
         params: Mapping[str, Any],
         requested: Iterable[str],
         deadline: float | None,
-        arrived: float,
     ) -> InferResult:
         requested = list(requested)
         known = [t.name for t in model.pipeline.outputs]
@@ -141,42 +163,42 @@ class DataPlane:
             raise InvalidInput(f"model '{model.config.name}' has no output(s) {unknown}; it offers {known}")
         if len(set(requested)) != len(requested):
             raise InvalidInput(f"output(s) requested twice: {requested}")
+        scheduler = self.schedulers.get(model, backend)
+        loop = asyncio.get_running_loop()
+        limit = scheduler.deadline(deadline, _timeout(params), loop.time())
         if _small(inputs):
             prepared = model.pipeline.prepare(inputs, params)
         else:  # tokenising large documents would hold up the event loop (health checks, other replies)
-            loop = asyncio.get_running_loop()
             prepared = await loop.run_in_executor(self.executor, model.pipeline.prepare, inputs, params)
-        done = await scheduler.submit(prepared, deadline)
+        record.batch = prepared.rows
+        done = await scheduler.submit(prepared, limit)
+        record.queued, record.started, record.finished = done.queued_ns, done.started_ns, done.finished_ns
+        record.calls = done.execution.calls  # its batch's component calls (shared by the batch)
         outputs = done.outputs
         selected = {k: outputs[k] for k in requested} if requested else outputs
-        # Bookkeeping runs as the loop's next callback: after the servicer has built the response
-        # and handed it to gRPC, so the histogram updates are off the request's path. Any later
-        # RPC, ModelStatistics included, is handled after it (the loop runs FIFO).
-        answered = time.perf_counter_ns()
-        asyncio.get_running_loop().call_soon(self._account, model, series, done, answered, answered / 1e9 - arrived)
-        return InferResult(model=model, backend=backend_name, outputs=selected)
-
-    def _account(self, model: LoadedVersion, series: ModelSeries, done: Done, answered_ns: int, seconds: float) -> None:
-        """Record a successful request: Triton-style statistics and the Prometheus series."""
-        queue_ns = max(0, done.started_ns - done.queued_ns)  # the real wait in the scheduler's queue
-        self.stats.record(
-            model.config.name, model.version, True, int(seconds * 1e9), queue_ns=queue_ns,
-            infer_ns=done.finished_ns - done.started_ns, output_ns=answered_ns - done.finished_ns,
-        )  # fmt: skip
-        series.observe(seconds, queue_ns / 1e9)
+        return InferResult(model=model, backend=backend, outputs=selected)
 
     def _scheduler(self, model: LoadedVersion, backend: str) -> Scheduler:
         """A new scheduler for one model version on one backend (built by `self.schedulers`).
 
-        Its closures hold the version's name, pipeline and runners, never the version itself.
+        It holds the version's pipeline and runners and a weak reference to the version itself,
+        through which each batch holds the version while it computes in a worker thread (a request
+        cancelled meanwhile releases its own hold).
         """
         name, version = model.config.name, model.version
         _, runners = model.runners(backend)
         series = self.metrics.series(labels_of(model, backend))
+        ref = weakref.ref(model)
+
+        def hold() -> Callable[[], None]:
+            held = ref()
+            if held is None:
+                raise ModelUnavailable(f"model '{name}' version {version} was unloaded")
+            held.acquire()
+            return held.release
 
         def on_execution(execution: Execution) -> None:
-            self.stats.record_execution(name, version, execution.rows, execution.finished_ns - execution.started_ns)
-            series.observe_execution(execution.rows, execution.calls)
+            self.sink.write_execution(name, version, series, execution)
 
         return Scheduler(
             f"model '{name}' version {version}",
@@ -186,16 +208,33 @@ class DataPlane:
             self.executor,
             on_execution,
             self._alone if self.inline_when_idle else lambda: False,
+            hold,
         )
 
     def _alone(self) -> bool:
         """Only the request asking is in the server: nothing to batch it with, nothing to overlap."""
         return self._active == 1
 
+    def _account(self, record: RequestRecord) -> None:
+        """Resolve the labels of a request that failed before finding its model, then write it."""
+        if record.version is None and record.name:
+            entry = self.repository.entry(record.name)
+            if entry is not None:
+                record.model = entry.name
+                versions = entry.versions
+                if versions:  # the current version: the one a request without a version gets
+                    _served_by(record, versions[max(versions)])
+        self.sink.write(record)
 
-def _expired(limit: float, waited: float) -> bool:
+
+def _served_by(record: RequestRecord, model: LoadedVersion) -> None:
+    cfg = model.config
+    record.model, record.version, record.attention, record.device = cfg.name, model.version, cfg.attention, cfg.device
+
+
+def _expired(deadline: float, waited: float) -> bool:
     """Whether a request cancelled now, after `waited` seconds, was cancelled by its deadline."""
-    left = limit - asyncio.get_running_loop().time()
+    left = deadline - asyncio.get_running_loop().time()
     return left <= max(DEADLINE_SLACK_S, DEADLINE_SLACK_SHARE * (waited + left))
 
 

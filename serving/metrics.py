@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
+from runtime.decode import Runner
 from serving.stats import StatsRegistry
 
 # 0.25 ms to 10 s, about x2 apart, with common SLO edges (1, 5, 10, 50, 100 ms, 1 s) included.
@@ -27,8 +28,9 @@ STEP_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 11, 16, 24, 32, 48, 64)
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
 MODEL_LABELS = ("model", "version", "attention", "backend", "device")
 STAGES = {"encoder": "encode", "decoder_step": "decode_step", "classify": "classify"}
-
-Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+# Triton's failure reasons (nv_inference_request_failure) for our status codes; any other is OTHER.
+TRITON_REASONS = {"RESOURCE_EXHAUSTED": "REJECTED", "DEADLINE_EXCEEDED": "REJECTED", "CANCELLED": "CANCELED",
+                  "INTERNAL": "BACKEND"}  # fmt: skip
 
 
 class ModelLabels(NamedTuple):
@@ -61,8 +63,8 @@ class ModelSeries:
     values: tuple[str, ...]
     stages: dict[str, Any] = field(default_factory=dict)  # component -> child of its stage
 
-    def timed(self, runners: Mapping[str, Runner], calls: list[tuple[Any, float]]) -> dict[str, Runner]:
-        """Wrap component runners so each call appends (its stage's child, seconds) to `calls`.
+    def timed(self, runners: Mapping[str, Runner], calls: list[tuple[Any, int, int]]) -> dict[str, Runner]:
+        """Wrap component runners so each call appends (its stage's child, start ns, end ns) to `calls`.
 
         The histograms are observed once per executed batch, in `observe_execution`, not inside
         the decode loop.
@@ -75,12 +77,12 @@ class ModelSeries:
         self.request_duration.observe(seconds)
         self.queue_duration.observe(queue_seconds)
 
-    def observe_execution(self, rows: int, calls: list[tuple[Any, float]]) -> int:
+    def observe_execution(self, rows: int, calls: list[tuple[Any, int, int]]) -> int:
         """Record one executed batch: its items and its component calls; returns the decoder steps."""
         step = self.stages.get("decoder_step")
         steps = 0
-        for child, duration in calls:
-            child.observe(duration)
+        for child, start, end in calls:
+            child.observe((end - start) / 1e9)
             steps += child is step
         self.batch_size.observe(rows)
         if steps:
@@ -95,13 +97,13 @@ class ModelSeries:
         return child
 
 
-def _timed(runner: Runner, child: Any, calls: list[tuple[Any, float]]) -> Runner:
+def _timed(runner: Runner, child: Any, calls: list[tuple[Any, int, int]]) -> Runner:
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        t0 = time.perf_counter()
+        t0 = time.perf_counter_ns()
         try:
             return runner(feeds)
         finally:
-            calls.append((child, time.perf_counter() - t0))
+            calls.append((child, t0, time.perf_counter_ns()))
 
     return run
 
@@ -238,7 +240,11 @@ class TritonCompatCollector(Collector):
         for (model, version), s in sorted(self.stats.snapshot().items()):
             v = [model, str(version)]
             fams["success"].add_metric(v, s.success.count)
-            fams["failure"].add_metric([*v, "BACKEND"], s.fail.count)
+            reasons = dict.fromkeys(("REJECTED", "CANCELED", "BACKEND", "OTHER"), 0)
+            for code, d in s.failures.items():
+                reasons[TRITON_REASONS.get(code, "OTHER")] += d.count
+            for reason, n in reasons.items():
+                fams["failure"].add_metric([*v, reason], n)
             fams["count"].add_metric(v, s.inference_count)
             fams["exec"].add_metric(v, s.execution_count)
             fams["request_us"].add_metric(v, (s.success.ns + s.fail.ns) / 1e3)

@@ -1,8 +1,10 @@
 """The model repository at run time: scan, load, swap, unload; model states and reasons.
 
 A loaded model version owns its pipeline and one set of component backends per configured
-backend (the first is the default). Swapping a model in (RepositoryModelLoad) builds the new
-instance fully before replacing the old one, so in-flight requests finish on the old one.
+backend (the first is the default). Requests hold the version they run on (`acquire`/`release`).
+Swapping a model in (RepositoryModelLoad) builds the new instance fully before replacing the old
+one; the old one (like an unloaded one) is retired: later requests no longer find it, and its
+backends close when the last request holding it releases it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class LoadedVersion:
     path: Path
     pipeline: Pipeline
     backends: dict[str, dict[str, Backend]]  # backend name -> component -> backend
+    _holds: int = field(default=0, init=False, repr=False)  # requests running on this version
+    _retired: bool = field(default=False, init=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def default_backend(self) -> str:
@@ -63,7 +69,45 @@ class LoadedVersion:
     def describe(self) -> dict[str, Any]:
         return {name: next(iter(comps.values())).describe() for name, comps in self.backends.items()}
 
+    @property
+    def closed(self) -> bool:
+        """Its backends are closed (retired and released by every request, or server shutdown)."""
+        return self._closed
+
+    def acquire(self) -> None:
+        """Hold the backends open (one more request runs on them); a retired version can be held
+        only by whoever already holds it (the repository hands out live versions only)."""
+        with self._lock:
+            if self._closed:
+                raise ModelUnavailable(f"model '{self.config.name}' version {self.version} was unloaded")
+            self._holds += 1
+
+    def release(self) -> None:
+        """Drop one hold; the last release of a retired version closes its backends."""
+        with self._lock:
+            self._holds -= 1
+            last = self._retired and self._holds == 0 and not self._closed
+            self._closed = self._closed or last
+        if last:
+            self._close_backends()
+
+    def retire(self) -> None:
+        """Serve no new request; close once the requests holding this version have finished."""
+        with self._lock:
+            self._retired = True
+            now = self._holds == 0 and not self._closed
+            self._closed = self._closed or now
+        if now:
+            self._close_backends()
+
     def close(self) -> None:
+        """Close now, whoever holds it (server shutdown)."""
+        with self._lock:
+            was, self._closed = self._closed, True
+        if not was:
+            self._close_backends()
+
+    def _close_backends(self) -> None:
         for comps in self.backends.values():
             for b in comps.values():
                 b.close()
@@ -81,9 +125,15 @@ class ModelEntry:
 
 def check_name(name: str) -> str:
     """Model names are plain identifiers: no paths, no blanks (`../etc` is rejected)."""
-    if not _NAME.match(name or ""):
+    if not _NAME.fullmatch(name or ""):
         raise InvalidInput(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
     return name
+
+
+def version_number(text: str) -> int | None:
+    """The version a string names, or None unless it is ASCII digits: str.isdigit() alone also
+    accepts "²" (which int() refuses) and "١" (which int() reads as 1)."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 class ModelRepository:
@@ -101,7 +151,7 @@ class ModelRepository:
         self.backend_override = backend_override
         self.device_override = device_override
         self._models: dict[str, ModelEntry] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # acquire() looks up and holds under one lock
 
     # --- discovery -----------------------------------------------------------------
 
@@ -109,7 +159,7 @@ class ModelRepository:
         """Model folders under the root that hold a config.yaml."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file() and _NAME.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file() and _NAME.fullmatch(p.name))
 
     def index(self) -> list[ModelEntry]:
         """Every model found on disk or loaded, with its state."""
@@ -119,13 +169,19 @@ class ModelRepository:
 
     # --- lifecycle -------------------------------------------------------------------
 
-    def load_all(self, names: list[str] | None = None) -> None:
-        """Load every model (or `names`); a failure leaves that model UNAVAILABLE with its reason."""
+    def load_all(self, names: list[str] | None = None) -> dict[str, str]:
+        """Load every model (or `names`); a failure leaves that model UNAVAILABLE with its reason.
+
+        Returns the failures: model name -> reason.
+        """
+        failed: dict[str, str] = {}
         for name in names or self.available():
             try:
                 self.load(name)
             except ServingError as exc:
                 log.error("model %s failed to load: %s", name, exc.message)
+                failed[name] = exc.message
+        return failed
 
     def load(self, name: str, override: Mapping[str, Any] | None = None) -> ModelEntry:
         """Load (or reload) a model's versions; `override` replaces config.yaml fields."""
@@ -153,8 +209,8 @@ class ModelRepository:
         with self._lock:
             old = entry.versions
             entry.versions, entry.state, entry.reason = versions, State.READY, ""
-        for v in old.values():  # in-flight requests hold their own reference; release later ones
-            v.close()
+        for v in old.values():  # requests still running on the old versions finish on them
+            v.retire()
         return entry
 
     def unload(self, name: str) -> None:
@@ -166,7 +222,7 @@ class ModelRepository:
             old, entry.versions = entry.versions, {}
             entry.state, entry.reason = State.UNAVAILABLE, "unloaded"
         for v in old.values():
-            v.close()
+            v.retire()
 
     def close(self) -> None:
         with self._lock:
@@ -177,8 +233,15 @@ class ModelRepository:
 
     # --- lookup ----------------------------------------------------------------------
 
+    def acquire(self, name: str, version: str = "") -> LoadedVersion:
+        """`get`, held for a request: call `release()` on it when the request is done with it."""
+        with self._lock:  # a swap or unload cannot retire the version between lookup and hold
+            model = self.get(name, version)
+            model.acquire()
+        return model
+
     def get(self, name: str, version: str = "") -> LoadedVersion:
-        """The requested version (latest when empty) of a ready model."""
+        """The requested version (latest when empty) of a ready model (not held: metadata only)."""
         check_name(name)
         with self._lock:
             entry = self._models.get(name)
@@ -190,9 +253,10 @@ class ModelRepository:
             raise ModelUnavailable(f"model '{name}' is not ready: {entry.reason or entry.state.value}")
         if not version:
             return entry.versions[max(entry.versions)]
-        if not version.isdigit() or int(version) not in entry.versions:
+        number = version_number(version)
+        if number not in entry.versions:
             raise ModelNotFound(f"model '{name}' has no version '{version}'; serving {sorted(entry.versions)}")
-        return entry.versions[int(version)]
+        return entry.versions[number]
 
     def entry(self, name: str) -> ModelEntry | None:
         with self._lock:
@@ -216,7 +280,7 @@ class ModelRepository:
 
     @staticmethod
     def _versions(folder: Path, config: ModelConfig) -> list[int]:
-        found = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+        found = sorted(v for p in folder.iterdir() if p.is_dir() and (v := version_number(p.name)) is not None)
         if not found:
             raise ModelLoadError(f"model '{config.name}' has no numeric version folder in {folder}")
         policy = config.version_policy

@@ -1,4 +1,4 @@
-"""Server settings: environment (ATTNSERVE_*, nested with "__"), an optional YAML file, then CLI flags."""
+"""Server settings. Precedence: CLI flags > environment (ATTNSERVE_*, nested with "__") > YAML file > defaults."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from serving.metrics import DEFAULT_BUCKETS
 
@@ -62,16 +62,19 @@ class ServerSettings(BaseSettings):
     backend: str | None = None  # make this backend every model's default
     device: Literal["cpu", "cuda"] | None = None  # override every model's device
     grace_seconds: float = Field(10.0, ge=0)  # SIGTERM: finish in-flight calls for this long
+    # SIGTERM: not ready at once, but keep serving this long so load balancers notice (0 in tests)
+    drain_delay_seconds: float = Field(5.0, ge=0)
+    exit_on_error: bool = False  # exit non-zero at start-up when a model fails to load (Triton's flag)
     grpc: GrpcSettings = GrpcSettings()
     metrics: MetricsSettings = MetricsSettings()
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> ServerSettings:
-    """Defaults < environment < config file < explicit overrides (CLI flags); None values are skipped."""
-    base = ServerSettings()
-    data = base.model_dump()
+    """Defaults < config file < environment < explicit overrides (CLI flags); None values are skipped."""
+    data: dict[str, Any] = {}
     if config_file is not None:
         _merge(data, yaml.safe_load(config_file.read_text()) or {})
+    _merge(data, EnvSettingsSource(ServerSettings)())
     _merge(data, {k: v for k, v in overrides.items() if v is not None})
     return ServerSettings.model_validate(data)
 

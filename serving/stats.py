@@ -19,7 +19,10 @@ class Duration:
 
 @dataclass
 class ModelStats:
-    """Triton's InferStatistics fields: success/fail (whole request), queue, compute_input/infer/output."""
+    """Triton's InferStatistics fields: success/fail (whole request), queue, compute_input/infer/output.
+
+    `failures` splits `fail` by status code (the `code` of attnserve_requests_total).
+    """
 
     inference_count: int = 0  # items (batch rows) inferred
     execution_count: int = 0  # batches executed (several requests may share one)
@@ -31,6 +34,7 @@ class ModelStats:
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
     batch_sizes: dict[int, Duration] = field(default_factory=dict)  # executed batch size -> compute_infer
+    failures: dict[str, Duration] = field(default_factory=dict)  # status code -> failed requests
 
 
 class StatsRegistry:
@@ -44,20 +48,23 @@ class StatsRegistry:
         self,
         model: str,
         version: int,
-        ok: bool,
+        code: str,
         total_ns: int,
         queue_ns: int = 0,
         input_ns: int = 0,
         infer_ns: int = 0,
         output_ns: int = 0,
     ) -> None:
-        """One request: success or failure with its duration; a success also adds its queue and
-        compute times (a batched request counts its batch's compute, as Triton does)."""
+        """One request that ended with status `code` ("OK" or an error code's name); the stage
+        durations count for successful requests only, as in Triton (a batched request counts its
+        batch's compute)."""
         with self._lock:
             s = self._stats.setdefault((model, version), ModelStats())
-            (s.success if ok else s.fail).add(total_ns)
-            if not ok:
+            if code != "OK":
+                s.fail.add(total_ns)
+                s.failures.setdefault(code, Duration()).add(total_ns)
                 return
+            s.success.add(total_ns)
             s.last_inference_ms = int(time.time() * 1000)
             s.queue.add(queue_ns)
             s.compute_input.add(input_ns)

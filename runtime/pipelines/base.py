@@ -55,6 +55,9 @@ class Pipeline(abc.ABC):
     def __init__(self, config: ModelConfig, version_dir: Path) -> None:
         self.config = config
         self.version_dir = version_dir
+        # per declared input: (name, numpy dtype, rank, spec), planned once: checked on every request
+        self._plan = [(t.name, numpy_dtype(t.dtype), t.rank, t) for t in self.inputs]
+        self._names = frozenset(t.name for t in self.inputs)
 
     @classmethod
     def requests(cls, sources: Sequence[Any], batch: int) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
@@ -84,22 +87,20 @@ class Pipeline(abc.ABC):
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Exactly the declared inputs, each of its datatype and rank."""
-        declared = {t.name: t for t in self.inputs}
-        missing = sorted(set(declared) - set(inputs))
-        if missing:
-            raise InvalidInput(f"missing input(s) {missing}; model '{self.config.name}' takes {sorted(declared)}")
-        extra = sorted(set(inputs) - set(declared))
-        if extra:
-            raise InvalidInput(f"unexpected input(s) {extra}; model '{self.config.name}' takes {sorted(declared)}")
-        for name, meta in declared.items():
+        if inputs.keys() != self._names:
+            takes = f"model '{self.config.name}' takes {sorted(self._names)}"
+            missing = sorted(self._names - set(inputs))
+            if missing:
+                raise InvalidInput(f"missing input(s) {missing}; {takes}")
+            raise InvalidInput(f"unexpected input(s) {sorted(set(inputs) - self._names)}; {takes}")
+        for name, dtype, rank, meta in self._plan:
             array = inputs[name]
-            if array.dtype != numpy_dtype(meta.dtype):
+            if array.dtype != dtype:
                 got = DATATYPES.get(dtype_name(array.dtype), str(array.dtype))
                 raise InvalidInput(f"input '{name}' must be {meta.datatype}, got {got}")
-            if array.ndim != len(meta.shape):
+            if array.ndim != rank:
                 raise InvalidInput(
-                    f"input '{name}' must have rank {len(meta.shape)} (shape {list(meta.shape)}), "
-                    f"got shape {list(array.shape)}"
+                    f"input '{name}' must have rank {rank} (shape {list(meta.shape)}), got shape {list(array.shape)}"
                 )
             if array.shape[0] == 0:
                 raise InvalidInput(f"input '{name}' is empty: send at least one item")

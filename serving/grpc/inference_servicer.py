@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 from grpc import StatusCode, aio
 
 from runtime.config import ModelConfig
-from runtime.errors import InvalidInput, ModelNotFound, ServingError
+from runtime.errors import InvalidInput, ModelNotFound
 from serving.dataplane import DataPlane
 from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc._gen.inference import model_config_pb2 as mc
 from serving.grpc.deadline import deadline_of
-from serving.repository import LoadedVersion, ModelRepository, State, check_name
+from serving.repository import LoadedVersion, ModelRepository, State, check_name, version_number
 from serving.stats import Duration, StatsRegistry
 
 SERVER_NAME = "attnserve"
@@ -41,6 +40,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         version: str,
         is_ready: Callable[[], bool],
         on_model_change: Callable[[str], None],
+        is_draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.repository = repository
         self.dataplane = dataplane
@@ -48,6 +48,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.version = version
         self.is_ready = is_ready
         self.on_model_change = on_model_change
+        self.is_draining = is_draining  # shutting down: no model reports ready
 
     # --- health and metadata ---------------------------------------------------------
 
@@ -64,9 +65,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if request.name in self.repository.available():
                 return pb.ModelReadyResponse(ready=False)
             raise ModelNotFound(f"unknown model '{request.name}'")
+        if self.is_draining():
+            return pb.ModelReadyResponse(ready=False)
         if not request.version:
             return pb.ModelReadyResponse(ready=entry.state is State.READY and bool(entry.versions))
-        return pb.ModelReadyResponse(ready=request.version.isdigit() and int(request.version) in entry.versions)
+        return pb.ModelReadyResponse(ready=version_number(request.version) in entry.versions)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
@@ -98,23 +101,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # --- inference -------------------------------------------------------------------
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
-        arrived = time.perf_counter()
-        try:
+        with self.dataplane.track(request.model_name) as record:  # counts every outcome, rejections too
             inputs = convert.request_inputs(request)
-        except ServingError as exc:
-            self.dataplane.rejected(request.model_name, exc, time.perf_counter() - arrived)
-            raise
-        params = convert.parameters(request.parameters)
-        requested = [o.name for o in request.outputs]
-        result = await self.dataplane.infer(
-            request.model_name, request.model_version, inputs, params, requested, arrived, deadline_of(context)
-        )
-        response = pb.ModelInferResponse(
-            model_name=result.model.config.name, model_version=str(result.model.version), id=request.id
-        )
-        response.parameters["backend"].string_param = result.backend
-        convert.response_outputs(response, result.outputs)
-        return response
+            params = convert.parameters(request.parameters)
+            requested = [o.name for o in request.outputs]
+            result = await self.dataplane.infer(
+                request.model_name, request.model_version, inputs, params, requested,
+                record=record, deadline=deadline_of(context),
+            )  # fmt: skip
+            response = pb.ModelInferResponse(
+                model_name=result.model.config.name, model_version=str(result.model.version), id=request.id
+            )
+            response.parameters["backend"].string_param = result.backend
+            convert.response_outputs(response, result.outputs)
+            return response
 
     async def ModelStreamInfer(self, request_iterator: Any, context: aio.ServicerContext) -> None:
         await context.abort(StatusCode.UNIMPLEMENTED, "ModelStreamInfer is not supported yet; use ModelInfer")

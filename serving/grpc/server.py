@@ -9,6 +9,7 @@ from grpc_health.v1.health import aio as health_aio
 from serving.grpc._gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
 from serving.grpc._gen.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from serving.grpc.attention_servicer import AttentionServicer
+from serving.grpc.drain import DrainGate, drain
 from serving.grpc.inference_servicer import InferenceServicer
 from serving.grpc.interceptors import ErrorInterceptor
 from serving.settings import GrpcSettings
@@ -30,8 +31,9 @@ class GrpcServer:
         self.settings = settings
         self.health = health
         limit = settings.max_message_bytes
+        self.gate = DrainGate()  # outermost: refuses calls once stopping, before any other work
         self.server = aio.server(
-            interceptors=[ErrorInterceptor()],
+            interceptors=[self.gate, ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -67,10 +69,13 @@ class GrpcServer:
         await self.server.start()
         return self.port
 
-    async def stop(self, grace: float) -> None:
-        """Refuse new calls, let in-flight ones finish for up to `grace` seconds."""
+    async def stop(self, grace: float) -> bool:
+        """Refuse new calls (UNAVAILABLE), let accepted ones finish for up to `grace` seconds, stop.
+
+        Returns True when every accepted call finished in time (serving.grpc.drain).
+        """
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        return await drain(self.gate, self.server, grace)
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()

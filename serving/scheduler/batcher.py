@@ -17,7 +17,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.errors import DeadlineExceeded, ModelUnavailable, QueueFull
+from runtime.errors import DeadlineExceeded, ModelUnavailable, QueueFull, ServingError
 from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners
 from serving.scheduler.policy import Policy
 
@@ -27,6 +27,7 @@ from serving.scheduler.policy import Policy
 PROBE_EVERY = 16
 Calls = list[tuple[Any, float]]  # (stage histogram child, seconds) per component call
 Instrument = Callable[[Calls], Runners]  # the runners, timed into the given list
+Hold = Callable[[], Callable[[], None]]  # hold the model version open; returns the release
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Scheduler:
         executor: Executor,
         on_execution: Callable[[Execution], None],
         inline_ok: Callable[[], bool] = lambda: False,
+        hold: Hold = lambda: lambda: None,
     ) -> None:
         self.name = name  # for messages: "model 'x' version 1"
         self.pipeline = pipeline
@@ -80,6 +82,7 @@ class Scheduler:
         self.executor = executor
         self.on_execution = on_execution
         self.inline_ok = inline_ok
+        self.hold = hold  # a batch in a worker thread holds its version: its callers may leave
         self._queue: deque[_Job] = deque()
         self._running = 0  # batches executing now
         self._delay: asyncio.TimerHandle | None = None
@@ -199,15 +202,25 @@ class Scheduler:
         for job in batch:
             if job.timer is not None:
                 job.timer.cancel()
+        try:
+            release = self.hold()
+        except ServingError as exc:  # unloaded while they waited (their own holds were released)
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
         self._running += 1
         calls: Calls = []
         runners = self.instrument(calls)
         prepared = [job.prepared for job in batch]
         loop = asyncio.get_running_loop()
         task = loop.run_in_executor(self.executor, _execute, self.pipeline, prepared, runners)
-        task.add_done_callback(lambda f: self._finished(batch, calls, f))
+        task.add_done_callback(lambda f: self._finished(batch, calls, f, release))
 
-    def _finished(self, batch: list[_Job], calls: Calls, task: asyncio.Future[Any]) -> None:
+    def _finished(
+        self, batch: list[_Job], calls: Calls, task: asyncio.Future[Any], release: Callable[[], None]
+    ) -> None:
+        release()
         self._running -= 1
         self._crowded = len(batch) > 1 or bool(self._queue)
         if task.cancelled():  # the executor was shut down under it

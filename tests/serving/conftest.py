@@ -7,9 +7,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from runtime.tensors import serialize_bytes
 from serving.app import App
+from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.settings import ServerSettings
 from tests.conftest import ROOT  # noqa: F401  (re-exported for the serving tests)
 
@@ -57,3 +60,22 @@ def server(reference_repository: Path) -> Iterator[RunningServer]:
     srv = start_server(reference_repository)
     yield srv
     srv.stop()
+
+
+def slow_request() -> pb.ModelInferRequest:
+    """dates-additive on torch, 56 texts, beam 16: a call that runs for a while."""
+    texts = np.array([f"{d}. September 19{d + 50}".encode() for d in range(1, 29)] * 2, dtype=np.object_)
+    req = pb.ModelInferRequest(model_name="dates-additive")
+    req.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
+    req.raw_input_contents.append(serialize_bytes(texts))
+    req.parameters["backend"].string_param = "torch"
+    req.parameters["beam_size"].int64_param = 16
+    return req
+
+
+def light_request() -> pb.ModelInferRequest:
+    """sort-pointer, batch 1 of 5 values (answer: order 3 1 0 4 2): a call of about a millisecond."""
+    req = pb.ModelInferRequest(model_name="sort-pointer")
+    req.inputs.add(name="values", datatype="INT64", shape=[1, 5])
+    req.raw_input_contents.append(np.array([[5, 3, 9, 1, 7]], dtype="<i8").tobytes())
+    return req

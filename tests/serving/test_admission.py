@@ -66,9 +66,10 @@ def text_request(n: int, **params) -> pb.ModelInferRequest:
     return convert.infer_request(MODEL, {"text": texts}, ["text"], params)
 
 
-def slow_request() -> pb.ModelInferRequest:
-    """About a second of compute on the 2-core machine: 64 texts, beam 16."""
-    return text_request(64, beam_size=16)
+def slow_requests() -> list[pb.ModelInferRequest]:
+    """Three batches of about a second each on the 2-core machine (64 texts, beams of 14 to 16:
+    requests of different beam sizes never share a batch, so they run one after the other)."""
+    return [text_request(64, beam_size=beam) for beam in (16, 15, 14)]
 
 
 def model_stats(stub) -> pb.ModelStatistics:
@@ -95,15 +96,15 @@ def load(stub, **batching) -> None:
 
 
 async def occupied(address: str, work) -> tuple[object, bool]:
-    """Run `work(stub)` while the model computes a slow request; returns its result and whether
-    the slow request was still computing when `work` ended."""
+    """Run `work(stub)` while the model computes slow requests; returns its result and whether
+    they were still computing when `work` ended."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        slow = asyncio.ensure_future(stub.ModelInfer(slow_request(), timeout=120))
-        await asyncio.sleep(0.2)  # it has started: the model was idle
+        slow = [asyncio.ensure_future(stub.ModelInfer(r, timeout=120)) for r in slow_requests()]
+        await asyncio.sleep(0.2)  # the first has started: the model was idle
         result = await work(stub)
-        busy = not slow.done()
-        await slow
+        busy = not all(s.done() for s in slow)  # all were queued at once: the model never idled
+        await asyncio.gather(*slow)
     return result, busy
 
 
@@ -140,11 +141,11 @@ def test_expired_requests_are_dropped_before_compute_and_counted(srv, expiry):
         assert busy, "the slow request ended before the 50 expired; the test proves nothing"
         after, codes_after = model_stats(stub), requests_by_code(srv)
     assert codes == ["DEADLINE_EXCEEDED"] * 50
-    assert codes_after - codes_before == Counter({"OK": 1, "DEADLINE_EXCEEDED": 50})
+    assert codes_after - codes_before == Counter({"OK": 3, "DEADLINE_EXCEEDED": 50})
     assert after.inference_stats.fail.count - before.inference_stats.fail.count == 50
-    # only the slow request was computed: one execution of its 64 items
-    assert after.execution_count - before.execution_count == 1
-    assert after.inference_count - before.inference_count == 64
+    # only the slow requests were computed: an execution of 64 items each
+    assert after.execution_count - before.execution_count == 3
+    assert after.inference_count - before.inference_count == 3 * 64
 
 
 def test_the_timeout_parameter_and_a_cancelled_client_drop_queued_requests(srv):
@@ -171,9 +172,9 @@ def test_the_timeout_parameter_and_a_cancelled_client_drop_queued_requests(srv):
         assert busy, "the slow request ended first; the test proves nothing"
         after, codes_after = model_stats(stub), requests_by_code(srv)
     assert (timed_code, cancelled_code) == ("DEADLINE_EXCEEDED", "CANCELLED")
-    assert codes_after - codes_before == Counter({"OK": 1, "DEADLINE_EXCEEDED": 1, "CANCELLED": 1})
+    assert codes_after - codes_before == Counter({"OK": 3, "DEADLINE_EXCEEDED": 1, "CANCELLED": 1})
     assert after.inference_stats.fail.count - before.inference_stats.fail.count == 2
-    assert after.execution_count - before.execution_count == 1  # neither was computed
+    assert after.execution_count - before.execution_count == 3  # neither was computed
 
 
 def test_a_full_queue_refuses_the_excess_and_answers_every_accepted_request(srv):

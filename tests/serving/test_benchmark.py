@@ -6,6 +6,7 @@ No timing is asserted: speed is read from the benchmark's own output, never test
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ def test_serve_latency_benchmark_writes_json_and_markdown(reference_repository: 
     cmd = [sys.executable, "benchmarks/serve_latency.py", "--repository", str(reference_repository),
            "--models", "debian-han,sort-pointer", "--requests", "10", "--port", "0",
            "--json", str(out_json), "--markdown", str(out_md), "--baseline", str(ROOT)]  # fmt: skip
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's packages, whichever one is pip-installed
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300)
     results = json.loads(out_json.read_text())
     assert set(results["models"]) == {"debian-han", "sort-pointer"}
     for row in results["models"].values():

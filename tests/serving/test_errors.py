@@ -49,6 +49,10 @@ def test_unknown_model_and_version(stub):
     req = text_request("dates-additive", [b"x"], model_version="7")
     expect(stub, req, grpc.StatusCode.NOT_FOUND, "no version '7'")
     expect(stub, text_request("../etc", [b"x"]), grpc.StatusCode.INVALID_ARGUMENT, "invalid model name")
+    for version in ("²", "١"):  # digits to str.isdigit(); int() refuses the first and reads the second as 1
+        req = text_request("dates-additive", [b"x"], model_version=version)
+        expect(stub, req, grpc.StatusCode.NOT_FOUND, f"no version '{version}'")
+        assert not stub.ModelReady(pb.ModelReadyRequest(name="dates-additive", version=version)).ready
 
 
 def test_wrong_dtype_shape_and_missing_input(stub):

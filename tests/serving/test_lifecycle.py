@@ -1,7 +1,9 @@
-"""Process lifecycle: SIGTERM drains in-flight calls and exits 0; a broken model does not stop the others."""
+"""Process lifecycle: SIGTERM drains without losing an accepted call and exits 0; start-up
+readiness and --exit-on-error; a broken model does not stop the others."""
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import shutil
@@ -10,42 +12,80 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from runtime.tensors import serialize_bytes
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import start_server
+from serving.grpc.drain import SHUTTING_DOWN
+from tests.serving.conftest import light_request, slow_request, start_server
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-def slow_request() -> pb.ModelInferRequest:
-    texts = np.array([f"{d}. September 19{d + 50}".encode() for d in range(1, 29)] * 2, dtype=np.object_)
-    req = pb.ModelInferRequest(model_name="dates-additive")
-    req.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
-    req.raw_input_contents.append(serialize_bytes(texts))
-    req.parameters["backend"].string_param = "torch"
-    req.parameters["beam_size"].int64_param = 16
-    return req
+@dataclass
+class Served:
+    """A `python -m cli.main serve` subprocess; `log` holds its output lines read so far."""
+
+    proc: subprocess.Popen
+    port: int = 0
+    metrics_port: int = 0
+    log: list[str] = field(default_factory=list)
+
+    def inflight(self, model: str) -> float:
+        """The attnserve_inflight_requests gauge of `model`, read from /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        match = re.search(rf'^attnserve_inflight_requests{{model="{re.escape(model)}"}} (\S+)$', text, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    def rest_of_log(self) -> str:
+        """Every output line, once the process has exited."""
+        self.log.extend(self.proc.stdout)
+        return "".join(self.log)
+
+
+def serve(args: list[str], env: dict[str, str] | None = None, wait_port: bool = True) -> Served:
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--grpc-port", "0", "--metrics-port", "0",
+           "--host", "127.0.0.1", *args]  # fmt: skip
+    environ = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS" and not k.startswith("ATTNSERVE_")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environ | (env or {}))
+    served = Served(proc)
+    if not wait_port:
+        return served
+    for line in proc.stdout:
+        served.log.append(line)
+        match = re.search(r"serving gRPC on port (\d+), metrics on port (\d+)", line)
+        if match:
+            served.port, served.metrics_port = int(match.group(1)), int(match.group(2))
+            return served
+    raise AssertionError("server did not start:\n" + "".join(served.log))
+
+
+def onnx_only(reference: Path, root: Path, name: str = "sort-pointer", as_name: str | None = None) -> Path:
+    """A copy of a reference model that runs on ONNX Runtime only (no torch import: starts in ~2 s)."""
+    folder = root / (as_name or name)
+    shutil.copytree(reference / name, folder, ignore=shutil.ignore_patterns("torch"))
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["name"] = as_name or name
+    config["backends"] = [b for b in config["backends"] if b["name"] == "onnxruntime"]
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
 
 
 def test_sigterm_finishes_in_flight_calls_and_exits_zero(reference_repository: Path):
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(reference_repository),
-           "--grpc-port", "0", "--metrics-port", "0", "--host", "127.0.0.1", "--models", "dates-additive"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    args = ["--repository", str(reference_repository), "--models", "dates-additive"]
+    served = serve(args, {"ATTNSERVE_DRAIN_DELAY_SECONDS": "0"})
+    proc, port, log = served.proc, served.port, served.log
     try:
-        port, log = None, []
-        for line in proc.stdout:
-            log.append(line)
-            match = re.search(r"serving gRPC on port (\d+)", line)
-            if match:
-                port = int(match.group(1))
-                break
-        assert port, "server did not start"
         # the default core experiments were set before gRPC loaded, and the server runs with them
         assert any("gRPC core experiments: -event_engine_listener" in line for line in log), "".join(log)
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -60,7 +100,9 @@ def test_sigterm_finishes_in_flight_calls_and_exits_zero(reference_repository: P
 
         worker = threading.Thread(target=call)
         worker.start()
-        time.sleep(0.3)  # the call is in flight
+        while served.inflight("dates-additive") < 1:  # the call is in flight
+            assert worker.is_alive(), result
+            time.sleep(0.02)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         worker.join(timeout=60)
@@ -75,6 +117,106 @@ def test_sigterm_finishes_in_flight_calls_and_exits_zero(reference_repository: P
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@dataclass
+class Call:
+    sent: float
+    code: str
+    details: str = ""
+
+
+def looping_client(port: int, calls: list[Call]) -> None:
+    """Send light batch-1 requests back to back until the first failure (a client told to go
+    elsewhere, as UNAVAILABLE says, goes elsewhere)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        while True:
+            sent = time.monotonic()
+            try:
+                order = np.frombuffer(stub.ModelInfer(light_request(), timeout=30).raw_output_contents[0], "<i8")
+                calls.append(Call(sent, "OK" if order.tolist() == [3, 1, 0, 4, 2] else "WRONG ANSWER"))
+            except grpc.RpcError as exc:
+                calls.append(Call(sent, exc.code().name, exc.details() or ""))
+                return
+
+
+@pytest.fixture(scope="module")
+def light_repository(reference_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("light")
+    onnx_only(reference_repository, root)
+    return root
+
+
+@pytest.mark.parametrize("run", range(5))
+def test_sigterm_under_load_loses_no_accepted_call(light_repository: Path, run: int):
+    """20 clients in a loop, SIGTERM mid-load: every call is answered OK or refused UNAVAILABLE
+    (never CANCELLED), the server's count of answered requests equals the clients' OKs, calls
+    keep succeeding while health says NOT_SERVING (the drain delay), and the exit code is 0."""
+    delay, grace = 0.5, 10.0
+    served = serve(
+        ["--repository", str(light_repository), "--models", "sort-pointer"],
+        {"ATTNSERVE_DRAIN_DELAY_SECONDS": str(delay), "ATTNSERVE_GRACE_SECONDS": str(grace)},
+    )
+    try:
+        calls: list[list[Call]] = [[] for _ in range(20)]
+        clients = [threading.Thread(target=looping_client, args=(served.port, c)) for c in calls]
+        for c in clients:
+            c.start()
+        while not all(c and c[0].code == "OK" for c in calls):  # every client is under way
+            assert all(c.is_alive() for c in clients), calls
+            time.sleep(0.01)
+        time.sleep(0.3)
+        sigterm = time.monotonic()
+        served.proc.send_signal(signal.SIGTERM)
+        with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status != NOT_SERVING:
+                time.sleep(0.01)
+            not_serving = time.monotonic()
+            assert health.Check(health_pb2.HealthCheckRequest(service="sort-pointer"), timeout=5).status == NOT_SERVING
+            infer = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert not infer.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
+            assert not infer.ModelReady(pb.ModelReadyRequest(name="sort-pointer"), timeout=5).ready
+        for c in clients:
+            c.join(timeout=60)
+        assert served.proc.wait(timeout=delay + grace + 5) == 0
+        log = served.rest_of_log()
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+    everything = [call for client in calls for call in client]
+    codes = collections.Counter(call.code for call in everything)
+    assert set(codes) <= {"OK", "UNAVAILABLE"}, (codes, [c for c in everything if c.code != "OK"][:5])
+    assert codes["UNAVAILABLE"] == 20  # each client's last call, refused once the drain began
+    refused = sum(call.details == SHUTTING_DOWN for call in everything)
+    # exact accounting: what the server says it answered and refused is what the clients got
+    stopped = re.search(r"stopped: (\d+) inference request\(s\) answered, (\d+) failed, (\d+) call\(s\) refused", log)
+    assert stopped, log
+    assert (int(stopped.group(1)), int(stopped.group(2)), int(stopped.group(3))) == (codes["OK"], 0, refused)
+    # refused calls came from the application (UNAVAILABLE "shutting down"), or, for a client
+    # slower than the quiet period, from a transport already closed: UNAVAILABLE as well
+    assert refused >= 1
+    # the drain delay: health said NOT_SERVING while calls were still accepted and answered
+    assert any(call.code == "OK" and call.sent > not_serving for call in everything)
+    assert all(call.sent > sigterm for call in everything if call.code == "UNAVAILABLE")
+
+
+def test_a_second_signal_skips_the_drain_delay(light_repository: Path):
+    served = serve(["--repository", str(light_repository)], {"ATTNSERVE_DRAIN_DELAY_SECONDS": "600"})
+    try:
+        served.proc.send_signal(signal.SIGTERM)
+        with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status != NOT_SERVING:
+                time.sleep(0.01)
+            infer = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert infer.ModelInfer(light_request(), timeout=5).raw_output_contents  # still serving
+        served.proc.send_signal(signal.SIGINT)
+        assert served.proc.wait(timeout=30) == 0  # not the 600 s delay
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
 
 
 def test_a_broken_model_is_unavailable_with_its_reason_and_others_serve(reference_repository: Path, tmp_path: Path):
@@ -102,5 +244,96 @@ def test_a_broken_model_is_unavailable_with_its_reason_and_others_serve(referenc
         order = np.frombuffer(stub.ModelInfer(req).raw_output_contents[0], dtype="<i8")
         assert order.tolist() == [1, 2, 0]
         channel.close()
+    finally:
+        srv.stop()
+
+
+def readiness(address: str) -> tuple[bool, bool, int]:
+    """(ServerLive, ServerReady, grpc.health.v1 status of "")."""
+    with grpc.insecure_channel(address) as channel:
+        infer = pb_grpc.GRPCInferenceServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        return (
+            infer.ServerLive(pb.ServerLiveRequest(), timeout=5).live,
+            infer.ServerReady(pb.ServerReadyRequest(), timeout=5).ready,
+            health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status,
+        )
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_not_ready_while_the_repository_is_missing_or_empty(tmp_path: Path, kind: str):
+    repo = tmp_path / "repo"
+    if kind == "empty":
+        repo.mkdir()
+    srv = start_server(repo)
+    try:
+        assert readiness(srv.address) == (True, False, NOT_SERVING)
+        expected = "does not exist" if kind == "missing" else "holds no model"
+        assert expected in srv.app.readiness_problems()[0]
+    finally:
+        srv.stop()
+
+
+def broken_repository(reference: Path, root: Path) -> Path:
+    """sort-pointer, and `broken`: the same model with an encoder.onnx that is not ONNX."""
+    onnx_only(reference, root)
+    (onnx_only(reference, root, as_name="broken") / "1" / "encoder.onnx").write_bytes(b"not an onnx file")
+    return root
+
+
+def test_not_ready_while_a_configured_model_failed_to_load(reference_repository: Path, tmp_path: Path):
+    repo = broken_repository(reference_repository, tmp_path / "repo")
+    srv = start_server(repo, models=["sort-pointer", "broken"])
+    try:
+        assert readiness(srv.address) == (True, False, NOT_SERVING)
+        reason = srv.app.repository.entry("broken").reason
+        assert "encoder.onnx" in reason
+        assert srv.app.readiness_problems() == [f"model 'broken' is not ready: {reason}"]
+        with grpc.insecure_channel(srv.address) as channel:  # the good model serves meanwhile
+            infer = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert infer.ModelReady(pb.ModelReadyRequest(name="sort-pointer")).ready
+            assert infer.ModelInfer(light_request(), timeout=10).raw_output_contents
+            # repaired and loaded: readiness follows the models
+            shutil.copy(repo / "sort-pointer" / "1" / "encoder.onnx", repo / "broken" / "1" / "encoder.onnx")
+            infer.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="broken"), timeout=60)
+            for _ in range(500):
+                if readiness(srv.address) == (True, True, SERVING):
+                    break
+                time.sleep(0.01)
+            assert readiness(srv.address) == (True, True, SERVING)
+    finally:
+        srv.stop()
+
+
+def test_exit_on_error_exits_non_zero_when_a_model_fails_to_load(reference_repository: Path, tmp_path: Path):
+    repo = broken_repository(reference_repository, tmp_path / "repo")
+    served = serve(["--repository", str(repo), "--exit-on-error"], wait_port=False)
+    assert served.proc.wait(timeout=60) == 1
+    log = served.rest_of_log()
+    assert "exiting (exit_on_error): model 'broken' failed to load" in log, log
+    assert "serving gRPC on port" not in log
+    served = serve(["--repository", str(tmp_path / "missing"), "--exit-on-error"], wait_port=False)
+    assert served.proc.wait(timeout=60) == 1
+    log = served.rest_of_log()
+    assert f"exiting (exit_on_error): model repository {tmp_path / 'missing'} does not exist" in log, log
+
+
+def test_a_closed_gate_refuses_calls_with_unavailable_and_still_answers_probes(light_repository: Path):
+    srv = start_server(light_repository)
+    try:
+        srv.loop.call_soon_threadsafe(srv.app.grpc.gate.close)
+        srv.settle()
+        with grpc.insecure_channel(srv.address) as channel:
+            infer = pb_grpc.GRPCInferenceServiceStub(channel)
+            for call, request in [
+                (infer.ModelInfer, light_request()),
+                (infer.RepositoryIndex, pb.RepositoryIndexRequest()),
+            ]:
+                with pytest.raises(grpc.RpcError) as err:
+                    call(request, timeout=5)
+                assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+            assert readiness(srv.address) == (True, True, SERVING)  # probes answer (not drained here)
+            assert infer.ModelReady(pb.ModelReadyRequest(name="sort-pointer"), timeout=5).ready
+        assert srv.app.grpc.gate.refused == 2
     finally:
         srv.stop()

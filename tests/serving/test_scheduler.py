@@ -18,6 +18,7 @@ from runtime.errors import BackendFailure, DeadlineExceeded, QueueFull
 from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners, T
 from serving.scheduler import Execution, Policy, Scheduler
 from serving.scheduler.batcher import PROBE_EVERY
+from tests.fakes import copy_gru
 
 
 class Gated(Pipeline):
@@ -241,9 +242,8 @@ def test_a_lone_request_runs_on_the_loop_until_others_are_seen_queueing():
     run(go())
 
 
-def test_the_policy_comes_from_config_yaml_with_triton_names(reference_repository):
-    config = ModelConfig.load(reference_repository / "dates-additive" / "config.yaml")
-    raw = config.model_dump()
+def test_the_policy_comes_from_config_yaml_with_triton_names():
+    raw = {**copy_gru().config.model_dump(), "max_batch_size": 64}
     raw["dynamic_batching"] = {
         "max_queue_delay_microseconds": 500, "preferred_batch_size": [16, 4],
         "max_queue_size": 8, "default_timeout_microseconds": 2_000_000,

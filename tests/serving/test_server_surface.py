@@ -56,8 +56,18 @@ def test_settings_layers(tmp_path, monkeypatch):
     config = tmp_path / "server.yaml"
     config.write_text("grpc:\n  port: 9202\n  workers: 2\nmetrics:\n  buckets: [0.001, 0.01, 0.1]\n")
     s = load_settings(config)
-    assert (s.grpc.port, s.grpc.workers, s.metrics.buckets) == (9202, 2, [0.001, 0.01, 0.1])
+    # flags > environment > config file > defaults, field by field (nested sections merge)
+    assert (s.grpc.port, s.grpc.workers, s.metrics.buckets) == (9101, 2, [0.001, 0.01, 0.1])
+    assert (s.grpc.host, s.metrics.triton_names) == ("0.0.0.0", True)
     assert load_settings(config, grpc={"port": 9303}).grpc.port == 9303  # CLI flags win
+    monkeypatch.delenv("ATTNSERVE_GRPC__PORT")
+    assert load_settings(config).grpc.port == 9202  # the file, when the environment is silent
+    monkeypatch.setenv("ATTNSERVE_DRAIN_DELAY_SECONDS", "0")
+    monkeypatch.setenv("ATTNSERVE_EXIT_ON_ERROR", "true")
+    config.write_text("drain_delay_seconds: 3\nexit_on_error: false\ngrace_seconds: 4\n")
+    s = load_settings(config)
+    assert (s.drain_delay_seconds, s.exit_on_error, s.grace_seconds) == (0, True, 4)
+    assert not load_settings(config, exit_on_error=False).exit_on_error
     config.write_text("metrics:\n  buckets: [0.1, 0.01]\n")
     with pytest.raises(ValueError, match="strictly increasing"):
         load_settings(config)

@@ -1,0 +1,130 @@
+"""Graceful stop without lost calls: refuse new calls in the application, finish the accepted ones,
+and only then stop gRPC core.
+
+Why not just `server.stop(grace)`: gRPC core destroys every call it has received but not yet
+handed to Python (`grpc_server_shutdown_and_notify` zombifies its pending queue), and the client
+sees CANCELLED. grpc.aio keeps one call request outstanding per method, so under concurrent load
+most calls that have arrived are in that queue, above all while a handler holds the event loop.
+The gate below keeps core running while it answers every call that starts after `close()` with
+UNAVAILABLE, waits for the accepted calls to finish and for the refused clients to go quiet,
+and then stops core, which by then has nothing queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+SHUTTING_DOWN = "attnserve is shutting down; send the call to another replica"
+# Probes keep answering while the server drains (health says NOT_SERVING, ServerReady false).
+PROBES = frozenset(
+    {
+        "/grpc.health.v1.Health/Check",
+        "/inference.GRPCInferenceService/ServerLive",
+        "/inference.GRPCInferenceService/ServerReady",
+        "/inference.GRPCInferenceService/ModelReady",
+    }
+)
+
+
+class DrainGate(aio.ServerInterceptor):
+    """Counts the unary calls being handled; after `close()`, refuses new ones with UNAVAILABLE.
+
+    A call is accepted when its handler starts; an accepted call always runs to its end. Streams
+    (health Watch, reflection) pass through uncounted: `server.stop` bounds them by the grace.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._closed = False
+        self.active = 0  # accepted calls not finished yet
+        self.refused = 0  # calls answered UNAVAILABLE after close()
+        self.last_refused = 0.0  # clock() of the latest refusal
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """From now on, calls that have not started are refused (probes still answer)."""
+        self._closed = True
+        self.last_refused = self.clock()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no accepted call is running; False if `timeout` passed first."""
+        if self.active == 0:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(timeout, 0.0))
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._idle = None
+
+    async def wait_quiet(self, quiet: float, deadline: float) -> None:
+        """Wait until no call has been refused for `quiet` seconds (or `deadline`, a clock() value)."""
+        while True:
+            now = self.clock()
+            wait = min(self.last_refused + quiet, deadline) - now
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        wrapped = self._wrapped[details.method] = self._wrap(handler, details.method in PROBES)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, probe: bool) -> grpc.RpcMethodHandler:
+        inner = handler.unary_unary
+
+        async def gated(request: Any, context: aio.ServicerContext) -> Any:
+            if self._closed and not probe:
+                self.refused += 1
+                self.last_refused = self.clock()
+                await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+            self.active += 1
+            try:
+                return await inner(request, context)
+            finally:
+                self.active -= 1
+                if self.active == 0 and self._idle is not None:
+                    self._idle.set()
+
+        return grpc.unary_unary_rpc_method_handler(
+            gated,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+async def drain(gate: DrainGate, server: aio.Server, grace: float, quiet: float = 0.5) -> bool:
+    """Stop accepting, finish accepted calls, let refused clients go quiet, then stop core.
+
+    Everything happens within `grace` seconds; calls still running at its end are cancelled.
+    Returns True when every accepted call finished in time.
+    """
+    deadline = gate.clock() + grace
+    gate.close()
+    finished = await gate.wait_idle(deadline - gate.clock())
+    await gate.wait_quiet(quiet, deadline)
+    await server.stop(max(deadline - gate.clock(), 0.0))
+    return finished

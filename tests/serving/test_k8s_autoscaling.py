@@ -1,0 +1,44 @@
+"""The autoscaling queries of deploy/k8s answer on a real Prometheus scraping a real server: the
+prometheus-adapter rules behind the HPA (per pod: here the scrape's instance plays the pod) and
+the KEDA ScaledObject's query."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import yaml
+
+from tests.deploy.test_k8s import K8S, _adapter_rules, adapter_query
+from tests.serving.test_prometheus import query, send, stack, wait_for  # noqa: F401  (stack: the fixture)
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("prometheus") is None,
+    reason="the prometheus binary is not installed here (.ci/run installs Debian's package)",
+)
+
+
+def _rows(base: str, expr: str) -> list[tuple[dict, float]] | None:
+    rows = [(r["metric"], float(r["value"][1])) for r in query(base, expr)]
+    return rows if rows and all(math.isfinite(v) for _, v in rows) else None
+
+
+def test_adapter_and_keda_queries_answer_per_replica(stack):  # noqa: F811
+    srv, base = stack
+    send(srv.address, {("dates-additive", "onnxruntime"): 3, ("dates-dot", "onnxruntime"): 2})
+    values = {}
+    for rule in _adapter_rules():
+        expr = adapter_query(rule, 'job="attnserve"', "instance")
+        rows = wait_for(lambda e=expr: _rows(base, e), timeout=60, what=f"data for {expr}")
+        assert len(rows) == 1 and set(rows[0][0]) == {"instance"}, rows  # one value per replica
+        values[rule["name"]["as"]] = rows[0][1]
+    assert values["attnserve_inflight_requests"] == 0  # every request has finished
+    assert 0 <= values["attnserve_queue_seconds_per_request"] < 10
+
+    scaled = yaml.safe_load((K8S / "components" / "keda" / "scaledobject.yaml").read_text())
+    (trigger,) = scaled["spec"]["triggers"]
+    expr = trigger["metadata"]["query"].replace('namespace="attnserve"', 'job="attnserve"')
+    assert expr != trigger["metadata"]["query"]
+    rows = wait_for(lambda: _rows(base, expr), timeout=30, what=f"data for {expr}")
+    assert [v for _, v in rows] == [0]
