@@ -166,11 +166,12 @@ class DataPlane:
         scheduler = self.schedulers.get(model, backend)
         loop = asyncio.get_running_loop()
         limit = scheduler.deadline(deadline, _timeout(params), loop.time())
+        start = time.perf_counter_ns()
         if _small(inputs):
             prepared = model.pipeline.prepare(inputs, params)
         else:  # tokenising large documents would hold up the event loop (health checks, other replies)
             prepared = await loop.run_in_executor(self.executor, model.pipeline.prepare, inputs, params)
-        record.batch = prepared.rows
+        record.batch, record.prepare = prepared.rows, time.perf_counter_ns() - start
         done = await scheduler.submit(prepared, limit)
         record.queued, record.started, record.finished = done.queued_ns, done.started_ns, done.finished_ns
         record.calls = done.execution.calls  # its batch's component calls (shared by the batch)

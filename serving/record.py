@@ -43,7 +43,8 @@ class RequestRecord:
     """What one request did. Timestamps are `time.perf_counter_ns()`; 0 marks a stage not reached.
 
     Stages (Triton's names): queue = queued -> started (waiting in its model's queue); compute_input =
-    started -> first component call (validation, preprocessing); compute_infer = first call ->
+    `prepare` (validation, preprocessing, before the queue) + started -> first component call (the
+    padded batch's inputs); compute_infer = first call ->
     end of the last call (the components and the decode loop between them); compute_output =
     end of the last call -> done (postprocessing, output selection, the response message).
     """
@@ -57,6 +58,7 @@ class RequestRecord:
     device: str = ""
     series: ModelSeries | None = None  # the collectors bound once for (model, version, backend)
     batch: int = 0  # the request's items (its batch may hold other requests' too)
+    prepare: int = 0  # ns spent validating and preprocessing it, before it was queued
     queued: int = 0
     started: int = 0
     finished: int = 0  # the pipeline returned
@@ -79,7 +81,7 @@ class RequestRecord:
             first, last = self.calls[0][1], self.calls[-1][2]
         else:  # a pipeline that called no component: all of its run is input preparation
             first = last = self.finished
-        return self.started - self.queued, first - self.started, last - first, self.done - last
+        return self.started - self.queued, self.prepare + first - self.started, last - first, self.done - last
 
 
 class RecordSink:

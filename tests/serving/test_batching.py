@@ -10,6 +10,7 @@ identical, attention within 1e-4. ModelStatistics must show that requests were m
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from backends.loader import get_backend
 from models import checkpoint
@@ -73,6 +75,16 @@ def statistics(address: str, model: str) -> tuple[int, int]:
     return s.inference_count, s.execution_count
 
 
+def batch_size_histogram(server, model: str) -> tuple[int, int]:
+    """(items, executions) of attnserve_batch_size over every backend of `model`, from /metrics."""
+    server.settle()
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.app.metrics_port}/metrics", timeout=5) as r:
+        samples = [s for f in text_string_to_metric_families(r.read().decode()) for s in f.samples]
+    mine = [s for s in samples if s.labels.get("model") == model]
+    total = lambda name: int(sum(s.value for s in mine if s.name == name))  # noqa: E731
+    return total("attnserve_batch_size_sum"), total("attnserve_batch_size_count")
+
+
 @pytest.mark.parametrize("model", sorted(RECIPES))
 def test_batched_answers_equal_batch_one_answers(server, local: ModelRepository, model: str):
     task, inputs = held_out(model)
@@ -89,6 +101,8 @@ def test_batched_answers_equal_batch_one_answers(server, local: ModelRepository,
     assert inferences_after - inferences == len(requests)
     merged = (inferences_after - inferences) - (executions_after - executions)
     assert merged > 0, "no request shared a batch: nothing was tested"
+    # Prometheus counts the same executed batches as ModelStatistics (all traffic since start)
+    assert batch_size_histogram(server, model) == (inferences_after, executions_after)
     for i, (want, got) in enumerate(zip(alone, batched, strict=True)):
         assert list(got) == list(want), i
         for name, expected in want.items():
