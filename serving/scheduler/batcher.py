@@ -4,7 +4,9 @@ and dynamic batching (requests of one key merged into one `Pipeline.execute` cal
 Everything here runs on the event loop thread except `Pipeline.execute`, which runs in a worker
 thread (or on the loop, for a lone batch-1 request when nothing else is in flight: it saves the
 thread hand-offs). No background task: a submit starts a batch when a slot is free, a finished
-batch starts the next, and a timer serves `max_queue_delay`.
+batch starts the next, and a timer serves `max_queue_delay`. A queued request whose caller leaves
+or whose deadline passes is dropped unrun; a batch whose callers have all left stops at its next
+component call (between two decoder steps).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.errors import DeadlineExceeded, ModelUnavailable, QueueFull, ServingError
+import numpy as np
+
+from runtime.decode import Runner
+from runtime.errors import Cancelled, DeadlineExceeded, ModelUnavailable, QueueFull, ServingError
 from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners
 from serving.scheduler.policy import Policy
 
@@ -53,12 +58,21 @@ class Done:
 
 
 @dataclass(eq=False)
+class _Batch:
+    """A batch computing in a worker thread; abandoned once every caller in it has left."""
+
+    waiting: int  # callers still waiting for their answers
+    abandoned: bool = False
+
+
+@dataclass(eq=False)
 class _Job:
     prepared: Prepared
     future: asyncio.Future[Done]
     queued_ns: int
     deadline: float | None  # loop time
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    batch: _Batch | None = None  # set when it starts computing in a worker thread
 
 
 class Scheduler:
@@ -211,7 +225,10 @@ class Scheduler:
             return
         self._running += 1
         calls: Calls = []
-        runners = self.instrument(calls)
+        state = _Batch(waiting=len(batch))
+        for job in batch:
+            job.batch = state
+        runners = {name: _abandonable(runner, state, self.name) for name, runner in self.instrument(calls).items()}
         prepared = [job.prepared for job in batch]
         loop = asyncio.get_running_loop()
         task = loop.run_in_executor(self.executor, _execute, self.pipeline, prepared, runners)
@@ -264,10 +281,13 @@ class Scheduler:
             )
 
     def _leave(self, job: _Job) -> None:
-        """The caller was cancelled (client gone, or its gRPC deadline): drop the request if queued."""
+        """The caller was cancelled (client gone, or its gRPC deadline): drop the request if queued;
+        if it computes, its batch stops at the next component call once all its callers are gone."""
         if job.timer is not None:
             job.timer.cancel()
-        self._remove(job)
+        if not self._remove(job) and job.batch is not None:
+            job.batch.waiting -= 1
+            job.batch.abandoned = job.batch.waiting == 0
 
     def _remove(self, job: _Job) -> bool:
         try:
@@ -275,6 +295,15 @@ class Scheduler:
         except ValueError:
             return False  # already running or done
         return True
+
+
+def _abandonable(runner: Runner, batch: _Batch, name: str) -> Runner:
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if batch.abandoned:  # e.g. between two decoder steps: nobody waits for the rest
+            raise Cancelled(f"{name}: every request of the batch was cancelled")
+        return runner(feeds)
+
+    return run
 
 
 def _execute(pipeline: Pipeline, batch: list[Prepared], runners: Runners) -> tuple[list[Outputs], int, int]:

@@ -76,16 +76,17 @@ def model_stats(stub) -> pb.ModelStatistics:
     return stub.ModelStatistics(pb.ModelStatisticsRequest(name=MODEL)).model_stats[0]
 
 
+def metric_samples(srv: Server, name: str) -> list:
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
+
+
 def requests_by_code(srv: Server) -> Counter:
     """attnserve_requests_total of MODEL by code (read after a gRPC call: the loop has then
     recorded every earlier request, as it records them in order)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return Counter({
-        s.labels["code"]: int(s.value)
-        for f in text_string_to_metric_families(text) for s in f.samples
-        if s.name == "attnserve_requests_total" and s.labels["model"] == MODEL
-    })  # fmt: skip
+    samples = metric_samples(srv, "attnserve_requests_total")
+    return Counter({s.labels["code"]: int(s.value) for s in samples if s.labels["model"] == MODEL})
 
 
 def load(stub, **batching) -> None:
@@ -216,3 +217,26 @@ def test_a_full_queue_refuses_the_excess_and_answers_every_accepted_request(srv)
     assert codes_after - codes_before == counted
     assert after.inference_stats.fail.count - before.inference_stats.fail.count == counted["RESOURCE_EXHAUSTED"]
     assert after.inference_stats.success.count - before.inference_stats.success.count == counted["OK"]
+
+
+def test_a_batch_whose_client_left_stops_computing(srv):
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        before, codes_before = model_stats(stub), requests_by_code(srv)
+
+        async def leave_while_computing() -> None:
+            async with grpc.aio.insecure_channel(srv.address) as aio_channel:
+                call = pb_grpc.GRPCInferenceServiceStub(aio_channel).ModelInfer(slow_requests()[0], timeout=120)
+                inflight = lambda: [s.value for s in metric_samples(srv, "attnserve_inflight_requests")]  # noqa: E731
+                while inflight() != [1]:  # the server has it
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.1)  # computing: about a second's work
+                call.cancel()
+
+        asyncio.run(leave_while_computing())
+        answer = stub.ModelInfer(text_request(1), timeout=60)  # served after the abandoned batch
+        assert convert.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
+        after, codes_after = model_stats(stub), requests_by_code(srv)
+    assert codes_after - codes_before == Counter({"CANCELLED": 1, "OK": 1}), "the slow request ended first"
+    # the abandoned batch stopped between two decoder steps: it is no execution, its items no inferences
+    assert (after.execution_count - before.execution_count, after.inference_count - before.inference_count) == (1, 1)

@@ -22,7 +22,8 @@ from tests.fakes import copy_gru
 
 
 class Gated(Pipeline):
-    """y = 2x; each execution is recorded, and waits for the test to open the gate."""
+    """y = 2x; each execution is recorded, waits for the test to let it proceed, then makes one
+    component call."""
 
     task = "toy"
     inputs = (T("x", "int64", "batch"),)
@@ -30,9 +31,18 @@ class Gated(Pipeline):
 
     def __init__(self) -> None:  # no model files
         self.batches: list[list[int]] = []  # values of each executed batch
-        self.gate = threading.Event()
+        self.permits = threading.Semaphore(0)  # one per execution allowed to proceed
+        self.free = False  # every execution proceeds
         self.started = threading.Event()
         self.fail = False
+
+    def open(self) -> None:
+        """Let one held execution proceed."""
+        self.permits.release()
+
+    def open_all(self) -> None:
+        self.free = True
+        self.permits.release(8)  # the executions already waiting
 
     @classmethod
     def answers(cls, outputs: Mapping[str, np.ndarray]) -> list[Any]:
@@ -45,9 +55,10 @@ class Gated(Pipeline):
     def execute(self, batch: Sequence[Prepared], runners: Runners) -> list[Outputs]:
         self.batches.append([int(v) for p in batch for v in p.data])
         self.started.set()
-        assert self.gate.wait(10)
+        assert self.free or self.permits.acquire(timeout=10)
         if self.fail:
             raise BackendFailure("component failed")
+        runners["step"]({})
         return [{"y": p.data * 2} for p in batch]
 
 
@@ -56,24 +67,29 @@ class Harness:
         self.pipeline = Gated()
         self.executions: list[Execution] = []
         self.executor = ThreadPoolExecutor(4)
+        self.steps = 0  # component calls made
         self.scheduler = Scheduler(
-            "model 'toy' version 1", self.pipeline, lambda calls: {}, policy, self.executor,
+            "model 'toy' version 1", self.pipeline, lambda calls: {"step": self.step}, policy, self.executor,
             self.executions.append, lambda: inline,
         )  # fmt: skip
+
+    def step(self, feeds: dict) -> dict:
+        self.steps += 1
+        return feeds
 
     def submit(self, *values: int, deadline: float | None = None, **params: Any) -> asyncio.Task:
         prepared = self.pipeline.prepare({"x": np.array(values, dtype=np.int64)}, params)
         return asyncio.ensure_future(self.scheduler.submit(prepared, deadline))
 
     async def busy(self) -> asyncio.Task:
-        """Submit one request and wait until it computes (the gate holds it)."""
+        """Submit one request and wait until it computes (held until the test lets it proceed)."""
         task = self.submit(100)
         while not self.pipeline.started.is_set():
             await asyncio.sleep(0.001)
         return task
 
     async def release(self, *tasks: asyncio.Task) -> list[Any]:
-        self.pipeline.gate.set()
+        self.pipeline.open_all()
         return await asyncio.gather(*tasks, return_exceptions=True)
 
 
@@ -130,7 +146,7 @@ def test_preferred_batch_sizes_cut_the_queue():
 def test_max_queue_delay_waits_for_company_when_the_model_is_idle():
     async def go() -> None:
         h = Harness(Policy(max_batch_size=8, batching=True, concurrency=1, max_queue_delay_s=0.2))
-        h.pipeline.gate.set()
+        h.pipeline.open_all()
         results = await asyncio.gather(h.submit(1), h.submit(2))
         assert h.pipeline.batches == [[1, 2]] and [int(r.outputs["y"][0]) for r in results] == [2, 4]
 
@@ -224,7 +240,7 @@ def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_runs():
 def test_a_lone_request_runs_on_the_loop_until_others_are_seen_queueing():
     async def go() -> None:
         h = Harness(BATCHING, inline=True)
-        h.pipeline.gate.set()
+        h.pipeline.open_all()
         loop_thread = threading.get_ident()
         threads: list[int] = []
         original = h.pipeline.execute
@@ -261,3 +277,38 @@ def test_the_policy_comes_from_config_yaml_with_triton_names():
     raw["dynamic_batching"] = {"max_queue_delay": 100}
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         ModelConfig.model_validate(raw)
+
+
+def test_a_computing_batch_stops_at_its_next_component_call_once_all_its_callers_left():
+    async def go() -> None:
+        h = Harness(BATCHING)
+        first = await h.busy()
+        first.cancel()
+        await asyncio.sleep(0.01)
+        h.pipeline.open_all()
+        assert int((await h.submit(3)).outputs["y"][0]) == 6  # the next request runs as usual
+        await asyncio.sleep(0)
+        assert h.pipeline.batches == [[100], [3]] and h.steps == 1  # the abandoned batch made no call
+        assert [e.rows for e in h.executions] == [1]
+
+    run(go())
+
+
+def test_a_computing_batch_goes_on_while_one_of_its_callers_waits():
+    async def go() -> None:
+        h = Harness(BATCHING)
+        first = await h.busy()
+        gone, kept = h.submit(1), h.submit(2)
+        await asyncio.sleep(0.01)
+        h.pipeline.started.clear()
+        h.pipeline.open()
+        await first
+        while not h.pipeline.started.is_set():
+            await asyncio.sleep(0.001)
+        assert h.pipeline.batches == [[100], [1, 2]]
+        gone.cancel()  # while its batch computes
+        await asyncio.sleep(0.01)
+        h.pipeline.open()
+        assert int((await kept).outputs["y"][0]) == 4 and h.steps == 2
+
+    run(go())
