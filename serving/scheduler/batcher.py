@@ -24,12 +24,9 @@ import numpy as np
 from runtime.decode import Runner
 from runtime.errors import Cancelled, DeadlineExceeded, ModelUnavailable, QueueFull, ServingError
 from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners
+from serving.scheduler.inline import InlineGate
 from serving.scheduler.policy import Policy
 
-# A lone request runs on the loop (no thread hand-off) while executions see no company; since an
-# inline run cannot see requests arriving meanwhile, every PROBE_EVERY-th lone request runs in a
-# thread anyway, and one that finds others queued behind it turns batching back on.
-PROBE_EVERY = 16
 Calls = list[tuple[Any, float]]  # (stage histogram child, seconds) per component call
 Instrument = Callable[[Calls], Runners]  # the runners, timed into the given list
 Hold = Callable[[], Callable[[], None]]  # hold the model version open; returns the release
@@ -100,8 +97,8 @@ class Scheduler:
         self._queue: deque[_Job] = deque()
         self._running = 0  # batches executing now
         self._delay: asyncio.TimerHandle | None = None
-        self._crowded = False  # the last execution in a thread had requests queue behind it
-        self._inline_runs = 0  # lone requests run on the loop since the last probe
+        self._gate = InlineGate()
+        self._arrivals = 0  # requests submitted so far
 
     @property
     def queued(self) -> int:
@@ -130,6 +127,7 @@ class Scheduler:
         if deadline is not None and loop.time() >= deadline:
             raise DeadlineExceeded(f"{self.name}: the request's deadline passed before it was queued")
         job = _Job(prepared, loop.create_future(), time.perf_counter_ns(), deadline)
+        self._arrivals += 1
         if self._inline(prepared):
             return self._run_inline(job)
         self._queue.append(job)
@@ -144,13 +142,9 @@ class Scheduler:
 
     def _inline(self, prepared: Prepared) -> bool:
         """Compute this request on the loop: it is alone, small, and the model has been quiet."""
-        if self._running or self._queue or prepared.rows > 1 or self._crowded or not self.inline_ok():
+        if self._running or self._queue or prepared.rows > 1 or not self.inline_ok():
             return False
-        self._inline_runs += 1
-        if self._inline_runs < PROBE_EVERY:
-            return True
-        self._inline_runs = 0  # run this one in a thread, to see whether others arrive meanwhile
-        return False
+        return self._gate.allow()
 
     # --- forming and running batches -------------------------------------------------
 
@@ -232,14 +226,16 @@ class Scheduler:
         prepared = [job.prepared for job in batch]
         loop = asyncio.get_running_loop()
         task = loop.run_in_executor(self.executor, _execute, self.pipeline, prepared, runners)
-        task.add_done_callback(lambda f: self._finished(batch, calls, f, release))
+        arrivals = self._arrivals
+        task.add_done_callback(lambda f: self._finished(batch, calls, f, release, arrivals))
 
     def _finished(
-        self, batch: list[_Job], calls: Calls, task: asyncio.Future[Any], release: Callable[[], None]
+        self, batch: list[_Job], calls: Calls, task: asyncio.Future[Any], release: Callable[[], None], arrivals: int
     ) -> None:
+        """A batch ended (`arrivals`: requests submitted when it started)."""
         release()
         self._running -= 1
-        self._crowded = len(batch) > 1 or bool(self._queue)
+        self._gate.observed(len(batch) > 1 or self._arrivals > arrivals or bool(self._queue))
         if task.cancelled():  # the executor was shut down under it
             exc: BaseException | None = ModelUnavailable(f"{self.name} is shutting down")
         else:

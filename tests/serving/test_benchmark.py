@@ -39,3 +39,38 @@ def test_serve_latency_benchmark_writes_json_and_markdown(reference_repository: 
     assert f"baseline server run from `{ROOT}`, a checkout of commit " in table
     assert "times per empty RPC (the baseline's: " in table
     assert "| attnserve over the bare server (ms) |" in table
+
+
+def test_serve_throughput_benchmark_writes_json_and_its_section(reference_repository: Path, tmp_path: Path):
+    out_json, out_md = tmp_path / "throughput.json", tmp_path / "performance.md"
+    out_md.write_text("<!-- serve_latency -->\nlatency tables\n<!-- /serve_latency -->\n")
+    cmd = [sys.executable, "benchmarks/serve_throughput.py", "--repository", str(reference_repository),
+           "--models", "sort-pointer", "--rounds", "2", "--seconds", "0.3", "--no-mlserver", "--no-overload",
+           "--json", str(out_json), "--markdown", str(out_md)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=600)
+    results = json.loads(out_json.read_text())
+    cells = {(r["round"], r["mode"], r["clients"]) for r in results["runs"]}
+    for clients in (1, 8, 32, 64):
+        for mode in ("off", "dynamic", "in_process", "empty"):
+            assert {(0, mode, clients), (1, mode, clients)} <= cells
+    served = [r for r in results["runs"] if r["mode"] in ("off", "dynamic")]
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in served)
+    text = out_md.read_text()
+    assert text.startswith(
+        "<!-- serve_latency -->\nlatency tables\n<!-- /serve_latency -->\n\n<!-- serve_throughput -->"
+    )
+    assert "| attnserve, dynamic batching |" in text and "Empty-RPC ceiling" in text
+
+
+def test_a_benchmark_rewrites_only_its_own_section(tmp_path: Path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from markdown_section import write_section
+    finally:
+        sys.path.pop(0)
+    doc = tmp_path / "performance.md"
+    write_section(doc, "a", "first")
+    write_section(doc, "b", "second")
+    write_section(doc, "a", "first, again")
+    assert doc.read_text() == "<!-- a -->\nfirst, again\n<!-- /a -->\n\n<!-- b -->\nsecond\n<!-- /b -->\n"

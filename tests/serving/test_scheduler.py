@@ -17,7 +17,7 @@ from runtime.config import ModelConfig
 from runtime.errors import BackendFailure, DeadlineExceeded, QueueFull
 from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners, T
 from serving.scheduler import Execution, Policy, Scheduler
-from serving.scheduler.batcher import PROBE_EVERY
+from serving.scheduler.inline import PROBE_EVERY, PROBE_LEN, QUIET_TO_INLINE, InlineGate
 from tests.fakes import copy_gru
 
 
@@ -237,7 +237,7 @@ def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_runs():
     run(go())
 
 
-def test_a_lone_request_runs_on_the_loop_until_others_are_seen_queueing():
+def test_a_lone_request_runs_on_the_loop_but_probes_run_in_a_thread():
     async def go() -> None:
         h = Harness(BATCHING, inline=True)
         h.pipeline.open_all()
@@ -250,12 +250,27 @@ def test_a_lone_request_runs_on_the_loop_until_others_are_seen_queueing():
             return original(batch, runners)
 
         h.pipeline.execute = execute  # type: ignore[method-assign]
-        for i in range(20):
+        for i in range(PROBE_EVERY + PROBE_LEN):
             await h.submit(i)
-        # lone requests run on the loop, except every PROBE_EVERY-th (which looks for company)
-        assert len(threads) == 20 and len(threads) - threads.count(loop_thread) == 20 // PROBE_EVERY
+        # sequential lone requests: on the loop, but for one probe of PROBE_LEN in a thread
+        on_loop = [t == loop_thread for t in threads]
+        assert on_loop == [True] * (PROBE_EVERY - 1) + [False] * PROBE_LEN + [True]
 
     run(go())
+
+
+def test_the_inline_gate_closes_on_company_and_opens_after_a_quiet_spell():
+    gate = InlineGate()
+    assert gate.allow()
+    gate.observed(company=True)  # e.g. a probe saw another request arrive
+    assert not gate.allow()
+    for _ in range(QUIET_TO_INLINE - 1):
+        gate.observed(company=False)
+    assert not gate.allow()
+    gate.observed(company=False)
+    assert gate.allow()
+    gate.observed(company=True)
+    assert not gate.open
 
 
 def test_the_policy_comes_from_config_yaml_with_triton_names():
