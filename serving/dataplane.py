@@ -130,7 +130,9 @@ class DataPlane:
             backend = params.get("backend")
             if backend is not None and not isinstance(backend, str):
                 raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
-            backend_name, _ = model.runners(backend)  # InvalidInput for a backend it does not run on
+            backend_name = backend or model.default_backend
+            if backend_name not in model.backends:
+                model.runners(backend_name)  # InvalidInput naming the backends it runs on
             record.backend = backend_name
             series = record.series = self.metrics.series(record.labels())
             series.inflight.inc()

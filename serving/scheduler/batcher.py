@@ -98,7 +98,16 @@ class Scheduler:
         self._running = 0  # batches executing now
         self._delay: asyncio.TimerHandle | None = None
         self._gate = InlineGate()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first submit (all run on it)
         self._arrivals = 0  # requests submitted so far
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop it runs on (looked up again only when that loop is closed: each lookup costs a
+        getpid syscall)."""
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     @property
     def queued(self) -> int:
@@ -118,7 +127,7 @@ class Scheduler:
         QueueFull at once when `max_queue_size` requests wait; DeadlineExceeded when `deadline`
         (loop time) passes before the request starts. A cancelled caller's request leaves the queue.
         """
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         if self.policy.max_queue_size and len(self._queue) >= self.policy.max_queue_size:
             raise QueueFull(
                 f"{self.name} has {len(self._queue)} requests queued, its max_queue_size "
@@ -151,7 +160,7 @@ class Scheduler:
     def _dispatch(self) -> None:
         """Start batches while a slot is free and a batch can be formed."""
         if self._queue:
-            now = asyncio.get_running_loop().time()
+            now = self.loop.time()
             for job in [j for j in self._queue if j.deadline is not None and j.deadline <= now]:
                 self._expire(job)  # its timer has not fired yet (the loop was busy): never start it
         while self._running < self.policy.concurrency and self._queue:
@@ -199,7 +208,7 @@ class Scheduler:
         if reached:
             return max(reached)
         if self._delay is None:
-            self._delay = asyncio.get_running_loop().call_later(policy.max_queue_delay_s - waited, self._delayed)
+            self._delay = self.loop.call_later(policy.max_queue_delay_s - waited, self._delayed)
         return None
 
     def _delayed(self) -> None:
@@ -224,8 +233,7 @@ class Scheduler:
             job.batch = state
         runners = {name: _abandonable(runner, state, self.name) for name, runner in self.instrument(calls).items()}
         prepared = [job.prepared for job in batch]
-        loop = asyncio.get_running_loop()
-        task = loop.run_in_executor(self.executor, _execute, self.pipeline, prepared, runners)
+        task = self.loop.run_in_executor(self.executor, _execute, self.pipeline, prepared, runners)
         arrivals = self._arrivals
         task.add_done_callback(lambda f: self._finished(batch, calls, f, release, arrivals))
 
@@ -252,7 +260,7 @@ class Scheduler:
                 if not job.future.done():  # a cancelled caller's answer is dropped
                     job.future.set_result(Done(out, job.queued_ns, started, finished, execution))
             # after the callers' wake-ups: the batch's metrics stay off their responses' path
-            asyncio.get_running_loop().call_soon(self.on_execution, execution)
+            self.loop.call_soon(self.on_execution, execution)
         self._dispatch()
 
     def _run_inline(self, job: _Job) -> Done:
@@ -263,7 +271,7 @@ class Scheduler:
         finally:
             self._running -= 1
         execution = Execution(job.prepared.rows, 1, started, finished, calls)
-        asyncio.get_running_loop().call_soon(self.on_execution, execution)
+        self.loop.call_soon(self.on_execution, execution)
         return Done(out, job.queued_ns, started, finished, execution)
 
     # --- requests that leave before they run -------------------------------------------
