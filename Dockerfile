@@ -14,7 +14,7 @@ RUN apt-get update -o Acquire::Languages=en \
     && rm -rf /var/lib/apt/lists/*
 RUN useradd --uid 1000 --create-home attnserve && chown -R attnserve /opt/attnserve
 USER 1000
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD ["attnserve", "health", "--url", "localhost:8001"]
 ENTRYPOINT ["attnserve", "serve", "--repository", "/opt/attnserve/model_repository"]
 
@@ -29,6 +29,6 @@ COPY --from=cpu /opt/attnserve /opt/attnserve
 RUN bash scripts/install.sh
 RUN useradd --uid 1001 --create-home attnserve && chown -R attnserve /opt/attnserve
 USER attnserve
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD ["attnserve", "health", "--url", "localhost:8001"]
 ENTRYPOINT ["attnserve", "serve", "--repository", "/opt/attnserve/model_repository", "--device", "cuda"]

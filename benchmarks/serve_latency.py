@@ -67,7 +67,7 @@ def start_server(repository: Path, port: int, tree: Path | None = None) -> tuple
     module = "cli.main" if (root / "cli" / "main.py").is_file() else "serving.cli"  # checkouts before cli/
     cmd = [sys.executable, "-m", module, "serve", "--repository", str(repository.resolve()),
            "--grpc-port", str(port), "--metrics-port", "0"]  # fmt: skip
-    env = dict(os.environ)
+    env = dict(os.environ, ATTNSERVE_HTTP__PORT="0")  # no fixed HTTP port (a flag older checkouts lack)
     if tree is not None:
         env["PYTHONPATH"] = str(tree.resolve())  # its packages before the installed ones
     t0 = time.perf_counter()

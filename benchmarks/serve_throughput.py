@@ -68,9 +68,11 @@ def infer_inputs(arrays: dict[str, np.ndarray]) -> list[tc.InferInput]:
 
 
 def start_attnserve(repository: Path, models: list[str]) -> tuple[subprocess.Popen, int]:
-    """`attnserve serve` from this checkout; (process, gRPC port)."""
+    """`attnserve serve` from this checkout, loads allowed (the benchmark reconfigures models); (process,
+    gRPC port)."""
     cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(repository.resolve()), "--host",
-           "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--models", ",".join(models)]  # fmt: skip
+           "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--models", ",".join(models),
+           "--model-control-mode", "explicit"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return spawn(cmd, r"serving gRPC on port (\d+)", cwd=ROOT, env=env)
 

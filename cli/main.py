@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from runtime.version import attnserve_version
+
+TOKEN_ENV = "ATTNSERVE_TOKEN"
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
@@ -96,14 +102,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     grpc = {k: v for k, v in {"port": args.grpc_port, "host": args.host}.items() if v is not None}
     metrics = {"port": args.metrics_port} if args.metrics_port is not None else {}
+    http = {k: v for k, v in {"port": args.http_port, "host": args.host}.items() if v is not None}
     settings = load_settings(
         args.config,
         repository=args.repository,
         backend=args.backend,
         device=args.device,
         models=args.models.split(",") if args.models else None,
+        model_control_mode=args.model_control_mode,
         grpc=grpc or None,
         metrics=metrics or None,
+        http=http or None,
         exit_on_error=args.exit_on_error,
     )
     # before anything imports grpc: core reads its experiments once, when it loads
@@ -118,12 +127,16 @@ def _cmd_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.url) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+    from serving.client import Client
+
+    conn = _connection(args)
+    with Client(**conn) as client:  # its channel: the same TLS options and token as `attnserve client`
+        stub = health_pb2_grpc.HealthStub(client.channel)
+        request = health_pb2.HealthCheckRequest(service=args.service)
         try:
-            status = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout).status
+            status = stub.Check(request, timeout=client.timeout, metadata=client.call_metadata).status
         except grpc.RpcError as exc:
-            print(f"{args.url}: {exc.code().name} {exc.details()}", file=sys.stderr)
+            print(f"{conn['address']}: {exc.code().name} {exc.details()}", file=sys.stderr)
             return 1
     name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
     print(name)
@@ -155,7 +168,7 @@ def _cmd_client(args: argparse.Namespace) -> int:
     want_maps = plot_to is not None
     maps = []
     try:
-        with Client(args.url, timeout=args.timeout) as client:
+        with Client(**_connection(args)) as client:
             if args.action == "models":
                 rows = [(m["name"], m["version"] or "-", m["state"], m["reason"]) for m in client.models()]
                 widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("name", "version", "state"))]
@@ -200,8 +213,37 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_connection_options(p: argparse.ArgumentParser) -> None:
+    """--url, --timeout, TLS and token, accepted before a client action and after it.
+
+    Defaults are filled in by `_connection` (SUPPRESS keeps an action's parser from overwriting
+    a value given before the action)."""
+    kw = {"default": argparse.SUPPRESS}
+    p.add_argument("--url", help="gRPC address (default localhost:8001); a comma-separated list: round-robin", **kw)
+    p.add_argument("--timeout", type=float, help="seconds per call", **kw)
+    p.add_argument("--tls", action="store_true", help="TLS with the system's roots (implied by --ca/--cert)", **kw)
+    p.add_argument("--ca", type=Path, help="PEM roots that sign the server's certificate", **kw)
+    p.add_argument("--cert", type=Path, help="PEM client certificate (mutual TLS), with --key", **kw)
+    p.add_argument("--key", type=Path, help="PEM key of --cert", **kw)
+    p.add_argument("--token", help=f"bearer token (default: ${TOKEN_ENV}; the variable keeps it out of ps)", **kw)
+
+
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """Client(**...) keywords from the connection options, their defaults and $ATTNSERVE_TOKEN."""
+    return {
+        "address": getattr(args, "url", "localhost:8001"),
+        "timeout": getattr(args, "timeout", args.default_timeout),
+        "tls": getattr(args, "tls", False),
+        "ca": getattr(args, "ca", None),
+        "cert": getattr(args, "cert", None),
+        "key": getattr(args, "key", None),
+        "token": getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"attnserve {attnserve_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("recipes", help="list the training recipes")
@@ -246,31 +288,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a model repository over gRPC (Open Inference Protocol)")
     p.add_argument("--repository", type=Path, help="model repository (default: model_repository)")
     p.add_argument("--config", type=Path, help="YAML file of server settings")
-    p.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    p.add_argument("--host", help="address gRPC and HTTP bind (default 0.0.0.0)")
     p.add_argument("--grpc-port", type=int, help="default 8001; 0 picks a free port")
     p.add_argument("--metrics-port", type=int, help="default 8002")
+    p.add_argument("--http-port", type=int, help="KServe V2 REST; default 8000; 0 picks a free port")
     p.add_argument("--backend", help="make this backend every model's default (e.g. torch)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="run every model on this device")
     p.add_argument("--models", help="comma-separated subset of models to load")
     p.add_argument("--exit-on-error", action="store_true", default=None,
                    help="exit non-zero when a model fails to load or the repository is missing or empty")  # fmt: skip
+    p.add_argument(
+        "--model-control-mode",
+        choices=["none", "explicit"],
+        help="none (default): RepositoryModelLoad/Unload refused; explicit: clients may load and unload",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("health", help="ask a server's grpc.health.v1 service (exit 0 when SERVING)")
-    p.add_argument("--url", default="localhost:8001")
     p.add_argument("--service", default="", help="a model name, or empty for the whole server")
-    p.add_argument("--timeout", type=float, default=3.0)
-    p.set_defaults(func=_cmd_health)
+    _add_connection_options(p)
+    p.set_defaults(func=_cmd_health, default_timeout=3.0)
 
     p = sub.add_parser("stats", help="live latency percentiles from a server's /metrics")
     p.add_argument("--url", default="http://localhost:8002/metrics")
     p.set_defaults(func=_cmd_stats)
 
     p = sub.add_parser("client", help="call a running server (repository index, translate, classify, sort)")
-    p.add_argument("--url", default="localhost:8001", help="the server's gRPC address")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    _add_connection_options(p)
     actions = p.add_subparsers(dest="action", required=True)
-    actions.add_parser("models", help="the repository index: name, version, state, reason")
+    _add_connection_options(actions.add_parser("models", help="the repository index: name, version, state, reason"))
     a = actions.add_parser("translate", help="translate texts (e.g. dates) with a seq2seq model")
     a.add_argument("model")
     a.add_argument("texts", nargs="+", metavar="TEXT")
@@ -284,9 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("values", nargs="+", type=int, metavar="N")
     for name in ("translate", "classify", "sort"):
         a = actions.choices[name]
+        _add_connection_options(a)
         a.add_argument("--backend", help="execution backend, e.g. onnxruntime or torch (default: the server's)")
         a.add_argument("--plot", type=Path, metavar="PNG", help="draw the returned attention into this file")
-    p.set_defaults(func=_cmd_client)
+    p.set_defaults(func=_cmd_client, default_timeout=30.0)
 
     p = sub.add_parser("data", help="build the debian-docs corpus from the apt lists")
     p.add_argument("--out", type=Path, default=Path("data"))

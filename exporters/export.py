@@ -180,7 +180,7 @@ def export_checkpoint(
     paths, report = export_components(spec, components, out, metadata, opset)
     _copy_artifacts(ck, out)
 
-    test = list(type(ck.family).load_data(ck.recipe.train.seed).test)[:examples]
+    test = type(ck.family).held_out(ck.recipe.train.seed, examples)
     e2e: EndToEnd | None = None
     if not report.failures:
         runners = {name: ort_runner(session(p)) for name, p in paths.items()}

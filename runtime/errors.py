@@ -14,6 +14,9 @@ class ErrorCode(enum.Enum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
+    FAILED_PRECONDITION = "failed_precondition"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
 
 
 class ServingError(Exception):
@@ -69,3 +72,21 @@ class Cancelled(ServingError):
 
 class BackendFailure(ServingError):
     code = ErrorCode.INTERNAL
+
+
+class ControlDisabled(ServingError):
+    """Model control (load/unload) is off in this server's configuration; not worth retrying."""
+
+    code = ErrorCode.FAILED_PRECONDITION
+
+
+class Unauthenticated(ServingError):
+    """No credentials, or credentials the server does not know."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ServingError):
+    """Known credentials without the scope the method needs."""
+
+    code = ErrorCode.PERMISSION_DENIED

@@ -8,6 +8,7 @@ tensor of a task. Its `dtype` is a numpy dtype name ("bytes" for BYTES, an objec
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping
 from typing import Literal
@@ -169,3 +170,37 @@ def signature_mismatches(declared: Signature, actual: Signature) -> list[str]:
     if extra:
         problems.append(f"the graph takes input(s) {extra} that config.yaml does not declare")
     return problems
+
+
+# --- raw tensors: the protocol's binary form, shared by every transport -----------------------
+
+
+def tensor_from_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes | memoryview) -> np.ndarray:
+    """A request tensor from its raw form (row-major, little-endian; BYTES length-prefixed).
+
+    Raises InvalidInput, naming the tensor, on an unknown datatype, a negative dimension, or data
+    that does not fill the shape exactly.
+    """
+    if datatype not in DTYPE_OF_DATATYPE:
+        raise InvalidInput(
+            f"input '{name}': unknown datatype {datatype[:32]!r}; use one of {sorted(DTYPE_OF_DATATYPE)}"
+        )
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return deserialize_bytes(bytes(raw), count, name).reshape(shape)
+    dtype = np.dtype(DTYPE_OF_DATATYPE[datatype]).newbyteorder("<")
+    expected = count * dtype.itemsize
+    if len(raw) != expected:
+        raise InvalidInput(f"input '{name}': {datatype} {list(shape)} needs {expected} bytes, got {len(raw)}")
+    # a copy: aligned, native byte order, and independent of the request body it came in
+    return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+
+
+def tensor_to_raw(array: np.ndarray) -> tuple[str, bytes]:
+    """(datatype, raw bytes) of a response tensor; str, bytes and object arrays travel as BYTES."""
+    if array.dtype.kind in "OSU":
+        return "BYTES", serialize_bytes(array)
+    datatype = datatype_of(array.dtype.newbyteorder("="))
+    return datatype, array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()  # row-major (C order)

@@ -7,15 +7,14 @@
 # files, and OUT_DIR is rebuilt from scratch each run. tests/serving/test_protos.py runs this
 # script into a temporary directory and fails when the checked-in code is stale.
 #
-# After protoc, two rewrites make the code importable as serving.grpc._gen.<pkg>.<name>_pb2:
-#   1. absolute imports between generated modules (`from inference import model_config_pb2`)
-#      become package-relative (`from . import model_config_pb2`), as MLServer does with sed;
-#   2. descriptors go into the private pool serving.grpc._gen.POOL instead of the default
-#      one. tritonclient registers Triton's identical `inference.*` names in the default pool,
-#      and a second registration there fails with "duplicate symbol 'inference.ServerLiveRequest'"
-#      (SeldonIO/MLServer#1730), so without this our server and tritonclient could never be
-#      imported into one process (e.g. an end-to-end test). Pass POOL to anything that looks
-#      descriptors up by name, such as grpc_reflection's enable_server_reflection(pool=...).
+# The generator is grpcio-tools 1.80.0 (GRPCIO_TOOLS_VERSION below), whatever the environment holds:
+# its protoc writes protobuf 6.31.1 gencode, which runs on every runtime from 6.31.1 to 7.x (a 7.x
+# runtime accepts older gencode silently), and its plugin needs grpcio >= the same version. So
+# attnserve installs beside tritonclient[grpc], kserve and mlserver (protobuf < 7) as well as
+# with protobuf 7. That grpcio-tools needs protobuf < 7, so unless $PYTHON already has exactly
+# that version, the script runs it from its own venv, runs/gen-protos/grpcio-tools-<version>
+# (made on first use from the package index; exit status 3 when it cannot be made).
+#
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,20 +30,6 @@ fi
 PYTHON="${PYTHON:-python3}"
 cd "$ROOT"
 
-# The grpcio-tools release decides the generated code (its protoc sets the minimum protobuf
-# runtime; its plugin sets the minimum grpcio), so only the pinned one may regenerate.
-# Keep in step with the grpcio-tools pin in pyproject.toml.
-GRPCIO_TOOLS_VERSION="1.85.1"
-have="$("$PYTHON" -c 'from importlib.metadata import version; print(version("grpcio-tools"))' 2>/dev/null || true)"
-if [[ "$have" != "$GRPCIO_TOOLS_VERSION" && "${ALLOW_ANY_GRPCIO_TOOLS:-0}" != 1 ]]; then
-    echo "gen-protos: need grpcio-tools==$GRPCIO_TOOLS_VERSION, found '${have:-none}'" \
-        "(pip install grpcio-tools==$GRPCIO_TOOLS_VERSION; ALLOW_ANY_GRPCIO_TOOLS=1 to override)" >&2
-    exit 1
-fi
-
-# Sorted, relative to protos/: the import roots and descriptor file names derive from these.
-mapfile -t PROTOS < <(cd protos && find . -name '*.proto' -printf '%P\n' | LC_ALL=C sort)
-
 # Refuse to wipe a directory that holds anything but generated code.
 if [[ -d "$OUT" ]]; then
     foreign="$(find "$OUT" -type f ! -name '*_pb2.py' ! -name '*_pb2.pyi' ! -name '*_pb2_grpc.py' \
@@ -54,6 +39,38 @@ if [[ -d "$OUT" ]]; then
         exit 1
     fi
 fi
+
+# The grpcio-tools release decides the generated code (its protoc sets the minimum protobuf
+# runtime; its plugin sets the minimum grpcio): keep the floors in pyproject.toml in step.
+GRPCIO_TOOLS_VERSION="1.80.0"
+tools_version() {
+    "$1" -c 'from importlib.metadata import version; print(version("grpcio-tools"))' 2>/dev/null || true
+}
+if [[ "$(tools_version "$PYTHON")" != "$GRPCIO_TOOLS_VERSION" ]]; then
+    GEN_VENV="${GEN_PROTOS_VENV:-$ROOT/runs/gen-protos/grpcio-tools-$GRPCIO_TOOLS_VERSION}"
+    # .complete is written last, so an interrupted install is redone rather than trusted.
+    if [[ ! -f "$GEN_VENV/.complete" ]]; then
+        rm -rf "$GEN_VENV"
+        mkdir -p "$(dirname "$GEN_VENV")"
+        if ! { "$PYTHON" -m venv "$GEN_VENV" &&
+            "$GEN_VENV/bin/python" -m pip install --disable-pip-version-check -q \
+                "grpcio-tools==$GRPCIO_TOOLS_VERSION"; } >&2; then
+            rm -rf "$GEN_VENV"
+            echo "gen-protos: could not make the generator venv $GEN_VENV" \
+                "(pip install grpcio-tools==$GRPCIO_TOOLS_VERSION); or set PYTHON to an interpreter that has it" >&2
+            exit 3
+        fi
+        touch "$GEN_VENV/.complete"
+    fi
+    PYTHON="$GEN_VENV/bin/python"
+    if [[ "$(tools_version "$PYTHON")" != "$GRPCIO_TOOLS_VERSION" ]]; then
+        echo "gen-protos: $GEN_VENV does not hold grpcio-tools==$GRPCIO_TOOLS_VERSION; remove it and rerun" >&2
+        exit 1
+    fi
+fi
+
+# Sorted, relative to protos/: the import roots and descriptor file names derive from these.
+mapfile -t PROTOS < <(cd protos && find . -name '*.proto' -printf '%P\n' | LC_ALL=C sort)
 
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT

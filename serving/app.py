@@ -9,15 +9,19 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from grpc_health.v1.health import aio as health_aio
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from backends.loader import get_backend
 from runtime.version import attnserve_version
 from serving.dataplane import DataPlane, labels_of
 from serving.grpc.attention_servicer import AttentionServicer
+from serving.grpc.auth import Access
 from serving.grpc.inference_servicer import InferenceServicer
 from serving.grpc.server import NOT_SERVING, SERVING, GrpcServer
+from serving.http.api import RestApi
+from serving.http.server import HttpServer
 from serving.metrics import ServingMetrics, TritonCompatCollector
+from serving.metrics_tls import start_metrics_server
 from serving.repository import ModelRepository, State
 from serving.settings import ServerSettings
 from serving.stats import StatsRegistry
@@ -34,6 +38,7 @@ class App:
 
     def __init__(self, settings: ServerSettings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
+        self.access = Access.from_settings(settings)  # bad certificates or tokens stop start-up here
         self.executor = ThreadPoolExecutor(max_workers=settings.grpc.workers, thread_name_prefix="attnserve")
         self.stats = StatsRegistry()
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -55,8 +60,23 @@ class App:
             self.repository, self.dataplane, self.stats, attnserve_version(), lambda: self.ready, self._model_changed,
             is_draining=lambda: self.draining,
         )  # fmt: skip
-        self.grpc = GrpcServer(settings.grpc, inference, AttentionServicer(self.dataplane), self.health)
+        self.grpc = GrpcServer(
+            settings.grpc,
+            inference,
+            AttentionServicer(self.dataplane),
+            self.health,
+            self.access.interceptors,
+            self.access.credentials,
+        )
         self.port = 0
+        self.http: HttpServer | None = None  # KServe V2 REST, over the same data plane
+        if settings.http.enabled:
+            h = settings.http
+            api = RestApi(self.repository, self.dataplane, attnserve_version(), lambda: self.ready,
+                          lambda: self.draining, h.max_body_bytes, h.max_json_bytes, self.access.tokens)  # fmt: skip
+            # the same tokens, certificate and client-certificate policy as the gRPC port
+            self.http = HttpServer(h, api, self.access.tls.ssl_context() if self.access.tls else None)
+        self.http_port = 0
 
     async def start(self) -> int:
         """Bind, load the models, then report ready (see `readiness_problems`). Returns the gRPC port.
@@ -65,9 +85,15 @@ class App:
         is missing or empty; the server is bound then, so call `stop()`.
         """
         self.port = await self.grpc.start()
+        if self.http is not None:
+            self.http_port = await self.http.start()
         await self.health.set("", NOT_SERVING)
+        log.info("access: %s", self.access.describe())
+        if self.access.control_open:
+            log.warning("model control is explicit and no control token is set: anyone may load and unload")
         if self.settings.metrics.enabled:
-            httpd, _ = start_http_server(self.settings.metrics.port, self.settings.metrics.host, self.registry)
+            m = self.settings.metrics
+            httpd, _ = start_metrics_server(m.port, m.host, self.registry, self.access.metrics_ssl_context())
             self.metrics_server, self.metrics_port = httpd, httpd.server_address[1]
         loop = asyncio.get_running_loop()
         failed = await loop.run_in_executor(self.executor, self.repository.load_all, self.settings.models or None)
@@ -119,7 +145,9 @@ class App:
     async def stop(self) -> None:
         """Refuse new calls (UNAVAILABLE), finish the accepted ones within `grace_seconds`, close."""
         self.draining, self.ready = True, False
-        finished = await self.grpc.stop(self.settings.grace_seconds)
+        grace = self.settings.grace_seconds
+        stops = [self.grpc.stop(grace)] + ([self.http.stop(grace)] if self.http is not None else [])
+        finished = all(await asyncio.gather(*stops))
         snapshot = self.stats.snapshot().values()
         log.info(
             "stopped: %d inference request(s) answered, %d failed, %d call(s) refused while stopping%s",
@@ -151,7 +179,8 @@ class App:
             log.error("exiting (exit_on_error): %s", exc)
             await self.stop()
             return 1
-        print(f"attnserve: serving gRPC on port {self.port}, metrics on port {self.metrics_port}", flush=True)
+        http = f", HTTP on port {self.http_port}" if self.http is not None else ""
+        print(f"attnserve: serving gRPC on port {self.port}, metrics on port {self.metrics_port}{http}", flush=True)
         await signals[0].wait()
         await self.drain(signals[1])
         return 0

@@ -9,19 +9,28 @@
 
 Tensors travel raw (row-major little-endian; BYTES as 4-byte length-prefixed items) and come back
 as numpy arrays, BYTES as object arrays of `bytes`. A failed call raises ClientError with the gRPC
-status name and the server's message. Nothing here imports torch.
+status name and the server's message. TLS and tokens: `Client(address, ca="ca.pem",
+cert="client.pem", key="client.key", token=...)`. Nothing here imports torch.
+
+Several replicas: `Client("10.0.0.1:8001,10.0.0.2:8001")` (or `dns:///name:8001`) balances calls
+round-robin and, for a list, leaves a replica out while its health says NOT_SERVING (draining).
+Inference and metadata calls answered UNAVAILABLE are retried (`RetryPolicy`, see
+serving/channel.py; `retry=None` turns it off). `wait_for_ready=True` makes calls wait for a
+connection instead of failing at once; `metadata={"x-team": "a"}` adds headers to every call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
 
 from runtime.attention_map import AttentionMap
+from serving.channel import RetryPolicy, call_metadata, configure
 from serving.grpc import convert
 from serving.grpc._gen.attnserve.v1 import attention_pb2 as apb
 from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
@@ -34,6 +43,7 @@ __all__ = [
     "Classification",
     "Client",
     "ClientError",
+    "RetryPolicy",
     "Sentence",
     "Sorted",
     "Translation",
@@ -41,6 +51,7 @@ __all__ = [
 
 MAX_MESSAGE = 2**31 - 1
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
+DEFAULT_RETRY = RetryPolicy()  # up to 5 attempts on UNAVAILABLE, backoff 0.1 s doubling to 1 s
 ROW_LABEL_CHARS = 40  # hierarchical maps: sentence row labels cut to this many characters
 
 
@@ -57,6 +68,35 @@ def _error(exc: grpc.RpcError) -> ClientError:
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else None
     return ClientError(code.name if code is not None else "UNKNOWN", details or str(exc))
+
+
+def _credentials(
+    tls: bool, ca: str | Path | None, cert: str | Path | None, key: str | Path | None
+) -> grpc.ChannelCredentials | None:
+    """Channel credentials from PEM files; None for a plaintext channel."""
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate needs its key, and a key its certificate")
+    if not (tls or ca or cert):
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca), private_key=_read(key), certificate_chain=_read(cert)
+    )
+
+
+def _read(path: str | Path | None) -> bytes | None:
+    return Path(path).read_bytes() if path is not None else None
+
+
+def _call_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    return (("authorization", f"Bearer {token}"),) if token else None
+
+
+def _headers(token: str | None, metadata: Mapping[str, str] | None) -> tuple[tuple[str, str], ...] | None:
+    """The token's authorization header plus `metadata`; None when there is nothing to send."""
+    extra = call_metadata(metadata)
+    if token and any(name == "authorization" for name, _ in extra):
+        raise ValueError("give the token either as `token` or as an authorization header, not both")
+    return (*(_call_metadata(token) or ()), *extra) or None
 
 
 # --- results of the typed service ---------------------------------------------------------
@@ -183,16 +223,45 @@ def _sort_request(model: str, rows: Any, return_attention: bool, backend: str) -
 class Client:
     """Synchronous client; use as a context manager or call close()."""
 
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float = 30.0,
+        *,
+        tls: bool = False,
+        ca: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+        token: str | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        wait_for_ready: bool = False,
+        metadata: Mapping[str, str] | None = None,
+        health_check: bool | None = None,
+    ) -> None:
+        """`address`: host:port, a comma-separated list of them (round-robin), or a gRPC target
+        such as dns:///name:port. `health_check` (default: on for a list) keeps calls off replicas
+        whose grpc.health.v1 status is not SERVING.
+
+        TLS when `tls` or any of `ca` (PEM roots; default: the system's), `cert` + `key` (a client
+        certificate, for mutual TLS); `token` is sent as `authorization: Bearer <token>` on every call."""
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.wait_for_ready = wait_for_ready
+        self.call_metadata = _headers(token, metadata)
+        credentials = _credentials(tls, ca, cert, key)
+        self.target, options = configure(address, retry, health_check)
+        if credentials is None:
+            self.channel = grpc.insecure_channel(self.target, options=[*CHANNEL_OPTIONS, *options])
+        else:
+            self.channel = grpc.secure_channel(self.target, credentials, options=[*CHANNEL_OPTIONS, *options])
         self.inference = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.attention = apb_grpc.AttentionStub(self.channel)
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(
+                request, timeout=self.timeout, metadata=self.call_metadata, wait_for_ready=self.wait_for_ready
+            )
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
@@ -271,16 +340,40 @@ class Client:
 class AsyncClient:
     """grpc.aio client with Client's methods as coroutines; use `async with` or `await close()`."""
 
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float = 30.0,
+        *,
+        tls: bool = False,
+        ca: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+        token: str | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        wait_for_ready: bool = False,
+        metadata: Mapping[str, str] | None = None,
+        health_check: bool | None = None,
+    ) -> None:
+        """The same options as Client."""
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.wait_for_ready = wait_for_ready
+        self.call_metadata = _headers(token, metadata)
+        credentials = _credentials(tls, ca, cert, key)
+        self.target, options = configure(address, retry, health_check)
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(self.target, options=[*CHANNEL_OPTIONS, *options])
+        else:
+            self.channel = grpc.aio.secure_channel(self.target, credentials, options=[*CHANNEL_OPTIONS, *options])
         self.inference = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.attention = apb_grpc.AttentionStub(self.channel)
 
     async def _call(self, method: Any, request: Any) -> Any:
         try:
-            return await method(request, timeout=self.timeout)
+            return await method(
+                request, timeout=self.timeout, metadata=self.call_metadata, wait_for_ready=self.wait_for_ready
+            )
         except grpc.RpcError as exc:
             raise _error(exc) from None
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from serving.metrics import DEFAULT_BUCKETS
+from serving.security import AuthSettings, TlsSettings
 
 INT32_MAX = 2**31 - 1
 
@@ -32,6 +33,26 @@ class GrpcSettings(BaseModel):
     # connections from the completion-queue poller instead of EventEngine's thread pool: about
     # half the thread switches per RPC (docs/performance.md). [] keeps gRPC's defaults.
     core_experiments: list[str] = ["-event_engine_listener"]
+
+
+class HttpSettings(BaseModel):
+    """KServe V2 REST (serving.http): the same data plane as gRPC, on its own port."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)  # Triton's HTTP port; 0 = any free port (tests)
+    # a body over this is refused with 413 before it is read (large tensors: the binary extension)
+    max_body_bytes: int = Field(32 * 2**20, gt=0, le=INT32_MAX)
+    # the JSON part of a body (all of it without binary data): parsing holds the GIL, so the event
+    # loop, for ~10-20 ms per MiB of numbers; tensors beyond this travel as binary data
+    max_json_bytes: int = Field(4 * 2**20, gt=0)
+    max_header_bytes: int = Field(16 * 2**10, gt=0)  # request line + headers; 431 above
+    max_connections: int = Field(256, gt=0)  # connections beyond this get 503 and are closed
+    idle_timeout_seconds: float = Field(60.0, gt=0)  # keep-alive: a connection idle this long is closed
+    header_timeout_seconds: float = Field(10.0, gt=0)  # a request's head must arrive within this
+    body_timeout_seconds: float = Field(60.0, gt=0)  # its body, and later its response, within this
 
 
 class MetricsSettings(BaseModel):
@@ -65,7 +86,13 @@ class ServerSettings(BaseSettings):
     # SIGTERM: not ready at once, but keep serving this long so load balancers notice (0 in tests)
     drain_delay_seconds: float = Field(5.0, ge=0)
     exit_on_error: bool = False  # exit non-zero at start-up when a model fails to load (Triton's flag)
+    # "none": the models loaded at start-up are all there is (RepositoryModelLoad/Unload refused);
+    # "explicit": clients may load and unload (protect it with a control token)
+    model_control_mode: Literal["none", "explicit"] = "none"
+    auth: AuthSettings = AuthSettings()
+    tls: TlsSettings = TlsSettings()
     grpc: GrpcSettings = GrpcSettings()
+    http: HttpSettings = HttpSettings()
     metrics: MetricsSettings = MetricsSettings()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,33 @@ ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = ROOT / "model_repository"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_fixed_http_port() -> Iterator[None]:
+    """A server a test starts without naming its HTTP port takes a free one on loopback, not 8000:
+    tests (and engineers' test runs) start many servers at once. Tests that spawn servers with a
+    cleaned environment pass `--http-port 0` themselves."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ATTNSERVE_HTTP__PORT", "0")
+        mp.setenv("ATTNSERVE_HTTP__HOST", "127.0.0.1")
+        yield
+
+
 @pytest.fixture(scope="session")
 def reference_repository() -> Path:
     """The repository the README's main job builds (every reference model exported and verified);
     built here from checkpoints/ when absent or stale, as scripts/build-repository.sh does."""
     subprocess.run(["bash", str(ROOT / "scripts" / "build-repository.sh"), str(REPOSITORY)], check=True, cwd=ROOT)
     return REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def debian_corpus() -> Path:
+    """The full debian-docs corpus (data/debian-docs.jsonl), built from the apt lists when absent;
+    a test that needs it skips, saying why, where it cannot be built (no root, no apt lists)."""
+    from models.data import debian
+
+    path = debian.default_path()
+    try:
+        return debian.ensure(path if path.is_absolute() else ROOT / path)
+    except RuntimeError as exc:
+        pytest.skip(f"needs the full debian-docs corpus, which cannot be built here: {exc}")

@@ -5,7 +5,9 @@ English long descriptions of Translation-en on `Description-md5`, keep eight sec
 one package per source package, at least three long-description sentences, no
 near-duplicates, and split train/test by a hash of the source package name.
 Descriptions come from Debian main with no single licence, so the full set is built
-locally (`build`) and only a small fixture is committed.
+locally (`build`) and only small fixtures are committed: tests/fixtures/debian-docs-sample.jsonl
+and HELDOUT_SAMPLE, the first held-out documents export validation runs end to end, so that
+exporting and serving the reference models needs neither root nor the apt lists.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ SPLITS: tuple[str, ...] = ("train", "test")
 MIN_SENTENCES = 3
 DEDUP_CHARS = 150
 FILENAME = "debian-docs.jsonl"
+# The first HELDOUT_SAMPLE_SIZE held-out docs of the corpus (= exporters.export.E2E_EXAMPLES), written
+# by `write_heldout_sample`; its .meta.json records the apt lists they came from.
+HELDOUT_SAMPLE = Path(__file__).with_name("debian-docs-heldout.jsonl")
+HELDOUT_SAMPLE_SIZE = 500
 APT_LISTS = Path("/var/lib/apt/lists")
 APT_HELPER = "/usr/lib/apt/apt-helper"
 
@@ -312,3 +318,25 @@ def ensure(path: Path | None = None) -> Path:
     if not path.exists():
         build(path.parent, filename=path.name)
     return path
+
+
+def held_out(n: int, path: Path | None = None) -> list[Doc]:
+    """The first `n` held-out docs: the corpus's at `path` (default `default_path()`) when it exists,
+    else the committed HELDOUT_SAMPLE's (at most HELDOUT_SAMPLE_SIZE). Never builds the corpus."""
+    path = default_path() if path is None else Path(path)
+    source = path if path.exists() else HELDOUT_SAMPLE
+    return [d for d in load(source) if d.split == "test"][:n]
+
+
+def write_heldout_sample(corpus: Path, out: Path = HELDOUT_SAMPLE, n: int = HELDOUT_SAMPLE_SIZE) -> Path:
+    """Write the first `n` held-out docs of `corpus` to `out` (+ `.meta.json`: their provenance)."""
+    docs = [d for d in load(corpus) if d.split == "test"][:n]
+    _write_atomic(out, "".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in docs))
+    meta_path = Path(corpus).with_name(Path(corpus).stem + ".meta.json")
+    corpus_meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    meta = {
+        "what": f"the first {len(docs)} held-out (split 'test') docs of the debian-docs corpus, in corpus order",
+        **{k: corpus_meta[k] for k in ("lists_date", "translation", "total", "splits") if k in corpus_meta},
+    }
+    _write_atomic(out.with_name(out.stem + ".meta.json"), json.dumps(meta, indent=2) + "\n")
+    return out

@@ -49,6 +49,11 @@ class Family(abc.ABC):
     def load_data(seed: int) -> TaskData:
         """The task's examples; deterministic under `seed`."""
 
+    @classmethod
+    def held_out(cls, seed: int, n: int) -> list[Any]:
+        """The first `n` held-out examples (what export validation runs end to end)."""
+        return list(cls.load_data(seed).test)[:n]
+
     @staticmethod
     @abc.abstractmethod
     def build_vocabs(data: TaskData) -> dict[str, Vocab]:

@@ -16,17 +16,14 @@ from grpc import StatusCode, aio
 from runtime.config import ModelConfig
 from runtime.errors import InvalidInput, ModelNotFound
 from serving.dataplane import DataPlane
+from serving.describe import EXTENSIONS, PLATFORMS, SERVER_NAME, model_metadata, model_ready
 from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc._gen.inference import model_config_pb2 as mc
 from serving.grpc.deadline import deadline_of
-from serving.repository import LoadedVersion, ModelRepository, State, check_name, version_number
+from serving.repository import LoadedVersion, ModelRepository, State, check_name
 from serving.stats import Duration, StatsRegistry
-
-SERVER_NAME = "attnserve"
-EXTENSIONS = ["model_repository", "model_configuration", "statistics", "attention_maps"]
-PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torch": "pytorch_safetensors"}
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -59,17 +56,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.is_ready())
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: aio.ServicerContext) -> pb.ModelReadyResponse:
-        check_name(request.name)
-        entry = self.repository.entry(request.name)
-        if entry is None:
-            if request.name in self.repository.available():
-                return pb.ModelReadyResponse(ready=False)
-            raise ModelNotFound(f"unknown model '{request.name}'")
-        if self.is_draining():
-            return pb.ModelReadyResponse(ready=False)
-        if not request.version:
-            return pb.ModelReadyResponse(ready=entry.state is State.READY and bool(entry.versions))
-        return pb.ModelReadyResponse(ready=version_number(request.version) in entry.versions)
+        ready = model_ready(self.repository, request.name, request.version, self.is_draining())
+        return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
@@ -79,19 +67,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        model = self.repository.get(request.name, request.version)
-        entry = self.repository.entry(request.name)
-        versions = sorted(entry.versions) if entry else [model.version]
+        md = model_metadata(self.repository, request.name, request.version)
 
         def meta(t: Any) -> pb.ModelMetadataResponse.TensorMetadata:
             return pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=list(t.shape))
 
         return pb.ModelMetadataResponse(
-            name=model.config.name,
-            versions=[str(v) for v in versions],
-            platform=PLATFORMS.get(model.default_backend, model.default_backend),
-            inputs=[meta(t) for t in model.pipeline.inputs],
-            outputs=[meta(t) for t in model.pipeline.outputs],
+            name=md.name,
+            versions=list(md.versions),
+            platform=md.platform,
+            inputs=[meta(t) for t in md.inputs],
+            outputs=[meta(t) for t in md.outputs],
         )
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: aio.ServicerContext) -> pb.ModelConfigResponse:

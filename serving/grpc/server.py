@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -27,13 +30,20 @@ class GrpcServer:
         inference: InferenceServicer,
         attention: AttentionServicer,
         health: health_aio.HealthServicer,
+        access: Sequence[aio.ServerInterceptor] = (),
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
+        """`access` interceptors run before the error interceptor (which caches handlers per
+        method); `credentials` None serves plaintext."""
         self.settings = settings
         self.health = health
+        self.credentials = credentials
         limit = settings.max_message_bytes
-        self.gate = DrainGate()  # outermost: refuses calls once stopping, before any other work
+        # The gate and the error interceptor cache a handler per method, so every interceptor that
+        # decides per call (access: its answer depends on the call's metadata) runs before them.
+        self.gate = DrainGate()  # refuses calls once stopping, before the model does any work
         self.server = aio.server(
-            interceptors=[self.gate, ErrorInterceptor()],
+            interceptors=[*access, self.gate, ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -63,7 +73,11 @@ class GrpcServer:
         self.port = 0
 
     async def start(self) -> int:
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        address = f"{self.settings.host}:{self.settings.port}"
+        if self.credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, self.credentials)
         if self.port == 0:
             raise OSError(f"could not bind {self.settings.host}:{self.settings.port}")
         await self.server.start()

@@ -17,7 +17,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from serving.metrics import ServingMetrics
-from serving.settings import GrpcSettings, MetricsSettings, ServerSettings
+from serving.settings import GrpcSettings, HttpSettings, MetricsSettings, ServerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -144,8 +144,9 @@ def test_deployment_matches_the_server(rendered, monkeypatch):
     (server,) = pod["containers"]
     settings = settings_from(env_of(server), monkeypatch)
     ports = {p["name"]: p["containerPort"] for p in server["ports"]}
-    assert ports == {"grpc": settings.grpc.port, "metrics": settings.metrics.port}
+    assert ports == {"grpc": settings.grpc.port, "metrics": settings.metrics.port, "http": settings.http.port}
     assert (settings.grpc.port, settings.metrics.port) == (GrpcSettings().port, MetricsSettings().port) == (8001, 8002)
+    assert settings.http.enabled and settings.http.port == HttpSettings().port == 8000  # Triton's REST port
     # the probes ask grpc.health.v1 on the gRPC port (service "": NOT_SERVING until loaded, and while draining)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert server[probe]["grpc"] == {"port": settings.grpc.port}, probe
@@ -188,6 +189,8 @@ def test_services_select_the_pods_and_the_monitor_one_service(rendered):
         assert svc["spec"]["selector"].items() <= pod_labels.items()
         assert {"name": "grpc", "port": 8001, "targetPort": "grpc"}.items() <= svc["spec"]["ports"][0].items()
     assert headless["spec"]["clusterIP"] == "None"
+    http = [p for p in cluster["spec"]["ports"] if p["name"] == "http"]
+    assert http == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}]
     assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     monitor = one(docs, "ServiceMonitor")
     selector = monitor["spec"]["selector"]["matchLabels"]
@@ -278,6 +281,7 @@ def test_kserve_runtime_and_example(rendered, monkeypatch):
     settings = settings_from(env_of(container) | env_of(model), monkeypatch)
     assert str(settings.repository) == "/mnt/models"
     assert container["ports"] == [{"name": "h2c", "containerPort": settings.grpc.port, "protocol": "TCP"}]
+    assert not settings.http.enabled  # Knative serves one port: no REST listener beside it
     assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == str(settings.metrics.port)
     assert settings.models == [isvc["metadata"]["name"]]
     assert model["runtime"] == runtime["metadata"]["name"] and model["protocolVersion"] == "grpc-v2"

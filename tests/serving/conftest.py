@@ -27,6 +27,7 @@ class RunningServer:
         self.app: App = self.call(self._build(settings))
         self.port: int = self.call(self.app.start())
         self.address = f"127.0.0.1:{self.port}"
+        self.http_address = f"127.0.0.1:{self.app.http_port}"  # KServe V2 REST
 
     @staticmethod
     async def _build(settings: ServerSettings) -> App:
@@ -52,12 +53,15 @@ class RunningServer:
 def start_server(repository: Path, **settings) -> RunningServer:
     grpc = {"host": "127.0.0.1", "port": 0, **settings.pop("grpc", {})}
     metrics = {"host": "127.0.0.1", "port": 0, **settings.pop("metrics", {})}
-    return RunningServer(ServerSettings(repository=repository, grpc=grpc, metrics=metrics, **settings))
+    http = {"host": "127.0.0.1", "port": 0, **settings.pop("http", {})}
+    return RunningServer(ServerSettings(repository=repository, grpc=grpc, metrics=metrics, http=http, **settings))
 
 
 @pytest.fixture(scope="session")
 def server(reference_repository: Path) -> Iterator[RunningServer]:
-    srv = start_server(reference_repository)
+    """The shared server; explicit model control, for the tests that load and unload through the API
+    (the default, "none", refuses them: tests/serving/test_access.py)."""
+    srv = start_server(reference_repository, model_control_mode="explicit")
     yield srv
     srv.stop()
 

@@ -39,7 +39,8 @@ class Server:
 
     def __init__(self, repository: Path) -> None:
         cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(repository), "--host", "127.0.0.1",
-               "--grpc-port", "0", "--metrics-port", "0", "--models", MODEL]  # fmt: skip
+               "--grpc-port", "0", "--metrics-port", "0", "--models", MODEL,
+               "--model-control-mode", "explicit"]  # fmt: skip
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.proc.stdout is not None
         for line in self.proc.stdout:

@@ -74,3 +74,26 @@ def test_a_benchmark_rewrites_only_its_own_section(tmp_path: Path):
     write_section(doc, "b", "second")
     write_section(doc, "a", "first, again")
     assert doc.read_text() == "<!-- a -->\nfirst, again\n<!-- /a -->\n\n<!-- b -->\nsecond\n<!-- /b -->\n"
+
+
+def test_access_overhead_benchmark_measures_every_configuration(reference_repository: Path, tmp_path: Path):
+    out_json = tmp_path / "access.json"
+    cmd = [sys.executable, "benchmarks/access_overhead.py", "--repository", str(reference_repository),
+           "--requests", "10", "--json", str(out_json)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's packages, whichever one is pip-installed
+    out = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300).stdout
+    results = json.loads(out_json.read_text())
+    assert len(results) == 8 and all(r["n"] == 10 for r in results.values())
+    assert "| infer token over TLS | ModelInfer |" in out
+
+
+def test_soak_benchmark_checks_answers_and_samples_memory(reference_repository: Path, tmp_path: Path):
+    out_json = tmp_path / "soak.json"
+    cmd = [sys.executable, "benchmarks/soak.py", "--repository", str(reference_repository),
+           "--requests", "240", "--clients", "4", "--sample", "80", "--json", str(out_json)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300)
+    result = json.loads(out_json.read_text())
+    assert result["errors"] == {} and result["wrong_answers"] == {}
+    assert len(result["kinds"]) == 6
+    assert [n for n, _ in result["rss_mb"]] == [0, 80, 160, 240, 240]  # a sample every 80, and the last

@@ -54,7 +54,7 @@ class Served:
 
 
 def serve(args: list[str], env: dict[str, str] | None = None, wait_port: bool = True) -> Served:
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--grpc-port", "0", "--metrics-port", "0",
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--grpc-port", "0", "--metrics-port", "0", "--http-port", "0",
            "--host", "127.0.0.1", *args]  # fmt: skip
     environ = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS" and not k.startswith("ATTNSERVE_")}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environ | (env or {}))
@@ -283,7 +283,7 @@ def broken_repository(reference: Path, root: Path) -> Path:
 
 def test_not_ready_while_a_configured_model_failed_to_load(reference_repository: Path, tmp_path: Path):
     repo = broken_repository(reference_repository, tmp_path / "repo")
-    srv = start_server(repo, models=["sort-pointer", "broken"])
+    srv = start_server(repo, models=["sort-pointer", "broken"], model_control_mode="explicit")
     try:
         assert readiness(srv.address) == (True, False, NOT_SERVING)
         reason = srv.app.repository.entry("broken").reason

@@ -29,7 +29,7 @@ def reloading(reference_repository: Path, tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp("reload")
     for name in ("sort-pointer", "dates-additive"):
         shutil.copytree(reference_repository / name, root / name)
-    srv = start_server(root)
+    srv = start_server(root, model_control_mode="explicit")
     yield srv
     srv.stop()
 

@@ -80,7 +80,9 @@ def srv(reference_repository: Path, tmp_path_factory: pytest.TempPathFactory) ->
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(site))
-        server = start_server(reference_repository, models=MODELS, metrics={"triton_names": True})
+        server = start_server(
+            reference_repository, models=MODELS, metrics={"triton_names": True}, model_control_mode="explicit"
+        )
         try:
             with grpc.insecure_channel(server.address) as channel:
                 stub = pb_grpc.GRPCInferenceServiceStub(channel)

@@ -93,7 +93,7 @@ def test_a_pip_installed_backend_serves_sort_pointer(reference_repository: Path,
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(repo), "--host", "127.0.0.1",
-           "--grpc-port", "0", "--metrics-port", "0"]  # fmt: skip
+           "--grpc-port", "0", "--metrics-port", "0", "--http-port", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         port = None

@@ -323,3 +323,44 @@ def test_real_build_has_no_source_in_both_splits() -> None:
     assert all(len(s) == 1 for s in splits.values())
     assert len(splits) == len(docs)  # one doc per source
     assert {d.label for d in docs} == set(LABELS)
+
+
+# --- the committed held-out sample (export validation without the corpus) -----------
+
+
+def test_heldout_sample_is_what_export_validation_uses() -> None:
+    from exporters.export import E2E_EXAMPLES
+
+    docs = debian.load(debian.HELDOUT_SAMPLE)
+    assert len(docs) == debian.HELDOUT_SAMPLE_SIZE == E2E_EXAMPLES
+    assert {d.split for d in docs} == {"test"}
+    assert all(d.split == debian.split_of(d.source) for d in docs)
+    assert [d.source for d in docs] == sorted(d.source for d in docs)  # corpus order
+    assert set(Counter(d.label for d in docs)) == set(LABELS)
+    meta = json.loads(debian.HELDOUT_SAMPLE.with_name("debian-docs-heldout.meta.json").read_text())
+    assert meta["lists_date"] and meta["splits"]["test"] >= len(docs)
+
+
+def test_held_out_falls_back_to_the_sample_without_the_corpus(tmp_path: Path) -> None:
+    absent = tmp_path / "debian-docs.jsonl"
+    assert debian.held_out(3, absent) == debian.load(debian.HELDOUT_SAMPLE)[:3]
+    assert not absent.exists()  # never built
+
+
+def test_held_out_prefers_the_corpus(tmp_path: Path) -> None:
+    corpus = tmp_path / "debian-docs.jsonl"
+    corpus.write_text(FIXTURE.read_text())
+    fixture_test = [d for d in debian.load(FIXTURE) if d.split == "test"]
+    assert debian.held_out(100, corpus) == fixture_test
+    assert debian.held_out(2, corpus) == fixture_test[:2]
+
+
+def test_write_heldout_sample_round_trips(tmp_path: Path) -> None:
+    out = debian.write_heldout_sample(FIXTURE, tmp_path / "heldout.jsonl", n=5)
+    assert debian.load(out) == [d for d in debian.load(FIXTURE) if d.split == "test"][:5]
+    assert "first 5 held-out" in json.loads((tmp_path / "heldout.meta.json").read_text())["what"]
+
+
+def test_heldout_sample_equals_the_corpus_head(debian_corpus: Path) -> None:
+    """Exporting with or without the corpus validates on the same documents."""
+    assert debian.held_out(debian.HELDOUT_SAMPLE_SIZE, debian_corpus) == debian.load(debian.HELDOUT_SAMPLE)

@@ -30,7 +30,7 @@ class TranslateRequest(_message.Message):
     beam_size: int
     max_length: int
     backend: str
-    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., return_attention: _Optional[bool] = ..., beam_size: _Optional[int] = ..., max_length: _Optional[int] = ..., backend: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., return_attention: bool = ..., beam_size: _Optional[int] = ..., max_length: _Optional[int] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class Translation(_message.Message):
     __slots__ = ("text", "attention")
@@ -56,7 +56,7 @@ class ClassifyRequest(_message.Message):
     texts: _containers.RepeatedScalarFieldContainer[str]
     return_attention: bool
     backend: str
-    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., return_attention: _Optional[bool] = ..., backend: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., return_attention: bool = ..., backend: _Optional[str] = ...) -> None: ...
 
 class SentenceAttention(_message.Message):
     __slots__ = ("words", "word_weights", "weight")
@@ -107,7 +107,7 @@ class SortRequest(_message.Message):
     values: _containers.RepeatedCompositeFieldContainer[IntList]
     return_attention: bool
     backend: str
-    def __init__(self, model: _Optional[str] = ..., values: _Optional[_Iterable[_Union[IntList, _Mapping]]] = ..., return_attention: _Optional[bool] = ..., backend: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., values: _Optional[_Iterable[_Union[IntList, _Mapping]]] = ..., return_attention: bool = ..., backend: _Optional[str] = ...) -> None: ...
 
 class Sorted(_message.Message):
     __slots__ = ("order", "values", "attention")

@@ -5,7 +5,7 @@ import warnings
 
 from . import attention_pb2 as attnserve_dot_v1_dot_attention__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.80.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class AttentionStub:
+class AttentionStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -51,7 +51,7 @@ class AttentionStub:
                 _registered_method=True)
 
 
-class AttentionServicer:
+class AttentionServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Translate(self, request, context):
@@ -101,7 +101,7 @@ def add_AttentionServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Attention:
+class Attention(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
