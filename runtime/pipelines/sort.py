@@ -10,6 +10,7 @@ import numpy as np
 from runtime.decode import greedy
 from runtime.errors import InvalidInput
 from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners, T
+from runtime.stepwise import Plan
 
 
 class SortPipeline(Pipeline):
@@ -53,6 +54,20 @@ class SortPipeline(Pipeline):
 
     def execute(self, batch: Sequence[Prepared], runners: Runners) -> list[Outputs]:
         # rows of different lengths share a batch: padding is masked out (exactly zero attention)
+        feeds = self.encoder_feeds(batch)
+        order, attn = greedy(self.config.decode, runners["encoder"], runners["decoder_step"],
+                             feeds, feeds["values"].shape[1])  # fmt: skip
+        results, start = [], 0
+        for p in batch:
+            rows, n = slice(start, start + p.rows), p.data.shape[1]
+            start += p.rows
+            results.append(self.answer(p, order[rows, :n], attn[rows, :n, :n]))
+        return results
+
+    # --- the seam of iteration-level decoding (runtime.stepwise) ---------------------------
+
+    def encoder_feeds(self, batch: Sequence[Prepared]) -> dict[str, np.ndarray]:
+        """The encoder's inputs for every row of `batch`, padded to the longest."""
         width = max(p.data.shape[1] for p in batch)
         values = np.zeros((sum(p.rows for p in batch), width), dtype=np.int64)  # [B, N]
         mask = np.zeros(values.shape, dtype=bool)  # [B, N]
@@ -62,13 +77,14 @@ class SortPipeline(Pipeline):
             values[start : start + p.rows, :n] = p.data
             mask[start : start + p.rows, :n] = True
             start += p.rows
-        order, attn = greedy(self.config.decode, runners["encoder"], runners["decoder_step"],
-                             {"values": values, "src_mask": mask}, width)  # fmt: skip
-        results, start = [], 0
-        for p in batch:
-            rows, n = slice(start, start + p.rows), p.data.shape[1]
-            start += p.rows
-            results.append(
-                {"order": order[rows, :n].astype(np.int64), "attention": attn[rows, :n, :n].astype(np.float32)}
-            )
-        return results
+        return {"values": values, "src_mask": mask}
+
+    def plan(self, prepared: Prepared) -> Plan:
+        return Plan(beam=1, max_steps=prepared.data.shape[1])  # one position per value
+
+    def source_lengths(self, prepared: Prepared) -> np.ndarray:
+        return np.full(prepared.rows, prepared.data.shape[1], dtype=np.int64)
+
+    def answer(self, prepared: Prepared, ids: np.ndarray, attn: np.ndarray) -> Outputs:
+        """One request's outputs from its positions [n, N] and attention [n, N, N]."""
+        return {"order": ids.astype(np.int64), "attention": attn.astype(np.float32)}

@@ -13,6 +13,7 @@ from runtime.config import ModelConfig
 from runtime.decode import beam_search, greedy
 from runtime.errors import InvalidInput
 from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners, T, bytes_tensor, decode_texts
+from runtime.stepwise import Plan
 from runtime.text import EOS_ID, PAD_ID, Vocab, pad_rows
 
 MAX_BEAM = 16
@@ -67,8 +68,7 @@ class TranslatePipeline(Pipeline):
 
     def execute(self, batch: Sequence[Prepared], runners: Runners) -> list[Outputs]:
         beam = batch[0].key[0]
-        src_ids = pad_rows([row for p in batch for row in p.data.ids])  # [B, S]
-        feeds = {"src_ids": src_ids, "src_mask": src_ids != PAD_ID}
+        feeds = self.encoder_feeds(batch)
         steps = max(p.data.max_length for p in batch)
         enc, dec = runners["encoder"], runners["decoder_step"]
         if beam == 1:
@@ -79,10 +79,26 @@ class TranslatePipeline(Pipeline):
         for p in batch:
             rows = slice(start, start + p.rows)
             start += p.rows
-            src_len = np.array([len(r) for r in p.data.ids], dtype=np.int64)
-            limit = p.data.max_length
-            results.append(self._answer(ids[rows, :limit], attn[rows, :limit, : max(1, src_len.max())], src_len))
+            limit, width = p.data.max_length, int(self.source_lengths(p).max())
+            results.append(self.answer(p, ids[rows, :limit], attn[rows, :limit, :width]))
         return results
+
+    # --- the seam of iteration-level decoding (runtime.stepwise) ---------------------------
+
+    def encoder_feeds(self, batch: Sequence[Prepared]) -> dict[str, np.ndarray]:
+        """The encoder's inputs for every item of `batch`, padded to the longest."""
+        src_ids = pad_rows([row for p in batch for row in p.data.ids])  # [B, S]
+        return {"src_ids": src_ids, "src_mask": src_ids != PAD_ID}
+
+    def plan(self, prepared: Prepared) -> Plan:
+        return Plan(beam=prepared.key[0], max_steps=prepared.data.max_length)
+
+    def source_lengths(self, prepared: Prepared) -> np.ndarray:
+        return np.array([len(r) for r in prepared.data.ids], dtype=np.int64)
+
+    def answer(self, prepared: Prepared, ids: np.ndarray, attn: np.ndarray) -> Outputs:
+        """One request's outputs from its decoded ids [n, T] and attention [n, T, its source width]."""
+        return self._answer(ids, attn, self.source_lengths(prepared))
 
     def _answer(self, ids: np.ndarray, attn: np.ndarray, src_len: np.ndarray) -> Outputs:
         """One request's outputs from its rows' ids [n, T] and attention [n, T, S]."""
