@@ -33,6 +33,7 @@ from typing import Any
 import grpc
 import numpy as np
 from latency_inputs import INPUTS
+from markdown_section import write_section
 
 from backends.loader import get_backend
 from serving.grpc import convert
@@ -314,7 +315,7 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--port", type=int, default=18101, help="the server's gRPC port (0: any free port)")
-    parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--markdown", type=Path, help="write the section 'serve_latency' of this file")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--baseline", type=Path, help="another attnserve checkout to serve and compare against")
     parser.add_argument(
@@ -332,7 +333,7 @@ def main() -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     if args.markdown:
-        args.markdown.write_text(markdown(results, command.strip()))
+        write_section(args.markdown, "serve_latency", markdown(results, command.strip()))
     return 0
 
 

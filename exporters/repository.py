@@ -6,7 +6,11 @@ from pathlib import Path
 
 from models.checkpoint import Checkpoint
 from models.components.spec import Component, ExportSpec
-from runtime.config import CONFIG_FILE, TORCH_DIR, BackendConfig, ComponentConfig, ModelConfig
+from runtime.config import CONFIG_FILE, TORCH_DIR, BackendConfig, ComponentConfig, DynamicBatching, ModelConfig
+
+# Dynamic batching as exported: no added wait (an idle model runs a request at once; requests that
+# arrive while it computes form the next batch), and a bounded queue.
+DEFAULT_BATCHING = DynamicBatching(max_queue_delay_microseconds=0, max_queue_size=256)
 
 
 def model_config(ck: Checkpoint, spec: ExportSpec, components: list[Component], int8: bool) -> ModelConfig:
@@ -30,6 +34,7 @@ def model_config(ck: Checkpoint, spec: ExportSpec, components: list[Component], 
         vocabs=dict(ck.config["vocabs"]),
         **spec.serving_facts(ck.family),
         backends=backends,
+        dynamic_batching=DEFAULT_BATCHING,
         source_checkpoint=ck.name,
         int8=int8,
     )

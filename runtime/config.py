@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runtime.decode import DecodeLoop
 from runtime.files import read_limited
@@ -71,6 +71,32 @@ class VersionPolicy(_Strict):
         return self
 
 
+class DynamicBatching(_Strict):
+    """Triton's `dynamic_batching` block: requests queued for a model are merged into one batch.
+
+    A request that finds the model idle runs at once; requests that arrive while it computes
+    wait and run together as the next batch (up to `max_batch_size` items). Names and meanings
+    follow Triton's model configuration.
+    """
+
+    # wait this long for more requests when the queued ones make no preferred size (0: never wait)
+    max_queue_delay_microseconds: int = Field(0, ge=0)
+    # batch sizes to form when enough requests are queued (empty: as many items as queued)
+    preferred_batch_size: list[int] = []
+    # queued requests beyond which new ones are refused with RESOURCE_EXHAUSTED (0: unbounded)
+    max_queue_size: int = Field(0, ge=0)
+    # a request not started within this time is dropped with DEADLINE_EXCEEDED (0: no limit);
+    # a request's `timeout` parameter (microseconds) and its gRPC deadline take precedence
+    default_timeout_microseconds: int = Field(0, ge=0)
+
+    @field_validator("preferred_batch_size")
+    @classmethod
+    def _positive_sorted(cls, v: list[int]) -> list[int]:
+        if any(size <= 0 for size in v):
+            raise ValueError("preferred batch sizes must be positive")
+        return sorted(set(v))
+
+
 class ModelConfig(_Strict):
     """Everything the server needs to serve one model."""
 
@@ -89,9 +115,20 @@ class ModelConfig(_Strict):
     backends: list[BackendConfig] = Field(min_length=1)  # the first is the default
     device: Device = "cpu"
     max_batch_size: int = Field(64, gt=0)
+    dynamic_batching: DynamicBatching | None = None  # None: every request runs alone
     version_policy: VersionPolicy = VersionPolicy()
     source_checkpoint: str = ""
     int8: bool = False
+
+    @model_validator(mode="after")
+    def _preferred_within_max(self) -> ModelConfig:
+        batching = self.dynamic_batching
+        if batching is not None and any(s > self.max_batch_size for s in batching.preferred_batch_size):
+            raise ValueError(
+                f"dynamic_batching.preferred_batch_size {batching.preferred_batch_size} exceeds "
+                f"max_batch_size {self.max_batch_size}"
+            )
+        return self
 
     def component_list(self) -> list[Component]:
         """The components in config order, as backends load them."""

@@ -11,6 +11,8 @@ class ErrorCode(enum.Enum):
     UNAVAILABLE = "unavailable"
     UNIMPLEMENTED = "unimplemented"
     RESOURCE_EXHAUSTED = "resource_exhausted"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    CANCELLED = "cancelled"
     INTERNAL = "internal"
     FAILED_PRECONDITION = "failed_precondition"
     UNAUTHENTICATED = "unauthenticated"
@@ -55,6 +57,25 @@ class InvalidModelConfig(ModelLoadError):
 
 class Unsupported(ServingError):
     code = ErrorCode.UNIMPLEMENTED
+
+
+class QueueFull(ServingError):
+    """Admission refused: the model's queue holds `max_queue_size` requests already."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceeded(ServingError):
+    """The request's deadline (gRPC deadline, `timeout` parameter or the model's default) passed
+    before it could be computed; it was dropped unrun."""
+
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
+class Cancelled(ServingError):
+    """The client cancelled the request (or went away) before it was answered."""
+
+    code = ErrorCode.CANCELLED
 
 
 class BackendFailure(ServingError):

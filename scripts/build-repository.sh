@@ -11,5 +11,6 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 rm -rf "$REPO"
-attnserve export --all --repository "$REPO" --quantize int8 --quantize-models dates-additive,debian-han
+# `python3 -m cli.main` (= `attnserve`) runs this checkout's exporter, whichever checkout is pip-installed
+python3 -m cli.main export --all --repository "$REPO" --quantize int8 --quantize-models dates-additive,debian-han
 echo "$want" > "$stamp"

@@ -1,26 +1,34 @@
-"""The transport-neutral request path: find the model, run its pipeline in a worker thread, record it."""
+"""The transport-neutral request path: find the model, prepare the request, hand it to the
+scheduler of its model version and backend, record it."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from runtime.errors import InvalidInput
+from runtime.errors import InvalidInput, ModelUnavailable
 from runtime.pipelines.base import Pipeline
 from runtime.variants import attention_label
 from serving.metrics import ModelLabels, ServingMetrics
-from serving.record import RecordSink, RequestRecord, code_of
+from serving.record import DEADLINE_EXCEEDED, RecordSink, RequestRecord, code_of
 from serving.repository import LoadedVersion, ModelRepository
+from serving.scheduler import Execution, Policy, Scheduler, Schedulers
 from serving.stats import StatsRegistry
 from serving.tracing import RequestTracer
 
-_T = TypeVar("_T")
+# A client's deadline reaches the server as a cancellation (RST_STREAM), which may come before the
+# server's own copy of the deadline by the request's transit time: a cancellation in the last
+# quarter of a request's time budget (or its last 2 ms) counts as DEADLINE_EXCEEDED.
+DEADLINE_SLACK_S = 0.002
+DEADLINE_SLACK_SHARE = 0.25
+SMALL_REQUEST_BYTES = 16 * 1024  # larger requests are prepared in a worker thread
 
 
 @dataclass
@@ -51,7 +59,7 @@ class Tracking:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         record = self.record
         record.done = time.perf_counter_ns()
-        if exc is not None:
+        if exc is not None and record.ok:  # the data plane may have named the cause already
             record.code = code_of(exc)  # the exception propagates: the interceptor answers it
         # Any later RPC, ModelStatistics included, is handled after this (the loop runs FIFO).
         asyncio.get_running_loop().call_soon(self._account, record)
@@ -60,12 +68,15 @@ class Tracking:
 class DataPlane:
     """Runs inference requests; the gRPC servicers only convert to and from protobuf.
 
-    Every request is counted once, by its RequestRecord, in both the Triton statistics and
-    the Prometheus series (`RecordSink`). A failure that never resolved a model version (a
-    malformed request, an unknown version or backend) of a model the server serves counts under
-    that model's current version, the one a request without a version gets; a name the server
-    does not serve counts under model="" in Prometheus only. The client's version string is never
-    a label.
+    A request is validated and prepared by its model's pipeline, then handed to the scheduler of
+    its model version and backend (serving.scheduler), which queues, batches and runs it.
+
+    Every request is counted once, by its RequestRecord, and every executed batch once, by its
+    Execution, in both the Triton statistics and the Prometheus series (`RecordSink`). A failure
+    that never resolved a model version (a malformed request, an unknown version or backend) of a
+    model the server serves counts under that model's current version, the one a request without
+    a version gets; a name the server does not serve counts under model="" in Prometheus only.
+    The client's version string is never a label.
     """
 
     def __init__(
@@ -76,6 +87,7 @@ class DataPlane:
         metrics: ServingMetrics,
         inline_when_idle: bool = True,
         tracer: RequestTracer | None = None,
+        workers: int = 4,
     ) -> None:
         self.repository = repository
         self.executor = executor
@@ -84,7 +96,9 @@ class DataPlane:
         self.sink = RecordSink(stats, metrics)
         self.inline_when_idle = inline_when_idle
         self.tracer = tracer  # None: tracing is off (serving.tracing)
-        self._computing = 0  # pipelines running now; touched only on the event loop thread
+        self.workers = workers
+        self.schedulers = Schedulers(self._scheduler)
+        self._active = 0  # requests holding a model; touched only on the event loop thread
 
     def track(self, name: str) -> Tracking:
         """Open the record of a request for model `name`, arriving now, as a context manager.
@@ -111,40 +125,51 @@ class DataPlane:
         requested: Iterable[str] = (),
         *,
         record: RequestRecord | None = None,
+        deadline: float | None = None,
     ) -> InferResult:
-        """Run one request. `requested` names outputs to return (empty: all of them).
+        """Run one request. `requested` names outputs to return (empty: all of them); `deadline` is
+        the client's, in event-loop time (None: none).
 
         `record` is the transport's (see `track`); without one, the request is tracked here.
         """
         if record is None:
             with self.track(name) as record:
-                return await self.infer(name, version, inputs, params, requested, record=record)
-        # held until the pipeline is done: a swap or unload closes it only after that
+                return await self.infer(name, version, inputs, params, requested, record=record, deadline=deadline)
+        # held until the request is done: a swap or unload closes it only after that
         model = self.repository.acquire(name, version)
+        self._active += 1
         try:
             _served_by(record, model)
             backend = params.get("backend")
             if backend is not None and not isinstance(backend, str):
                 raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
-            backend_name, runners = model.runners(backend)
+            backend_name = backend or model.default_backend
+            if backend_name not in model.backends:
+                model.runners(backend_name)  # InvalidInput naming the backends it runs on
             record.backend = backend_name
             series = record.series = self.metrics.series(record.labels())
             series.inflight.inc()
             try:
-                return await self._run(record, model, series.timed(runners, record.calls), inputs, params, requested)
+                return await self._run(record, model, backend_name, inputs, params, requested, deadline)
+            except asyncio.CancelledError:  # the client left, or its gRPC deadline passed
+                if deadline is not None and _expired(deadline, (time.perf_counter_ns() - record.arrived) / 1e9):
+                    record.code = DEADLINE_EXCEEDED
+                raise
             finally:
                 series.inflight.dec()
         finally:
+            self._active -= 1
             model.release()
 
     async def _run(
         self,
         record: RequestRecord,
         model: LoadedVersion,
-        timed: dict[str, Any],
+        backend: str,
         inputs: Mapping[str, np.ndarray],
         params: Mapping[str, Any],
         requested: Iterable[str],
+        deadline: float | None,
     ) -> InferResult:
         requested = list(requested)
         known = [t.name for t in model.pipeline.outputs]
@@ -153,36 +178,58 @@ class DataPlane:
             raise InvalidInput(f"model '{model.config.name}' has no output(s) {unknown}; it offers {known}")
         if len(set(requested)) != len(requested):
             raise InvalidInput(f"output(s) requested twice: {requested}")
-        batch = record.batch = _batch_size(inputs)
-
-        def work() -> dict[str, np.ndarray]:
-            record.started = time.perf_counter_ns()
-            outputs = model.pipeline.run(inputs, params, timed)
-            record.finished = time.perf_counter_ns()
-            return outputs
-
-        self._computing += 1
-        record.queued = time.perf_counter_ns()
-        try:
-            if self.inline_when_idle and self._computing == 1 and batch <= 1:
-                # A single item and nothing else computing: run on the loop and skip two thread
-                # hand-offs (about 0.2 ms). The loop is blocked for one batch-1 pipeline (a few
-                # ms); batches go to the worker threads so health checks and signals stay prompt.
-                outputs = work()
-            else:
-                outputs = await self._in_worker(model, work)
-        finally:
-            self._computing -= 1
+        scheduler = self.schedulers.get(model, backend)
+        loop = asyncio.get_running_loop()
+        limit = scheduler.deadline(deadline, _timeout(params), loop.time())
+        start = time.perf_counter_ns()
+        if _small(inputs):
+            prepared = model.pipeline.prepare(inputs, params)
+        else:  # tokenising large documents would hold up the event loop (health checks, other replies)
+            prepared = await loop.run_in_executor(self.executor, model.pipeline.prepare, inputs, params)
+        record.batch, record.prepare = prepared.rows, time.perf_counter_ns() - start
+        done = await scheduler.submit(prepared, limit)
+        record.queued, record.started, record.finished = done.queued_ns, done.started_ns, done.finished_ns
+        record.calls = done.execution.calls  # its batch's component calls (shared by the batch)
+        outputs = done.outputs
         selected = {k: outputs[k] for k in requested} if requested else outputs
-        return InferResult(model=model, backend=record.backend, outputs=selected)
+        return InferResult(model=model, backend=backend, outputs=selected)
 
-    async def _in_worker(self, model: LoadedVersion, work: Callable[[], _T]) -> _T:
-        """Run `work` on a worker thread under its own hold of `model`: a cancelled request
-        (deadline, client gone) stops waiting, but the thread may still be running the backends."""
-        model.acquire()
-        future = self.executor.submit(work)
-        future.add_done_callback(lambda _: model.release())
-        return await asyncio.wrap_future(future)
+    def _scheduler(self, model: LoadedVersion, backend: str) -> Scheduler:
+        """A new scheduler for one model version on one backend (built by `self.schedulers`).
+
+        It holds the version's pipeline and runners and a weak reference to the version itself,
+        through which each batch holds the version while it computes in a worker thread (a request
+        cancelled meanwhile releases its own hold).
+        """
+        name, version = model.config.name, model.version
+        _, runners = model.runners(backend)
+        series = self.metrics.series(labels_of(model, backend))
+        ref = weakref.ref(model)
+
+        def hold() -> Callable[[], None]:
+            held = ref()
+            if held is None:
+                raise ModelUnavailable(f"model '{name}' version {version} was unloaded")
+            held.acquire()
+            return held.release
+
+        def on_execution(execution: Execution) -> None:
+            self.sink.write_execution(name, version, series, execution)
+
+        return Scheduler(
+            f"model '{name}' version {version}",
+            model.pipeline,
+            lambda calls: series.timed(runners, calls),
+            Policy.of(model.config, self.workers),
+            self.executor,
+            on_execution,
+            self._alone if self.inline_when_idle else lambda: False,
+            hold,
+        )
+
+    def _alone(self) -> bool:
+        """Only the request asking is in the server: nothing to batch it with, nothing to overlap."""
+        return self._active == 1
 
     def _account(self, record: RequestRecord) -> None:
         """Resolve the labels of a request that failed before finding its model, then write it."""
@@ -204,6 +251,26 @@ def _served_by(record: RequestRecord, model: LoadedVersion) -> None:
     record.model, record.version, record.attention, record.device = cfg.name, model.version, attention, cfg.device
 
 
-def _batch_size(inputs: Mapping[str, np.ndarray]) -> int:
-    first = next(iter(inputs.values()), None)
-    return int(first.shape[0]) if first is not None and first.ndim else 0
+def _expired(deadline: float, waited: float) -> bool:
+    """Whether a request cancelled now, after `waited` seconds, was cancelled by its deadline."""
+    left = deadline - asyncio.get_running_loop().time()
+    return left <= max(DEADLINE_SLACK_S, DEADLINE_SLACK_SHARE * (waited + left))
+
+
+def _timeout(params: Mapping[str, Any]) -> int | None:
+    """Triton's `timeout` request parameter: microseconds the request may wait to start."""
+    value = params.get("timeout")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput(f"parameter 'timeout' must be a non-negative integer (microseconds), got {value!r}")
+    return value
+
+
+def _small(inputs: Mapping[str, np.ndarray]) -> bool:
+    size = 0
+    for array in inputs.values():
+        size += sum(len(x) for x in array.reshape(-1)) if array.dtype == object else array.nbytes
+        if size > SMALL_REQUEST_BYTES:
+            return False
+    return True

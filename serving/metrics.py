@@ -66,21 +66,25 @@ class ModelSeries:
     def timed(self, runners: Mapping[str, Runner], calls: list[tuple[Any, int, int]]) -> dict[str, Runner]:
         """Wrap component runners so each call appends (its stage's child, start ns, end ns) to `calls`.
 
-        The histograms are observed once per request, in `observe`, not inside the decode loop.
+        The histograms are observed once per executed batch, in `observe_execution`, not inside
+        the decode loop.
         """
         return {comp: _timed(runner, self._stage(comp), calls) for comp, runner in runners.items()}
 
-    def observe(self, seconds: float, queue_seconds: float, batch: int, calls: list[tuple[Any, int, int]]) -> int:
-        """Record a successful request and its component calls; returns the decoder steps counted."""
+    def observe(self, seconds: float, queue_seconds: float) -> None:
+        """Record a successful request: its duration and the time it waited to be computed."""
+        self.requests_ok.inc()
+        self.request_duration.observe(seconds)
+        self.queue_duration.observe(queue_seconds)
+
+    def observe_execution(self, rows: int, calls: list[tuple[Any, int, int]]) -> int:
+        """Record one executed batch: its items and its component calls; returns the decoder steps."""
         step = self.stages.get("decoder_step")
         steps = 0
         for child, start, end in calls:
             child.observe((end - start) / 1e9)
             steps += child is step
-        self.requests_ok.inc()
-        self.request_duration.observe(seconds)
-        self.queue_duration.observe(queue_seconds)
-        self.batch_size.observe(batch)
+        self.batch_size.observe(rows)
         if steps:
             self.decode_steps.observe(steps)
         return steps
@@ -117,7 +121,7 @@ class ServingMetrics:
         )  # fmt: skip
         self.queue_duration = Histogram(
             "attnserve_queue_duration_seconds",
-            "Time a request waited for a worker thread before computing.",
+            "Time a request waited in its model's queue before its batch started computing.",
             MODEL_LABELS, buckets=buckets, **kw,
         )  # fmt: skip
         self.compute_duration = Histogram(
@@ -127,11 +131,15 @@ class ServingMetrics:
         )  # fmt: skip
         self.decode_steps = Histogram(
             "attnserve_decode_steps",
-            "Decoder steps run for one request.",
+            "Decoder steps run for one executed batch.",
             MODEL_LABELS, buckets=STEP_BUCKETS, **kw,
         )  # fmt: skip
         self.batch_size = Histogram(
-            "attnserve_batch_size", "Items in one inference request.", MODEL_LABELS, buckets=BATCH_BUCKETS, **kw
+            "attnserve_batch_size",
+            "Items in one executed batch (requests merged by dynamic batching; its count is the executions).",
+            MODEL_LABELS,
+            buckets=BATCH_BUCKETS,
+            **kw,
         )
         self.requests = Counter(
             "attnserve_requests", "Inference requests by status code.", (*MODEL_LABELS, "code"), **kw

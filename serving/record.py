@@ -15,11 +15,12 @@ from typing import Any
 
 from runtime.errors import ErrorCode, ServingError
 from serving.metrics import ModelLabels, ModelSeries, ServingMetrics
+from serving.scheduler import Execution
 from serving.stats import StatsRegistry
 
 OK = "OK"
 CANCELLED = "CANCELLED"  # the client cancelled the call (or it was dropped) before the answer
-DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"  # for the scheduler: a request that expired in its queue
+DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"  # its deadline passed before the answer (dropped unrun if queued)
 # The closed set of status codes a record (and the `code` label) can carry.
 CODES: tuple[str, ...] = tuple(dict.fromkeys([OK, *(c.name for c in ErrorCode), CANCELLED, DEADLINE_EXCEEDED]))
 
@@ -41,8 +42,9 @@ def code_of(exc: BaseException) -> str:
 class RequestRecord:
     """What one request did. Timestamps are `time.perf_counter_ns()`; 0 marks a stage not reached.
 
-    Stages (Triton's names): queue = queued -> started (waiting for a worker); compute_input =
-    started -> first component call (validation, preprocessing); compute_infer = first call ->
+    Stages (Triton's names): queue = queued -> started (waiting in its model's queue); compute_input =
+    `prepare` (validation, preprocessing, before the queue) + started -> first component call (the
+    padded batch's inputs); compute_infer = first call ->
     end of the last call (the components and the decode loop between them); compute_output =
     end of the last call -> done (postprocessing, output selection, the response message).
     """
@@ -55,12 +57,14 @@ class RequestRecord:
     backend: str = ""
     device: str = ""
     series: ModelSeries | None = None  # the collectors bound once for (model, version, backend)
-    batch: int = 0
+    batch: int = 0  # the request's items (its batch may hold other requests' too)
+    prepare: int = 0  # ns spent validating and preprocessing it, before it was queued
     queued: int = 0
     started: int = 0
     finished: int = 0  # the pipeline returned
     done: int = 0  # the response is built, or the request failed
-    calls: list[tuple[Any, int, int]] = field(default_factory=list)  # (stage child, start, end) per call
+    # (stage child, start, end) per component call of the batch the request ran in
+    calls: list[tuple[Any, int, int]] = field(default_factory=list)
     code: str = OK
     trace: Any = None  # the transport's trace context (serving.tracing.Incoming) when tracing is on
 
@@ -78,7 +82,7 @@ class RequestRecord:
             first, last = self.calls[0][1], self.calls[-1][2]
         else:  # a pipeline that called no component: all of its run is input preparation
             first = last = self.finished
-        return self.started - self.queued, first - self.started, last - first, self.done - last
+        return self.started - self.queued, self.prepare + first - self.started, last - first, self.done - last
 
 
 class RecordSink:
@@ -89,6 +93,10 @@ class RecordSink:
     a record reaches the StatsRegistry when it has a version: the data plane gives a failure
     that never resolved one the model's current version (`DataPlane` documents the rule); only
     requests for names without a serving version have no ModelStatistics row to count in.
+
+    An executed batch (one or more requests computed together) is written once, by
+    `write_execution`: Triton's execution and inference counts, the batch size, the component
+    calls and decoder steps.
     """
 
     def __init__(self, stats: StatsRegistry, metrics: ServingMetrics) -> None:
@@ -100,10 +108,16 @@ class RecordSink:
         if record.ok:
             stages = record.stages()
             series = record.series or self.metrics.series(record.labels())
-            series.observe(total / 1e9, stages[0] / 1e9, record.batch, record.calls)
+            series.observe(total / 1e9, stages[0] / 1e9)
             if record.version is not None:
-                self.stats.record(record.model, record.version, OK, record.batch, total, *stages)
+                self.stats.record(record.model, record.version, OK, total, *stages)
             return
         self.metrics.observe_failure(record.labels(), record.code, total / 1e9)
         if record.version is not None:
-            self.stats.record(record.model, record.version, record.code, record.batch, total)
+            self.stats.record(record.model, record.version, record.code, total)
+
+    def write_execution(self, model: str, version: int, series: ModelSeries, execution: Execution) -> None:
+        calls = execution.calls
+        infer = calls[-1][2] - calls[0][1] if calls else 0  # Triton's compute_infer of the batch
+        self.stats.record_execution(model, version, execution.rows, infer)
+        series.observe_execution(execution.rows, calls)

@@ -26,7 +26,7 @@ class ModelStats:
     """
 
     inference_count: int = 0  # items (batch rows) inferred
-    execution_count: int = 0  # pipeline runs
+    execution_count: int = 0  # batches executed (several requests may share one)
     last_inference_ms: int = 0
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
@@ -34,7 +34,7 @@ class ModelStats:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
-    batch_sizes: dict[int, Duration] = field(default_factory=dict)  # batch size -> compute_infer
+    batch_sizes: dict[int, Duration] = field(default_factory=dict)  # executed batch size -> compute_infer
     failures: dict[str, Duration] = field(default_factory=dict)  # status code -> failed requests
 
 
@@ -50,7 +50,6 @@ class StatsRegistry:
         model: str,
         version: int,
         code: str,
-        batch: int,
         total_ns: int,
         queue_ns: int = 0,
         input_ns: int = 0,
@@ -58,7 +57,8 @@ class StatsRegistry:
         output_ns: int = 0,
     ) -> None:
         """One request that ended with status `code` ("OK" or an error code's name); the stage
-        durations count for successful requests only, as in Triton."""
+        durations count for successful requests only, as in Triton (a batched request counts its
+        batch's compute)."""
         with self._lock:
             s = self._stats.setdefault((model, version), ModelStats())
             if code != "OK":
@@ -66,13 +66,18 @@ class StatsRegistry:
                 s.failures.setdefault(code, Duration()).add(total_ns)
                 return
             s.success.add(total_ns)
-            s.inference_count += batch
-            s.execution_count += 1
             s.last_inference_ms = int(time.time() * 1000)
             s.queue.add(queue_ns)
             s.compute_input.add(input_ns)
             s.compute_infer.add(infer_ns)
             s.compute_output.add(output_ns)
+
+    def record_execution(self, model: str, version: int, batch: int, infer_ns: int) -> None:
+        """One executed batch of `batch` items: execution_count + 1, inference_count + batch."""
+        with self._lock:
+            s = self._stats.setdefault((model, version), ModelStats())
+            s.inference_count += batch
+            s.execution_count += 1
             s.batch_sizes.setdefault(batch, Duration()).add(infer_ns)
 
     def forget(self, model: str, keep: Iterable[int] = ()) -> None:

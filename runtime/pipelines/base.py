@@ -3,12 +3,18 @@
 A pipeline turns named request tensors (BYTES as numpy object arrays of bytes) into named
 response tensors by calling component runners (`dict[str, ndarray] -> dict[str, ndarray]`),
 so the same code runs over ONNX Runtime, PyTorch or a third-party backend.
+
+Every request goes through one seam, so that the scheduler can merge requests: `prepare` one
+request (validate, tokenise), `execute` several prepared requests as one padded batch, which
+splits the outputs back per request, each cropped to its own lengths. `run` is `execute` of
+one request, so a batched answer and a batch-1 answer come from the same code.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +30,20 @@ T = TensorSpec.of
 Runners = Mapping[str, Runner]  # component name -> runner
 UTF8_MAX = 4  # bytes per character at most
 Header = tuple[str, str, Sequence[int]]  # a request tensor's name, OIP datatype and shape
+Outputs = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One validated, preprocessed request: the unit a batch is made of.
+
+    Requests whose `key`s are equal may run in one batch (`Pipeline.execute`); `rows` is the
+    number of batch items the request brings, `data` the task's own per-request features.
+    """
+
+    rows: int
+    key: Hashable
+    data: Any
 
 
 class Pipeline(abc.ABC):
@@ -57,10 +77,17 @@ class Pipeline(abc.ABC):
         """Predictions from response tensors, in the form `models.families` predict them."""
 
     @abc.abstractmethod
-    def run(
-        self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], runners: Runners
-    ) -> dict[str, np.ndarray]:
-        """Validate, run the components and return every output tensor."""
+    def prepare(self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> Prepared:
+        """Validate one request (InvalidInput says what to fix) and preprocess it for `execute`."""
+
+    @abc.abstractmethod
+    def execute(self, batch: Sequence[Prepared], runners: Runners) -> list[Outputs]:
+        """Run requests of one `key` as one padded batch; every output tensor of each request,
+        in order, cropped to that request's own lengths (as if it had run alone)."""
+
+    def run(self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], runners: Runners) -> Outputs:
+        """Validate, run the components and return every output tensor (one request, alone)."""
+        return self.execute([self.prepare(inputs, params)], runners)[0]
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Exactly the declared inputs, each of its datatype and rank, batch within max_batch_size."""

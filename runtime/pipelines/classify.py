@@ -7,7 +7,7 @@ The server splits each document into sentences and words exactly as training did
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,17 @@ import numpy as np
 
 from runtime.config import ModelConfig
 from runtime.errors import InvalidInput
-from runtime.pipelines.base import UTF8_MAX, Pipeline, Runners, T, bytes_tensor, decode_texts, vocab_file
+from runtime.pipelines.base import (
+    UTF8_MAX,
+    Outputs,
+    Pipeline,
+    Prepared,
+    Runners,
+    T,
+    bytes_tensor,
+    decode_texts,
+    vocab_file,
+)
 from runtime.text import Vocab, document_ids, document_words, split_sentences
 
 MAX_DOCUMENT_CHARS = 100_000
@@ -51,23 +61,33 @@ class ClassifyPipeline(Pipeline):
         except ValueError:
             raise InvalidInput(f"input 'text'[{index}] has no words to classify") from None
 
-    def run(
-        self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], runners: Runners
-    ) -> dict[str, np.ndarray]:
+    def prepare(self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> Prepared:
         self.check_inputs(inputs)
         self.check_params(params)
         texts = decode_texts(inputs["text"], "text", MAX_DOCUMENT_CHARS)
-        feeds = document_ids(self.words, [self.tokenize(t, i) for i, t in enumerate(texts)])
+        docs = [self.tokenize(t, i) for i, t in enumerate(texts)]
+        return Prepared(rows=len(docs), key=(), data=docs)
+
+    def execute(self, batch: Sequence[Prepared], runners: Runners) -> list[Outputs]:
+        # documents of any shape share a batch: padded words and sentences get exactly zero weight
+        feeds = document_ids(self.words, [doc for p in batch for doc in p.data])
         out = runners["classify"](feeds)
         logits = out["logits"].astype(np.float64)  # [B, C]
         probs = np.exp(logits - logits.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
-        return {
-            "label": bytes_tensor([self.config.labels[i] for i in probs.argmax(-1)]),
-            "probabilities": probs.astype(np.float32),
-            "word_attention": out["word_attention"].astype(np.float32),
-            "sentence_attention": out["sentence_attention"].astype(np.float32),
-        }
+        results, start = [], 0
+        for p in batch:
+            rows = slice(start, start + p.rows)
+            start += p.rows
+            sentences = max(len(doc) for doc in p.data)
+            words = max(len(sentence) for doc in p.data for sentence in doc)
+            results.append({
+                "label": bytes_tensor([self.config.labels[i] for i in probs[rows].argmax(-1)]),
+                "probabilities": probs[rows].astype(np.float32),
+                "word_attention": out["word_attention"][rows, :sentences, :words].astype(np.float32),
+                "sentence_attention": out["sentence_attention"][rows, :sentences].astype(np.float32),
+            })  # fmt: skip
+        return results
 
     def words_of(self, text: str) -> list[list[str]]:
         """The words the model sees for `text`, for labelling attention maps."""

@@ -9,7 +9,8 @@ import numpy as np
 
 from runtime.decode import greedy
 from runtime.errors import InvalidInput
-from runtime.pipelines.base import Pipeline, Runners, T
+from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners, T
+from runtime.stepwise import Plan
 
 
 class SortPipeline(Pipeline):
@@ -42,9 +43,7 @@ class SortPipeline(Pipeline):
                 f"input 'values' has {n} values per row; this model takes 1 to {self.config.max_input_length}"
             )
 
-    def run(
-        self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], runners: Runners
-    ) -> dict[str, np.ndarray]:
+    def prepare(self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> Prepared:
         self.check_inputs(inputs)
         self.check_params(params)
         values = np.asarray(inputs["values"])
@@ -55,7 +54,41 @@ class SortPipeline(Pipeline):
         for i, row in enumerate(values):
             if len(set(row.tolist())) != n:
                 raise InvalidInput(f"row {i} of 'values' has repeated values; the model sorts distinct integers")
-        mask = np.ones(values.shape, dtype=bool)
+        return Prepared(rows=values.shape[0], key=(), data=values)
+
+    def execute(self, batch: Sequence[Prepared], runners: Runners) -> list[Outputs]:
+        # rows of different lengths share a batch: padding is masked out (exactly zero attention)
+        feeds = self.encoder_feeds(batch)
         order, attn = greedy(self.config.decode, runners["encoder"], runners["decoder_step"],
-                             {"values": values, "src_mask": mask}, n)  # fmt: skip
-        return {"order": order.astype(np.int64), "attention": attn.astype(np.float32)}
+                             feeds, feeds["values"].shape[1])  # fmt: skip
+        results, start = [], 0
+        for p in batch:
+            rows, n = slice(start, start + p.rows), p.data.shape[1]
+            start += p.rows
+            results.append(self.answer(p, order[rows, :n], attn[rows, :n, :n]))
+        return results
+
+    # --- the seam of iteration-level decoding (runtime.stepwise) ---------------------------
+
+    def encoder_feeds(self, batch: Sequence[Prepared]) -> dict[str, np.ndarray]:
+        """The encoder's inputs for every row of `batch`, padded to the longest."""
+        width = max(p.data.shape[1] for p in batch)
+        values = np.zeros((sum(p.rows for p in batch), width), dtype=np.int64)  # [B, N]
+        mask = np.zeros(values.shape, dtype=bool)  # [B, N]
+        start = 0
+        for p in batch:
+            n = p.data.shape[1]
+            values[start : start + p.rows, :n] = p.data
+            mask[start : start + p.rows, :n] = True
+            start += p.rows
+        return {"values": values, "src_mask": mask}
+
+    def plan(self, prepared: Prepared) -> Plan:
+        return Plan(beam=1, max_steps=prepared.data.shape[1])  # one position per value
+
+    def source_lengths(self, prepared: Prepared) -> np.ndarray:
+        return np.full(prepared.rows, prepared.data.shape[1], dtype=np.int64)
+
+    def answer(self, prepared: Prepared, ids: np.ndarray, attn: np.ndarray) -> Outputs:
+        """One request's outputs from its positions [n, N] and attention [n, N, N]."""
+        return {"order": ids.astype(np.int64), "attention": attn.astype(np.float32)}

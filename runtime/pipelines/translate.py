@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,19 @@ import numpy as np
 from runtime.config import ModelConfig
 from runtime.decode import beam_search, greedy
 from runtime.errors import InvalidInput
-from runtime.pipelines.base import UTF8_MAX, Pipeline, Runners, T, bytes_tensor, decode_texts, vocab_file
-from runtime.text import EOS_ID, Vocab, char_ids
+from runtime.pipelines.base import (
+    UTF8_MAX,
+    Outputs,
+    Pipeline,
+    Prepared,
+    Runners,
+    T,
+    bytes_tensor,
+    decode_texts,
+    vocab_file,
+)
+from runtime.stepwise import Plan
+from runtime.text import EOS_ID, PAD_ID, Vocab, pad_rows
 
 MAX_BEAM = 16
 
@@ -54,31 +66,68 @@ class TranslatePipeline(Pipeline):
             raise InvalidInput(f"max_length must be between 1 and {limit}, got {max_length}")
         return beam, max_length
 
-    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
-        ids, mask = char_ids(self.src, texts)  # [B, S], [B, S]
-        return {"src_ids": ids, "src_mask": mask}
-
-    def run(
-        self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], runners: Runners
-    ) -> dict[str, np.ndarray]:
+    def prepare(self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> Prepared:
         self.check_inputs(inputs)
         beam, max_length = self.options(params)
         texts = decode_texts(inputs["text"], "text", self.config.max_input_length)
-        feeds = self.encode(texts)
+        ids = [self.src.encode(t) for t in texts]
+        # Greedy rows are independent of how long the batch decodes (a row cut at its own
+        # max_length is unchanged), so greedy requests of any max_length share a batch; a beam
+        # keeps its hypotheses until the last step, so beam requests must agree on both.
+        key = (1, 0) if beam == 1 else (beam, max_length)
+        return Prepared(rows=len(ids), key=key, data=_Request(ids, max_length))
+
+    def execute(self, batch: Sequence[Prepared], runners: Runners) -> list[Outputs]:
+        beam = batch[0].key[0]
+        feeds = self.encoder_feeds(batch)
+        steps = max(p.data.max_length for p in batch)
         enc, dec = runners["encoder"], runners["decoder_step"]
         if beam == 1:
-            ids, attn = greedy(self.loop, enc, dec, feeds, max_length)
+            ids, attn = greedy(self.loop, enc, dec, feeds, steps)  # [B, T], [B, T, S]
         else:
-            ids, attn = beam_search(self.loop, enc, dec, feeds, max_length, beam)
+            ids, attn = beam_search(self.loop, enc, dec, feeds, steps, beam)
+        results, start = [], 0
+        for p in batch:
+            rows = slice(start, start + p.rows)
+            start += p.rows
+            limit, width = p.data.max_length, int(self.source_lengths(p).max())
+            results.append(self.answer(p, ids[rows, :limit], attn[rows, :limit, :width]))
+        return results
+
+    # --- the seam of iteration-level decoding (runtime.stepwise) ---------------------------
+
+    def encoder_feeds(self, batch: Sequence[Prepared]) -> dict[str, np.ndarray]:
+        """The encoder's inputs for every item of `batch`, padded to the longest."""
+        src_ids = pad_rows([row for p in batch for row in p.data.ids])  # [B, S]
+        return {"src_ids": src_ids, "src_mask": src_ids != PAD_ID}
+
+    def plan(self, prepared: Prepared) -> Plan:
+        return Plan(beam=prepared.key[0], max_steps=prepared.data.max_length)
+
+    def source_lengths(self, prepared: Prepared) -> np.ndarray:
+        return np.array([len(r) for r in prepared.data.ids], dtype=np.int64)
+
+    def answer(self, prepared: Prepared, ids: np.ndarray, attn: np.ndarray) -> Outputs:
+        """One request's outputs from its decoded ids [n, T] and attention [n, T, its source width]."""
+        return self._answer(ids, attn, self.source_lengths(prepared))
+
+    def _answer(self, ids: np.ndarray, attn: np.ndarray, src_len: np.ndarray) -> Outputs:
+        """One request's outputs from its rows' ids [n, T] and attention [n, T, S]."""
         # output length: the tokens up to and including EOS (or all, when max_length cut it)
         ends = [([*row.tolist(), EOS_ID]).index(EOS_ID) for row in ids]
         out_len = np.array([min(e + 1, ids.shape[1]) for e in ends], dtype=np.int64)
         steps = int(out_len.max())
-        valid = np.arange(steps)[None, :] < out_len[:, None]  # [B, T]
-        attention = attn[:, :steps] * valid[..., None]  # [B, T, S]
+        valid = np.arange(steps)[None, :] < out_len[:, None]  # [n, T]
+        attention = attn[:, :steps] * valid[..., None]  # [n, T, S]
         return {
             "text": bytes_tensor([self.tgt.decode(row.tolist()) for row in ids]),
             "attention": attention.astype(np.float32),
             "output_lengths": out_len,
-            "input_lengths": feeds["src_mask"].sum(axis=1).astype(np.int64),
+            "input_lengths": src_len,
         }
+
+
+@dataclass(frozen=True)
+class _Request:
+    ids: list[list[int]]  # source ids per row, unpadded
+    max_length: int

@@ -12,6 +12,7 @@ from runtime.text import EOS
 from serving.dataplane import DataPlane
 from serving.grpc._gen.attnserve.v1 import attention_pb2 as pb
 from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as pb_grpc
+from serving.grpc.deadline import deadline_of
 from serving.record import RequestRecord
 
 
@@ -41,14 +42,16 @@ class AttentionServicer(pb_grpc.AttentionServicer):
 
     async def Translate(self, request: pb.TranslateRequest, context: aio.ServicerContext) -> pb.TranslateResponse:
         with self.dataplane.track(request.model) as record:  # counts every outcome, rejections too
-            return await self._translate(request, record)
+            return await self._translate(request, record, deadline_of(context))
 
-    async def _translate(self, request: pb.TranslateRequest, record: RequestRecord) -> pb.TranslateResponse:
+    async def _translate(
+        self, request: pb.TranslateRequest, record: RequestRecord, deadline: float | None
+    ) -> pb.TranslateResponse:
         params = _params(request.backend, beam_size=request.beam_size, max_length=request.max_length)
         wanted = ["text", "output_lengths", "input_lengths"] + (["attention"] if request.return_attention else [])
         self._admit(request.model, "text", "BYTES", (len(request.texts),))
         result = await self.dataplane.infer(
-            request.model, "", {"text": _texts(request.texts)}, params, wanted, record=record
+            request.model, "", {"text": _texts(request.texts)}, params, wanted, record=record, deadline=deadline
         )
         out = result.outputs
         response = pb.TranslateResponse()
@@ -63,14 +66,22 @@ class AttentionServicer(pb_grpc.AttentionServicer):
 
     async def Classify(self, request: pb.ClassifyRequest, context: aio.ServicerContext) -> pb.ClassifyResponse:
         with self.dataplane.track(request.model) as record:  # counts every outcome, rejections too
-            return await self._classify(request, record)
+            return await self._classify(request, record, deadline_of(context))
 
-    async def _classify(self, request: pb.ClassifyRequest, record: RequestRecord) -> pb.ClassifyResponse:
+    async def _classify(
+        self, request: pb.ClassifyRequest, record: RequestRecord, deadline: float | None
+    ) -> pb.ClassifyResponse:
         maps = ["word_attention", "sentence_attention"] if request.return_attention else []
         wanted = ["label", "probabilities", *maps]
         self._admit(request.model, "text", "BYTES", (len(request.texts),))
         result = await self.dataplane.infer(
-            request.model, "", {"text": _texts(request.texts)}, _params(request.backend), wanted, record=record
+            request.model,
+            "",
+            {"text": _texts(request.texts)},
+            _params(request.backend),
+            wanted,
+            record=record,
+            deadline=deadline,
         )
         out, labels = result.outputs, result.model.config.labels
         words_of = getattr(result.model.pipeline, "words_of", None)
@@ -87,9 +98,9 @@ class AttentionServicer(pb_grpc.AttentionServicer):
 
     async def Sort(self, request: pb.SortRequest, context: aio.ServicerContext) -> pb.SortResponse:
         with self.dataplane.track(request.model) as record:  # counts every outcome, rejections too
-            return await self._sort(request, record)
+            return await self._sort(request, record, deadline_of(context))
 
-    async def _sort(self, request: pb.SortRequest, record: RequestRecord) -> pb.SortResponse:
+    async def _sort(self, request: pb.SortRequest, record: RequestRecord, deadline: float | None) -> pb.SortResponse:
         lengths = {len(r.values) for r in request.values}
         if len(lengths) != 1:
             raise InvalidInput("send one or more value lists, all of the same length")
@@ -98,7 +109,7 @@ class AttentionServicer(pb_grpc.AttentionServicer):
         values = np.array(rows, dtype=np.int64)
         wanted = ["order"] + (["attention"] if request.return_attention else [])
         result = await self.dataplane.infer(
-            request.model, "", {"values": values}, _params(request.backend), wanted, record=record
+            request.model, "", {"values": values}, _params(request.backend), wanted, record=record, deadline=deadline
         )
         response = pb.SortResponse()
         for i, order in enumerate(result.outputs["order"]):

@@ -20,6 +20,7 @@ from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc._gen.inference import model_config_pb2 as mc
+from serving.grpc.deadline import deadline_of
 from serving.grpc.infer_body import SplitRequest
 from serving.overrides import parse_override
 from serving.repository import LoadedVersion, ModelRepository, State, check_name
@@ -99,8 +100,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             params = convert.parameters(request.parameters)
             requested = [o.name for o in request.outputs]
             result = await self.dataplane.infer(
-                request.model_name, request.model_version, inputs, params, requested, record=record
-            )
+                request.model_name, request.model_version, inputs, params, requested,
+                record=record, deadline=deadline_of(context),
+            )  # fmt: skip
             response = pb.ModelInferResponse(
                 model_name=result.model.config.name, model_version=str(result.model.version), id=request.id
             )
@@ -213,6 +215,14 @@ def model_config_message(model: LoadedVersion) -> mc.ModelConfig:
         backend=model.default_backend,
         max_batch_size=cfg.max_batch_size,
     )
+    if cfg.dynamic_batching is not None:
+        batching = cfg.dynamic_batching
+        msg.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_size)
+        msg.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_microseconds
+        policy = msg.dynamic_batching.default_queue_policy
+        policy.max_queue_size = batching.max_queue_size
+        policy.default_timeout_microseconds = batching.default_timeout_microseconds
+        policy.allow_timeout_override = True  # the `timeout` request parameter
     if cfg.version_policy.specific is not None:
         msg.version_policy.specific.versions.extend(cfg.version_policy.specific)
     else:

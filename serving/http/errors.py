@@ -5,7 +5,7 @@ from __future__ import annotations
 from runtime.errors import ErrorCode, ServingError
 
 # Triton's HTTP codes where it has the error (400, 404, 503, 501, 500); the others as Google's API
-# design guide maps the gRPC codes (429, 400 for a failed precondition, 401, 403)
+# design guide maps the gRPC codes (429, 400 for a failed precondition, 401, 403, 504, 499)
 HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_ARGUMENT: 400,
     ErrorCode.NOT_FOUND: 404,
@@ -16,6 +16,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.FAILED_PRECONDITION: 400,
     ErrorCode.UNAUTHENTICATED: 401,
     ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.DEADLINE_EXCEEDED: 504,
+    ErrorCode.CANCELLED: 499,
 }
 
 

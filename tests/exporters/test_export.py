@@ -54,6 +54,9 @@ def test_graph_axes_are_symbolic_and_metadata_is_set(repository: Path, family: s
     name = TINY[family].name
     config = ModelConfig.load(repository / name / "config.yaml")
     assert config.backends[0].name == "onnxruntime" and config.backends[1].name == "torch"
+    # dynamic batching that adds no wait at low load, with a bounded queue
+    batching = config.dynamic_batching
+    assert batching is not None and batching.max_queue_delay_microseconds == 0 and batching.max_queue_size > 0
     for comp in config.components.values():
         model = onnx.load(str(repository / name / "1" / comp.file))
         props = {p.key: p.value for p in model.metadata_props}

@@ -6,6 +6,7 @@ No timing is asserted: speed is read from the benchmark's own output, never test
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ def test_serve_latency_benchmark_writes_json_and_markdown(reference_repository: 
     cmd = [sys.executable, "benchmarks/serve_latency.py", "--repository", str(reference_repository),
            "--models", "debian-han,sort-pointer", "--requests", "10", "--port", "0",
            "--json", str(out_json), "--markdown", str(out_md), "--baseline", str(ROOT)]  # fmt: skip
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's packages, whichever one is pip-installed
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300)
     results = json.loads(out_json.read_text())
     assert set(results["models"]) == {"debian-han", "sort-pointer"}
     for row in results["models"].values():
@@ -39,11 +41,47 @@ def test_serve_latency_benchmark_writes_json_and_markdown(reference_repository: 
     assert "| attnserve over the bare server (ms) |" in table
 
 
+def test_serve_throughput_benchmark_writes_json_and_its_section(reference_repository: Path, tmp_path: Path):
+    out_json, out_md = tmp_path / "throughput.json", tmp_path / "performance.md"
+    out_md.write_text("<!-- serve_latency -->\nlatency tables\n<!-- /serve_latency -->\n")
+    cmd = [sys.executable, "benchmarks/serve_throughput.py", "--repository", str(reference_repository),
+           "--models", "sort-pointer", "--rounds", "2", "--seconds", "0.3", "--no-mlserver", "--no-overload",
+           "--json", str(out_json), "--markdown", str(out_md)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=600)
+    results = json.loads(out_json.read_text())
+    cells = {(r["round"], r["mode"], r["clients"]) for r in results["runs"]}
+    for clients in (1, 8, 32, 64):
+        for mode in ("off", "dynamic", "in_process", "empty"):
+            assert {(0, mode, clients), (1, mode, clients)} <= cells
+    served = [r for r in results["runs"] if r["mode"] in ("off", "dynamic")]
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in served)
+    text = out_md.read_text()
+    assert text.startswith(
+        "<!-- serve_latency -->\nlatency tables\n<!-- /serve_latency -->\n\n<!-- serve_throughput -->"
+    )
+    assert "| attnserve, dynamic batching |" in text and "Empty-RPC ceiling" in text
+
+
+def test_a_benchmark_rewrites_only_its_own_section(tmp_path: Path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from markdown_section import write_section
+    finally:
+        sys.path.pop(0)
+    doc = tmp_path / "performance.md"
+    write_section(doc, "a", "first")
+    write_section(doc, "b", "second")
+    write_section(doc, "a", "first, again")
+    assert doc.read_text() == "<!-- a -->\nfirst, again\n<!-- /a -->\n\n<!-- b -->\nsecond\n<!-- /b -->\n"
+
+
 def test_access_overhead_benchmark_measures_every_configuration(reference_repository: Path, tmp_path: Path):
     out_json = tmp_path / "access.json"
     cmd = [sys.executable, "benchmarks/access_overhead.py", "--repository", str(reference_repository),
            "--requests", "10", "--json", str(out_json)]  # fmt: skip
-    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300).stdout
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's packages, whichever one is pip-installed
+    out = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300).stdout
     results = json.loads(out_json.read_text())
     assert len(results) == 8 and all(r["n"] == 10 for r in results.values())
     assert "| infer token over TLS | ModelInfer |" in out
@@ -53,7 +91,8 @@ def test_soak_benchmark_checks_answers_and_samples_memory(reference_repository: 
     out_json = tmp_path / "soak.json"
     cmd = [sys.executable, "benchmarks/soak.py", "--repository", str(reference_repository),
            "--requests", "240", "--clients", "4", "--sample", "80", "--json", str(out_json)]  # fmt: skip
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300)
     result = json.loads(out_json.read_text())
     assert result["errors"] == {} and result["wrong_answers"] == {}
     assert len(result["kinds"]) == 6

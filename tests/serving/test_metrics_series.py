@@ -1,4 +1,4 @@
-"""ModelSeries: the per-request metrics path, bound once per model version and backend."""
+"""ModelSeries: the per-request and per-executed-batch metrics paths, bound once per model version and backend."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def runner(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"y": feeds["x"] + 1}
 
 
-def test_component_calls_are_observed_once_per_request_with_their_stage():
+def test_component_calls_are_observed_once_per_executed_batch_with_their_stage():
     registry = CollectorRegistry()
     metrics = ServingMetrics(registry)
     series = metrics.series(LABELS)
@@ -33,14 +33,19 @@ def test_component_calls_are_observed_once_per_request_with_their_stage():
     assert len(calls) == 5
     assert value(registry, "attnserve_compute_duration_seconds_count", stage="decode_step") == 0  # not yet
 
-    assert series.observe(0.002, 0.0, 1, calls) == 3
+    assert series.observe_execution(5, calls) == 3  # one batch of 5 items (several requests)
     assert value(registry, "attnserve_compute_duration_seconds_count", stage="encode") == 1
     assert value(registry, "attnserve_compute_duration_seconds_count", stage="decode_step") == 3
     assert value(registry, "attnserve_compute_duration_seconds_count", stage="custom") == 1
     assert value(registry, "attnserve_decode_steps_sum") == 3
-    assert value(registry, "attnserve_requests_total", code="OK") == 1
-    assert value(registry, "attnserve_request_duration_seconds_sum") == 0.002
-    assert value(registry, "attnserve_batch_size_sum") == 1
+    assert value(registry, "attnserve_batch_size_sum") == 5 and value(registry, "attnserve_batch_size_count") == 1
+    assert value(registry, "attnserve_requests_total", code="OK") == 0  # requests are counted one by one
+
+    series.observe(0.002, 0.0005)
+    series.observe(0.003, 0.001)
+    assert value(registry, "attnserve_requests_total", code="OK") == 2
+    assert value(registry, "attnserve_request_duration_seconds_sum") == 0.005
+    assert value(registry, "attnserve_queue_duration_seconds_sum") == 0.0015
 
 
 def test_a_classifier_records_no_decode_steps():
@@ -48,7 +53,7 @@ def test_a_classifier_records_no_decode_steps():
     series = ServingMetrics(registry).series(LABELS)
     calls: list = []
     series.timed({"classify": runner}, calls)["classify"]({"x": np.zeros(1)})
-    assert series.observe(0.001, 0.0, 1, calls) == 0
+    assert series.observe_execution(1, calls) == 0
     assert value(registry, "attnserve_decode_steps_count") == 0
     assert value(registry, "attnserve_compute_duration_seconds_count", stage="classify") == 1
 

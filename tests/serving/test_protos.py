@@ -313,7 +313,7 @@ def test_triton_parses_as_ours(name: str) -> None:
 def test_triton_only_config_fields_survive_as_unknown() -> None:
     """Fields of Triton's ModelConfig we leave out are skipped by us, never misread."""
     full = triton_mc.ModelConfig(name="m", max_batch_size=4, default_model_filename="model.onnx")
-    full.dynamic_batching.max_queue_delay_microseconds = 100
+    full.sequence_batching.max_sequence_idle_microseconds = 100
     full.model_transaction_policy.decoupled = True
     subset = mc.ModelConfig.FromString(full.SerializeToString())
     assert as_dict(subset) == {"name": "m", "max_batch_size": 4}

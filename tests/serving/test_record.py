@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from runtime.errors import BackendFailure, ErrorCode, InvalidInput, ModelNotFound, ModelUnavailable
 from serving.metrics import ServingMetrics, TritonCompatCollector
 from serving.record import CODES, RecordSink, RequestRecord, code_of
+from serving.scheduler import Execution
 from serving.stats import StatsRegistry
 
 MODEL = {"model": "dates-additive", "version": "1", "attention": "additive", "backend": "onnxruntime", "device": "cpu"}
@@ -61,13 +62,20 @@ def test_a_success_is_split_into_triton_stages_and_observed_once(sink: RecordSin
     s = sink.stats.snapshot()[("dates-additive", 1)]
     assert (s.success.count, s.success.ns, s.fail.count) == (1, 7_000, 0)
     assert (s.queue.ns, s.compute_input.ns, s.compute_infer.ns, s.compute_output.ns) == (500, 1_000, 3_000, 2_000)
-    assert (s.inference_count, s.execution_count, s.batch_sizes[2].ns) == (2, 1, 3_000)
     assert sample(sink, "attnserve_requests_total", **MODEL, code="OK") == 1
     assert sample(sink, "attnserve_request_duration_seconds_sum", **MODEL) == pytest.approx(7e-6)
     assert sample(sink, "attnserve_queue_duration_seconds_sum", **MODEL) == pytest.approx(5e-7)
+    # the batch it ran in is written once, by its execution: here 3 items (another request's too)
+    assert (s.inference_count, s.execution_count) == (0, 0)
+    sink.write_execution("dates-additive", 1, series, Execution(3, 2, 2_000, 7_000, record.calls))
+    s = sink.stats.snapshot()[("dates-additive", 1)]
+    assert (s.inference_count, s.execution_count, s.batch_sizes[3].ns) == (3, 1, 3_000)
     assert sample(sink, "attnserve_compute_duration_seconds_sum", **MODEL, stage="encode") == pytest.approx(2e-6)
     assert sample(sink, "attnserve_decode_steps_sum", **MODEL) == 1
-    assert sample(sink, "attnserve_batch_size_sum", **MODEL) == 2
+    assert (
+        sample(sink, "attnserve_batch_size_sum", **MODEL) == 3
+        and sample(sink, "attnserve_batch_size_count", **MODEL) == 1
+    )
 
 
 def test_a_pipeline_without_component_calls_spends_its_run_on_input():
@@ -86,7 +94,7 @@ def test_every_failure_is_counted_in_both_under_its_code(sink: RecordSink):
     }  # fmt: skip
     s = sink.stats.snapshot()[("dates-additive", 1)]
     assert (s.fail.count, s.fail.ns) == (7, 7 * 1_000)
-    assert s.execution_count == 1  # failures add no stage time, as in Triton
+    assert s.success.count == 1 and s.queue.count == 1  # failures add no stage time, as in Triton
     assert sample(sink, "attnserve_request_failures_total", model="dates-additive", code="INTERNAL") == 2
 
 

@@ -45,6 +45,9 @@ def test_model_config_reports_backends_and_provider(client):
     params = {k: v["string_value"] for k, v in cfg["parameters"].items()}
     assert params["attention"] == "additive" and params["onnxruntime.provider"] == "CPUExecutionProvider"
     assert params["backends"] == "onnxruntime,torch"
+    batching = cfg["dynamic_batching"]  # as exported: no added wait (0, left out of the JSON), a bounded queue
+    assert "max_queue_delay_microseconds" not in batching
+    assert int(batching["default_queue_policy"]["max_queue_size"]) > 0
 
 
 def test_translate_bytes_in_bytes_and_fp32_out(client):

@@ -1,0 +1,38 @@
+"""One scheduler per loaded model version and backend, built on first use, dropped with its version."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+from serving.repository import LoadedVersion
+from serving.scheduler.batcher import Scheduler
+
+Build = Callable[[LoadedVersion, str], Scheduler]
+
+
+class Schedulers:
+    """The schedulers of the loaded versions, keyed by version object and backend name.
+
+    A scheduler holds the version's pipeline and runners, never the version itself, so a version
+    swapped out or unloaded is freed once no request holds it, and its schedulers go with it.
+    A swapped-in version gets fresh schedulers (its config may change the policy).
+    """
+
+    def __init__(self, build: Build) -> None:
+        self._build = build
+        self._by_version: dict[int, dict[str, Scheduler]] = {}
+
+    def get(self, model: LoadedVersion, backend: str) -> Scheduler:
+        found = self._by_version.get(id(model))
+        if found is None:
+            found = self._by_version[id(model)] = {}
+            weakref.finalize(model, self._by_version.pop, id(model), None)
+        scheduler = found.get(backend)
+        if scheduler is None:
+            scheduler = found[backend] = self._build(model, backend)
+        return scheduler
+
+    def all(self) -> list[Scheduler]:
+        """Every scheduler of a version still alive."""
+        return [s for by_backend in list(self._by_version.values()) for s in by_backend.values()]
