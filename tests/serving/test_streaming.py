@@ -4,7 +4,10 @@ on ModelStreamInfer, and the typed attnserve.v1 TranslateStream."""
 from __future__ import annotations
 
 import queue
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,10 +17,12 @@ import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
 from runtime.text import EOS
+from serving.grpc import convert
 from serving.grpc._gen.attnserve.v1 import attention_pb2 as apb
 from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
+from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import light_request
+from tests.serving.conftest import RunningServer, light_request, start_server
 from tests.serving.test_tritonclient import DATES, text_input
 
 MODEL = "dates-additive"
@@ -27,7 +32,15 @@ Reply = tuple[Any, InferenceServerException | None]  # (tritonclient InferResult
 
 
 @pytest.fixture(scope="module")
-def client(server) -> Iterator[tc.InferenceServerClient]:
+def server(reference_repository: Path) -> Iterator[RunningServer]:
+    """A server of its own: no other test's model swaps, and statistics that only these tests move."""
+    srv = start_server(reference_repository, models=[MODEL, "sort-pointer"])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: RunningServer) -> Iterator[tc.InferenceServerClient]:
     with tc.InferenceServerClient(server.address) as c:
         yield c
 
@@ -124,6 +137,38 @@ def test_other_tasks_answer_each_stream_request_once(server):
     assert reply.infer_response.parameters["triton_final_response"].bool_param
     order = [o for o in reply.infer_response.outputs if o.name == "order"]
     assert order and np.frombuffer(reply.infer_response.raw_output_contents[0], "<i8").tolist() == [3, 1, 0, 4, 2]
+
+
+def test_closing_the_stream_stops_its_requests(server: RunningServer):
+    def stats(stub: pb_grpc.GRPCInferenceServiceStub) -> pb.InferStatistics:
+        return stub.ModelStatistics(pb.ModelStatisticsRequest(name=MODEL)).model_stats[0]
+
+    texts = np.array([f"{d % 28 + 1}. September 19{d % 28 + 51}".encode() for d in range(64)], dtype=np.object_)
+    slow = convert.infer_request(MODEL, {"text": texts}, ["text"], {"beam_size": 16})  # about a second's work
+    open_ = threading.Event()
+
+    def requests() -> Iterator[pb.ModelInferRequest]:
+        yield slow
+        open_.wait(30)  # the client keeps its side of the stream open
+
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        before = stats(stub)
+        call = stub.ModelStreamInfer(requests())
+        while server.app.metrics.inflight_by_model().get(MODEL) != 1:  # the server has it
+            time.sleep(0.02)
+        time.sleep(0.1)  # computing
+        call.cancel()
+        open_.set()
+        # one batch at a time (dynamic batching): this one runs after the abandoned batch ended
+        answer = stub.ModelInfer(convert.infer_request(MODEL, {"text": texts[:1]}, ["text"], {}), timeout=60)
+        assert convert.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
+        after = stats(stub)
+    fail, success = (after.inference_stats.fail.count - before.inference_stats.fail.count,
+                     after.inference_stats.success.count - before.inference_stats.success.count)  # fmt: skip
+    assert (fail, success) == (1, 1), "the slow request ended first"
+    # the abandoned batch stopped between two decoder steps: it is no execution, its items no inferences
+    assert (after.execution_count - before.execution_count, after.inference_count - before.inference_count) == (1, 1)
 
 
 # --- attnserve.v1 TranslateStream -----------------------------------------------------------
