@@ -116,6 +116,12 @@ class DataPlane:
             record.trace = self.tracer.capture()
         return Tracking(record, self._account)
 
+    def unread(self, code: str) -> None:
+        """Count a request whose client left before its body was read (its model is unknown)."""
+        record = RequestRecord("", time.perf_counter_ns())
+        record.done, record.code = record.arrived, code
+        self._account(record)
+
     def pipeline(self, name: str, version: str) -> Pipeline:
         """The pipeline that serves (name, version), for checks before a request's data is decoded
         (Pipeline.check_headers, Pipeline.max_item_bytes); NOT_FOUND / UNAVAILABLE when none does."""
