@@ -189,6 +189,14 @@ def test_dates_transformer_requests_joining_at_different_steps_answer_as_alone(
 ):
     inputs = [{"text": bytes_tensor(DATES[i : i + 1 + i % 2])} for i in range(len(DATES) - 1)]  # 1 or 2 items
     prepared = [dates_transformer.pipeline.prepare(x, params) for x in inputs]
-    answers = decode_in_flight(dates_transformer, prepared, seed=0)
+    decoder, mixed = dates_transformer.runners["decoder_step"], []
+
+    def spy(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        mixed.append(len(set(feeds["positions"].tolist())) > 1 and not feeds["cache_mask"].all())
+        return decoder(feeds)
+
+    answers = decode_in_flight(Served(dates_transformer.pipeline, {**dates_transformer.runners, "decoder_step": spy}),
+                               prepared, seed=0)  # fmt: skip
+    assert sum(mixed) >= 3  # steps whose rows sat at different positions, caches padded
     for i, x in enumerate(inputs):
         assert_same(dates_transformer.run(x, **params), answers[i], atol=1e-4)
