@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeOptions
-from runtime.config import ModelConfig
+from runtime.config import TORCH_DIR, ModelConfig
 from runtime.pipelines.base import Prepared, bytes_tensor
 from runtime.pipelines.factory import build_pipeline
 from runtime.stepwise import DecodeBatch, Track, supports
@@ -170,14 +170,21 @@ def test_a_growing_cache_shares_a_batch_only_with_per_row_steps():
         DecodeBatch(without, decoder)
 
 
-@pytest.fixture(scope="module")
-def dates_transformer(reference_repository: Path) -> Iterator[Served]:
-    """The exported dates-transformer of the reference repository, over the ONNX Runtime backend."""
+@pytest.fixture(scope="module", params=["onnxruntime", "torch"])
+def dates_transformer(reference_repository: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+    """The exported dates-transformer of the reference repository, over each of its backends."""
     config = ModelConfig.load(reference_repository / "dates-transformer" / "config.yaml")
     version = reference_repository / "dates-transformer" / "1"
-    backends = {
-        c.name: OnnxRuntimeBackend.load(version, c, "cpu", OnnxRuntimeOptions()) for c in config.component_list()
-    }
+    if request.param == "torch":
+        from backends.torch import TorchBackend, TorchOptions
+
+        backends = {
+            c.name: TorchBackend.load(version / TORCH_DIR, c, "cpu", TorchOptions()) for c in config.component_list()
+        }
+    else:
+        backends = {
+            c.name: OnnxRuntimeBackend.load(version, c, "cpu", OnnxRuntimeOptions()) for c in config.component_list()
+        }
     yield Served(build_pipeline(config, version), {name: b.infer for name, b in backends.items()})
     for backend in backends.values():
         backend.close()
