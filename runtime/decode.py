@@ -15,6 +15,8 @@ from runtime.tensors import Signature
 from runtime.text import PAD_ID
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]  # one component call: feeds -> outputs
+# called after each greedy step with the tokens so far [B, t] and that step's attention [B, S] (streaming)
+StepCallback = Callable[[np.ndarray, np.ndarray], None]
 
 
 class DecodeLoop(BaseModel):
@@ -101,11 +103,14 @@ def greedy(
     decoder: Runner,
     enc_feeds: dict[str, np.ndarray],
     max_steps: int,
+    on_step: StepCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy decoding -> ids [B, T] int64 and attention [B, T, S] float32.
 
     Text: each row ends with end_id, then PAD_ID. Pointer: row b emits its len_b positions,
-    then -1; T equals S.
+    then -1; T equals S. `on_step`, if given, sees every step as soon as it is decoded (a greedy
+    token is final when chosen; beam search has no such callback: its hypotheses change until
+    the last step).
     """
     mask = enc_feeds[loop.mask_input].astype(bool)  # [B, S]
     batch, src_len = mask.shape
@@ -135,6 +140,8 @@ def greedy(
             done = done | (token == loop.end_id)
         ids.append(token)
         attn.append(out[loop.attention_output].astype(np.float32))
+        if on_step is not None:
+            on_step(np.stack(ids, axis=1), attn[-1])  # [B, t], [B, S]
         for src, dst in loop.recurrent.items():
             feeds[dst] = out[src]
         prev = token

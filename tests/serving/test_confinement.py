@@ -133,6 +133,15 @@ def test_an_override_may_not_change_the_operators_fields(stub, override: dict, f
         ({"backends": [{"name": "torch", "options": {"num_threads": 1000}}]}, "at most 2 threads"),
         ({"backends": [{"name": "onnxruntime", "options": {"bogus": 1}}]}, "backend 'onnxruntime' options: bogus"),
         ({"backends": [{"name": "tensorrt"}]}, "unknown backend 'tensorrt'"),
+        ({"dynamic_batching": {"max_queue_delay_microseconds": 100}}, "'dynamic_batching.max_queue_size' must be"),
+        ({"dynamic_batching": {"max_queue_size": 0}}, "'dynamic_batching.max_queue_size' must be an integer from 1"),
+        ({"dynamic_batching": {"max_queue_size": 10**9}}, "from 1 to 4096 (the server's limit)"),
+        (
+            {"dynamic_batching": {"max_queue_size": 8, "max_queue_delay_microseconds": 10**9}},
+            "'dynamic_batching.max_queue_delay_microseconds' must be an integer from 0 to 100000",
+        ),
+        ({"dynamic_batching": {"max_queue_size": 8, "priority": 1}}, "'dynamic_batching' may not set 'priority'"),
+        ({"dynamic_batching": [8]}, "'dynamic_batching' must be an object"),
         ("[1, 2]", "must be a JSON object"),
         ("{" * 100_000, "parameter 'config' has 100000 characters"),
         ("[" * 10_000 + "]" * 10_000, "nested too deeply"),
@@ -166,6 +175,11 @@ def test_allowed_overrides_apply_within_the_limits(stub):
     assert "batch 3, over max_batch_size 2" in err.value.details()
     load(stub)  # back to config.yaml
     assert translate(stub, [b"1. Mai 2000"] * 3).parameters["backend"].string_param == "onnxruntime"
+    load(stub, {"dynamic_batching": {"max_queue_size": 8, "max_queue_delay_microseconds": 500}})
+    assert translate(stub, [b"1. Mai 2000"]).raw_output_contents[0].endswith(b"2000-05-01")
+    load(stub, {"dynamic_batching": None})  # batching off
+    assert translate(stub, [b"1. Mai 2000"]).raw_output_contents[0].endswith(b"2000-05-01")
+    load(stub)
 
 
 def _edit_config(version: Path, edit) -> None:
