@@ -55,15 +55,13 @@ class IntakeInterceptor(aio.ServerInterceptor):
         on_unread = self.on_unread
 
         async def read_then_handle(requests: Any, context: aio.ServicerContext) -> Any:
-            try:
-                request = await context.read()
-            except asyncio.CancelledError:
-                remaining = context.time_remaining()
-                expired = remaining is not None and remaining <= DEADLINE_SLACK_S
-                on_unread(DEADLINE_EXCEEDED if expired else CANCELLED)
-                raise
+            request = await context.read()  # EOF when the call ended first
             if request is aio.EOF:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
+                code = await _why_unread(context)
+                if code is None:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
+                on_unread(code)
+                raise asyncio.CancelledError
             return await inner(request, context)
 
         return grpc.stream_unary_rpc_method_handler(
@@ -71,3 +69,19 @@ class IntakeInterceptor(aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+async def _why_unread(context: aio.ServicerContext) -> str | None:
+    """Why a call's request stream ended without a message: DEADLINE_EXCEEDED, CANCELLED (gRPC
+    cancels the handler a moment after the read ends), or None: the client is still there and
+    simply sent no message."""
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        return DEADLINE_EXCEEDED if _expired(context) else CANCELLED
+    return DEADLINE_EXCEEDED if _expired(context) else None
+
+
+def _expired(context: aio.ServicerContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= DEADLINE_SLACK_S
