@@ -42,13 +42,13 @@ def requests(task: str, count: int = 64) -> list[dict[str, np.ndarray]]:
 
 
 def mixed(count: int = 256, seed: int = 0) -> list[tuple[str, dict[str, np.ndarray], dict[str, int]]]:
-    """The mixed workload, a seeded draw per request: sort-pointer sorting 5–15 values, or
+    """The mixed workload in a seeded order, half of it sort-pointer sorting 5–15 values, half
     dates-additive translating with max_length 4–16; (model, inputs, parameters) each."""
     rng = np.random.default_rng(seed)
     sorts, texts = requests("sort", count), requests("translate", count)
     out: list[tuple[str, dict[str, np.ndarray], dict[str, int]]] = []
-    for i in range(count):
-        if rng.random() < 0.5:
+    for i, sort in enumerate(rng.permutation(count) < count // 2):
+        if sort:
             out.append(("sort-pointer", sorts[i], {}))
         else:
             out.append(("dates-additive", texts[i], {"max_length": int(rng.integers(4, 17))}))
