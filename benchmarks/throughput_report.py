@@ -178,7 +178,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"MLServer 1.7.1 (its own venv, `{m['venv']}`) serves the same ONNX graphs through attnserve's task "
             f"code (`benchmarks/mlserver_runtime.py`) with adaptive batching: max_batch_size {m['max_batch_size']}, "
-            f"max_batch_time {m['max_batch_time_s'] * 1e3:g} ms, its other settings default. Not run on the "
+            f"max_batch_time {m['max_batch_time_s'] * 1e3:g} ms, its other settings default (one inference worker "
+            "process; every gRPC call logged at INFO). Not run on the "
             "mixed workload (its batcher concatenates inputs, which sorts of different lengths are not).",
             "",
         ]
