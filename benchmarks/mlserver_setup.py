@@ -5,8 +5,11 @@ server in its own process group."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,9 +18,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# pyyaml: runtime.config reads config.yaml; uvloop < 0.22: with 0.22 MLServer 1.7.1's inference
+# protobuf < 7: MLServer 1.7.1 needs it (attnserve has protobuf 7); pyyaml: runtime.config reads
+# config.yaml; uvloop < 0.22: with 0.22 MLServer 1.7.1's inference
 # workers die at start ("There is no current event loop", SeldonIO/MLServer#2286)
-PINS = ["mlserver==1.7.1", "onnxruntime==1.32.0", "pyyaml", "uvloop==0.21.0"]
+PINS = ["mlserver==1.7.1", "onnxruntime==1.32.0", "protobuf<7", "pyyaml", "uvloop==0.21.0"]
 
 
 def free_port() -> int:
@@ -26,15 +30,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ensure_venv(venv: Path) -> Path:
-    """The venv's `mlserver` executable; the venv is created, or brought to PINS, when needed."""
+def ensure_venv(venv: Path, timeout: float = 1800) -> Path:
+    """The venv's `mlserver` executable. The venv is reused when its stamp names PINS and this
+    Python, and it passes `_CHECK`; otherwise it is rebuilt from scratch (a half-built venv has no
+    stamp). A lock beside it keeps two benchmarks from building it at once."""
+    venv = venv.resolve()
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    want = "\n".join([*PINS, f"python {platform.python_version()}"]) + "\n"
     stamp = venv / "attnserve-pins.txt"
-    if not stamp.exists() or stamp.read_text() != " ".join(PINS):
-        if not (venv / "bin" / "pip").exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *PINS], check=True)
-        stamp.write_text(" ".join(PINS))
+    with (venv.parent / f"{venv.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.is_file() and stamp.read_text() == want and _check(venv) is None:
+            return venv / "bin" / "mlserver"
+        print(f"creating the MLServer venv {venv} (pip install {' '.join(PINS)}; a few minutes)", flush=True)
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PINS]
+        done = subprocess.run(pip, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"pip install into {venv} failed:\n{done.stderr[-3000:]}")
+        problem = _check(venv)
+        if problem is not None:
+            raise RuntimeError(f"the MLServer venv {venv} does not work: {problem}")
+        stamp.write_text(want)
     return venv / "bin" / "mlserver"
+
+
+# In the venv: the pinned versions, and the custom runtime importable with this checkout's task code.
+_CHECK = """
+import google.protobuf, mlserver, onnxruntime
+assert mlserver.__version__ == "1.7.1", mlserver.__version__
+assert int(google.protobuf.__version__.split(".")[0]) < 7, google.protobuf.__version__
+import mlserver_runtime
+"""
+
+
+def _check(venv: Path) -> str | None:
+    """None when the venv works, else why not."""
+    python = venv / "bin" / "python"
+    if not python.exists() or not (venv / "bin" / "mlserver").exists():
+        return "no python or mlserver executable"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT}"}
+    done = subprocess.run([str(python), "-c", _CHECK], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)  # fmt: skip
+    return None if done.returncode == 0 else done.stderr.strip()[-2000:]
 
 
 def write_models(folder: Path, repository: Path, models: list[str], max_batch_size: int, max_batch_time: float) -> int:

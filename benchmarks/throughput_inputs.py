@@ -39,3 +39,17 @@ def requests(task: str, count: int = 64) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
     rows = [rng.choice(100, size=int(rng.integers(5, 16)), replace=False) for _ in range(count)]
     return [{"values": row.astype(np.int64)[None, :]} for row in rows]
+
+
+def mixed(count: int = 256, seed: int = 0) -> list[tuple[str, dict[str, np.ndarray], dict[str, int]]]:
+    """The mixed workload in a seeded order, half of it sort-pointer sorting 5–15 values, half
+    dates-additive translating with max_length 4–16; (model, inputs, parameters) each."""
+    rng = np.random.default_rng(seed)
+    sorts, texts = requests("sort", count), requests("translate", count)
+    out: list[tuple[str, dict[str, np.ndarray], dict[str, int]]] = []
+    for i, sort in enumerate(rng.permutation(count) < count // 2):
+        if sort:
+            out.append(("sort-pointer", sorts[i], {}))
+        else:
+            out.append(("dates-additive", texts[i], {"max_length": int(rng.integers(4, 17))}))
+    return out

@@ -41,26 +41,48 @@ def test_serve_latency_benchmark_writes_json_and_markdown(reference_repository: 
     assert "| attnserve over the bare server (ms) |" in table
 
 
-def test_serve_throughput_benchmark_writes_json_and_its_section(reference_repository: Path, tmp_path: Path):
+def test_serve_throughput_quick_run_covers_every_mode_criterion_and_scenario(
+    reference_repository: Path, tmp_path: Path
+):
     out_json, out_md = tmp_path / "throughput.json", tmp_path / "performance.md"
     out_md.write_text("<!-- serve_latency -->\nlatency tables\n<!-- /serve_latency -->\n")
-    cmd = [sys.executable, "benchmarks/serve_throughput.py", "--repository", str(reference_repository),
-           "--models", "sort-pointer", "--rounds", "2", "--seconds", "0.3", "--no-mlserver", "--no-overload",
-           "--json", str(out_json), "--markdown", str(out_md)]  # fmt: skip
+    cmd = [sys.executable, "benchmarks/serve_throughput.py", "--repository", str(reference_repository), "--quick",
+           "--work", str(tmp_path / "work"), "--json", str(out_json), "--markdown", str(out_md)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=600)
     results = json.loads(out_json.read_text())
-    cells = {(r["round"], r["mode"], r["clients"]) for r in results["runs"]}
-    for clients in (1, 8, 32, 64):
-        for mode in ("off", "dynamic", "in_process", "empty"):
-            assert {(0, mode, clients), (1, mode, clients)} <= cells
-    served = [r for r in results["runs"] if r["mode"] in ("off", "dynamic")]
+    # iteration-level decoding runs, or is reported unavailable with the server's reason
+    iteration = "iteration" in results["modes"]
+    assert iteration != ("iteration" in results["unavailable"])
+    if not iteration:
+        assert "decode_batching" in results["unavailable"]["iteration"]
+    cells = {(r["workload"], r["mode"], r["clients"]) for r in results["runs"]}
+    wanted = {"dates-additive": ["off", "dynamic", "in_process"], "debian-han": ["off", "dynamic", "in_process"],
+              "mixed": ["off", "dynamic"]}  # fmt: skip
+    for workload in ("dates-additive", "mixed"):
+        wanted[workload] += ["iteration"] * iteration
+    for clients in (1, 32):
+        assert ("", "empty", clients) in cells
+        assert {(w, mode, clients) for w, modes in wanted.items() for mode in modes} <= cells
+    assert not any(r["mode"] == "mlserver" for r in results["runs"])  # --quick runs no MLServer
+    served = [r for r in results["runs"] if r["mode"] in ("off", "dynamic", "iteration")]
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in served)
+    # every criterion judged, except those that need MLServer (or iteration-level decoding, where unavailable)
+    for c in results["criteria"]:
+        needs = "MLServer" in c["criterion"] or (not iteration and "iteration-level" in c["criterion"])
+        assert (c["passed"] is None) == needs, c
+    abandoned = results["abandoned"]["dynamic"]
+    assert sum(abandoned["client_codes"].values()) == abandoned["requests"]
+    assert abandoned["cpu_seconds_after_clients_left"] >= 0
+    flood = results["flood"]
+    assert flood["refused"] + flood["answered"] + sum(flood["other"].values()) == flood["requests"]
+    assert flood["health_checks"] > 0
     text = out_md.read_text()
     assert text.startswith(
         "<!-- serve_latency -->\nlatency tables\n<!-- /serve_latency -->\n\n<!-- serve_throughput -->"
     )
-    assert "| attnserve, dynamic batching |" in text and "Empty-RPC ceiling" in text
+    assert "| attnserve, dynamic batching (request-level) |" in text and "Empty-RPC ceiling" in text
+    assert "| criterion | target | measured |" in text and "against max_queue_size" in text
 
 
 def test_a_benchmark_rewrites_only_its_own_section(tmp_path: Path):
