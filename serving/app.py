@@ -54,7 +54,7 @@ class App:
         self.tracer = RequestTracer(settings.tracing, span_exporter) if settings.tracing.enabled else None
         self.dataplane = DataPlane(
             self.repository, self.executor, self.stats, self.metrics, settings.grpc.inline_when_idle,
-            settings.grpc.workers, tracer=self.tracer,
+            tracer=self.tracer, workers=settings.grpc.workers,
         )  # fmt: skip
         if settings.metrics.triton_names:
             self.registry.register(TritonCompatCollector(self.stats, self.metrics.inflight_by_model))
