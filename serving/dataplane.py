@@ -19,7 +19,8 @@ from runtime.variants import attention_label
 from serving.metrics import ModelLabels, ServingMetrics
 from serving.record import DEADLINE_EXCEEDED, RecordSink, RequestRecord, code_of
 from serving.repository import LoadedVersion, ModelRepository
-from serving.scheduler import Execution, Policy, Scheduler, Schedulers
+from serving.scheduler import Calls, Execution, IterationScheduler, Policy, Scheduler, Schedulers, StepCallback
+from serving.scheduler.registry import ModelScheduler
 from serving.stats import StatsRegistry
 from serving.tracing import RequestTracer
 
@@ -126,15 +127,21 @@ class DataPlane:
         *,
         record: RequestRecord | None = None,
         deadline: float | None = None,
+        on_step: StepCallback | None = None,
     ) -> InferResult:
         """Run one request. `requested` names outputs to return (empty: all of them); `deadline` is
         the client's, in event-loop time (None: none).
 
         `record` is the transport's (see `track`); without one, the request is tracked here.
+        `on_step` (streaming): called after each decoder step of a greedy request of a model that
+        decodes iteration-level (serving.scheduler.StepCallback); not called otherwise, where the
+        answer comes whole.
         """
         if record is None:
             with self.track(name) as record:
-                return await self.infer(name, version, inputs, params, requested, record=record, deadline=deadline)
+                return await self.infer(
+                    name, version, inputs, params, requested, record=record, deadline=deadline, on_step=on_step
+                )
         # held until the request is done: a swap or unload closes it only after that
         model = self.repository.acquire(name, version)
         self._active += 1
@@ -150,7 +157,7 @@ class DataPlane:
             series = record.series = self.metrics.series(record.labels())
             series.inflight.inc()
             try:
-                return await self._run(record, model, backend_name, inputs, params, requested, deadline)
+                return await self._run(record, model, backend_name, inputs, params, requested, deadline, on_step)
             except asyncio.CancelledError:  # the client left, or its gRPC deadline passed
                 if deadline is not None and _expired(deadline, (time.perf_counter_ns() - record.arrived) / 1e9):
                     record.code = DEADLINE_EXCEEDED
@@ -170,6 +177,7 @@ class DataPlane:
         params: Mapping[str, Any],
         requested: Iterable[str],
         deadline: float | None,
+        on_step: StepCallback | None = None,
     ) -> InferResult:
         requested = list(requested)
         known = [t.name for t in model.pipeline.outputs]
@@ -187,15 +195,19 @@ class DataPlane:
         else:  # tokenising large documents would hold up the event loop (health checks, other replies)
             prepared = await loop.run_in_executor(self.executor, model.pipeline.prepare, inputs, params)
         record.batch, record.prepare = prepared.rows, time.perf_counter_ns() - start
-        done = await scheduler.submit(prepared, limit)
+        if on_step is not None and isinstance(scheduler, IterationScheduler):
+            done = await scheduler.submit(prepared, limit, on_step)
+        else:
+            done = await scheduler.submit(prepared, limit)
         record.queued, record.started, record.finished = done.queued_ns, done.started_ns, done.finished_ns
-        record.calls = done.execution.calls  # its batch's component calls (shared by the batch)
+        record.calls = done.calls  # the component calls it took part in (shared with its batch)
         outputs = done.outputs
         selected = {k: outputs[k] for k in requested} if requested else outputs
         return InferResult(model=model, backend=backend, outputs=selected)
 
-    def _scheduler(self, model: LoadedVersion, backend: str) -> Scheduler:
-        """A new scheduler for one model version on one backend (built by `self.schedulers`).
+    def _scheduler(self, model: LoadedVersion, backend: str) -> ModelScheduler:
+        """A new scheduler for one model version on one backend (built by `self.schedulers`):
+        request-level, or iteration-level for `decode_batching: iteration`.
 
         It holds the version's pipeline and runners and a weak reference to the version itself,
         through which each batch holds the version while it computes in a worker thread (a request
@@ -216,11 +228,20 @@ class DataPlane:
         def on_execution(execution: Execution) -> None:
             self.sink.write_execution(name, version, series, execution)
 
+        def on_steps(rows: list[int], calls: Calls) -> None:
+            self.sink.write_steps(series, rows, calls)
+
+        label = f"model '{name}' version {version}"
+        instrument = lambda calls: series.timed(runners, calls)  # noqa: E731
+        policy = Policy.of(model.config, self.workers)
+        if model.config.decode_batching == "iteration":
+            pipeline: Any = model.pipeline  # a translate or sort pipeline (ModelConfig checks the loop)
+            return IterationScheduler(label, pipeline, instrument, policy, self.executor, on_execution, on_steps, hold)
         return Scheduler(
-            f"model '{name}' version {version}",
+            label,
             model.pipeline,
-            lambda calls: series.timed(runners, calls),
-            Policy.of(model.config, self.workers),
+            instrument,
+            policy,
             self.executor,
             on_execution,
             self._alone if self.inline_when_idle else lambda: False,
