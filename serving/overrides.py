@@ -18,12 +18,14 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtime.config import DynamicBatching
 from runtime.errors import InvalidInput
 
-# The fields of runtime.config.ModelConfig an override may set (add "dynamic_batching" with it).
-OVERRIDABLE = ("backends", "max_batch_size")
+# The fields of runtime.config.ModelConfig an override may set.
+OVERRIDABLE = ("backends", "max_batch_size", "dynamic_batching", "decode_batching")
+DECODE_BATCHING = ("iteration", "request")
 BACKEND_FIELDS = ("name", "artifact", "options")
 MAX_OVERRIDE_CHARS = 64 * 1024
 _BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -72,6 +74,17 @@ def check_override(override: Mapping[str, Any], limits: OverrideLimits) -> None:
             )
     if "backends" in override:
         _check_backends(override["backends"], limits)
+    if "dynamic_batching" in override and override["dynamic_batching"] is not None:
+        try:
+            DynamicBatching.model_validate(override["dynamic_batching"])
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = "".join(f".{p}" for p in err["loc"])
+            raise InvalidInput(f"config override 'dynamic_batching{where}': {err['msg']}") from None
+    if "decode_batching" in override and override["decode_batching"] not in DECODE_BATCHING:
+        raise InvalidInput(
+            f"config override 'decode_batching' must be 'iteration' or 'request', got {override['decode_batching']!r}"
+        )
 
 
 def _check_backends(backends: Any, limits: OverrideLimits) -> None:

@@ -1,9 +1,9 @@
 """RepositoryModelLoad overrides and model files that try to escape, over a real channel.
 
-A client may change only the backend choice, backend options and max_batch_size (within the
-operator's limits); every path resolves inside the version folder; files are read with a size
-limit; a decode loop that does not fit the graphs is refused at load. A refused load leaves the
-serving version serving, and no message shows a host path.
+A client may change only the backend choice, backend options, max_batch_size (within the
+operator's limits), dynamic_batching and decode_batching; every path resolves inside the version
+folder; files are read with a size limit; a decode loop that does not fit the graphs is refused at
+load. A refused load leaves the serving version serving, and no message shows a host path.
 """
 
 from __future__ import annotations
@@ -133,6 +133,10 @@ def test_an_override_may_not_change_the_operators_fields(stub, override: dict, f
         ({"backends": [{"name": "torch", "options": {"num_threads": 1000}}]}, "at most 2 threads"),
         ({"backends": [{"name": "onnxruntime", "options": {"bogus": 1}}]}, "backend 'onnxruntime' options: bogus"),
         ({"backends": [{"name": "tensorrt"}]}, "unknown backend 'tensorrt'"),
+        ({"dynamic_batching": {"max_queue_size": -1}}, "'dynamic_batching.max_queue_size': Input should be greater"),
+        ({"dynamic_batching": {"max_queue_delay": 1}}, "'dynamic_batching.max_queue_delay': Extra inputs"),
+        ({"dynamic_batching": [1]}, "'dynamic_batching': Input should be a valid dictionary"),
+        ({"decode_batching": "step"}, "'decode_batching' must be 'iteration' or 'request', got 'step'"),
         ("[1, 2]", "must be a JSON object"),
         ("{" * 100_000, "parameter 'config' has 100000 characters"),
         ("[" * 10_000 + "]" * 10_000, "nested too deeply"),
