@@ -109,6 +109,13 @@ def test_iteration_level_answers_equal_batch_one_answers(srv: RunningServer, ref
         assert buckets[float("inf")] > buckets[alone_rows] > 0, (model, buckets)
 
 
+def test_model_config_reports_the_decode_batching(srv: RunningServer):
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        config = stub.ModelConfig(pb.ModelConfigRequest(name=DATES), timeout=10).config
+    assert config.parameters["decode_batching"].string_value == "iteration"
+
+
 def test_iteration_is_refused_for_a_model_without_a_decoder(srv: RunningServer):
     with grpc.insecure_channel(srv.address) as channel, pytest.raises(grpc.RpcError) as err:
         load(pb_grpc.GRPCInferenceServiceStub(channel), "debian-han", decode_batching="iteration")
