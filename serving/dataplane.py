@@ -234,19 +234,13 @@ class DataPlane:
         label = f"model '{name}' version {version}"
         instrument = lambda calls: series.timed(runners, calls)  # noqa: E731
         policy = Policy.of(model.config, self.workers)
+        inline_ok = self._alone if self.inline_when_idle else lambda: False
         if model.config.decode_batching == "iteration":
             pipeline: Any = model.pipeline  # a translate or sort pipeline (ModelConfig checks the loop)
-            return IterationScheduler(label, pipeline, instrument, policy, self.executor, on_execution, on_steps, hold)
-        return Scheduler(
-            label,
-            model.pipeline,
-            instrument,
-            policy,
-            self.executor,
-            on_execution,
-            self._alone if self.inline_when_idle else lambda: False,
-            hold,
-        )
+            return IterationScheduler(
+                label, pipeline, instrument, policy, self.executor, on_execution, on_steps, inline_ok, hold
+            )
+        return Scheduler(label, model.pipeline, instrument, policy, self.executor, on_execution, inline_ok, hold)
 
     def _alone(self) -> bool:
         """Only the request asking is in the server: nothing to batch it with, nothing to overlap."""

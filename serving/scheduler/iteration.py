@@ -6,8 +6,11 @@ many as fit in `max_batch_size` rows (a request brings its items times its beam;
 that joins an empty batch alone): their encoders run together and their rows decode from this step
 on. A request that finishes is answered at once and leaves; one whose caller left leaves before the
 next step. With nothing left to decode the driver stops, and the next request starts it again at
-once: no added wait at low load. `max_queue_delay_microseconds` and `preferred_batch_size` do not
-apply here (the batch takes newcomers at every step).
+once: no added wait at low load. A lone single-item request (nothing else in the server) is decoded
+by the same driver code on the event loop thread, saving the thread hand-offs, as the request-level
+scheduler does, under the same adaptive gate (serving.scheduler.inline: company seen by a driver in
+a thread closes it). `max_queue_delay_microseconds` and `preferred_batch_size` do not apply here
+(the batch takes newcomers at every step).
 
 Admission and deadlines are the request-level scheduler's (`BaseScheduler`): `max_queue_size`
 bounds the requests waiting to join, and a request's deadline bounds its wait to join; once it
@@ -22,7 +25,9 @@ admission: compute_infer spans its encoder call to the last step it took part in
 
 Threads: `submit`, deadlines and cancellation run on the event loop thread; the driver runs the
 components, the decode arithmetic and `answer` in a worker thread. They share the waiting queue under
-a lock; the driver hands answers, step callbacks and metrics back with `loop.call_soon_threadsafe`.
+a lock; the driver hands answers, step callbacks and metrics back through a mailbox that wakes the
+loop (`loop.call_soon_threadsafe`) only when the loop has emptied it: while the loop is busy, the
+driver's posts add no wake-ups, each of which would cost it the GIL.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from runtime.errors import ModelUnavailable, ServingError
 from runtime.pipelines.base import Outputs, Prepared
 from runtime.stepwise import DecodeBatch, Plan, Track, supports
 from serving.scheduler.base import BaseScheduler, Calls, Done, Execution, Hold, Instrument
+from serving.scheduler.inline import InlineGate
 from serving.scheduler.policy import Policy
 
 StepCallback = Callable[[np.ndarray, np.ndarray], None]
@@ -89,18 +95,19 @@ class _Job:
 
 @dataclass
 class _Outbox:
-    """What the driver hands to the loop in one callback: answers first, then metrics."""
+    """What the driver hands to the loop in one callback: step callbacks, answers, then metrics."""
 
+    streams: list[tuple[_Job, np.ndarray, np.ndarray]] = field(default_factory=list)  # (job, ids, attention)
     results: list[tuple[_Job, Done | BaseException]] = field(default_factory=list)
     executions: list[Execution] = field(default_factory=list)
     step_rows: list[int] = field(default_factory=list)
     step_calls: Calls = field(default_factory=list)
 
     def urgent(self) -> bool:
-        return bool(self.results or self.executions) or len(self.step_rows) >= FLUSH_STEPS
+        return bool(self.streams or self.results or self.executions) or len(self.step_rows) >= FLUSH_STEPS
 
     def __bool__(self) -> bool:
-        return bool(self.results or self.executions or self.step_rows)
+        return bool(self.streams or self.results or self.executions or self.step_rows)
 
 
 class IterationScheduler(BaseScheduler):
@@ -115,6 +122,7 @@ class IterationScheduler(BaseScheduler):
         executor: Executor,
         on_execution: Callable[[Execution], None],
         on_steps: StepRecorder,
+        inline_ok: Callable[[], bool] = lambda: False,
         hold: Hold = lambda: lambda: None,
     ) -> None:
         super().__init__(name, policy)
@@ -128,10 +136,14 @@ class IterationScheduler(BaseScheduler):
         self.executor = executor
         self.on_execution = on_execution
         self.on_steps = on_steps
-        self.hold = hold  # the driver holds its version while it runs: its callers may leave
+        self.inline_ok = inline_ok
+        self.hold = hold  # a driver in a thread holds its version while it runs: its callers may leave
+        self._gate = InlineGate()
         self._lock = threading.Lock()  # guards _waiting, _driving and a job's track
         self._waiting: deque[_Job] = deque()  # requests waiting to join
         self._driving = False
+        self._mail: list[_Outbox] = []  # posted by the driver, not yet delivered (under the lock)
+        self._mail_due = False  # a delivery is scheduled on the loop
 
     @property
     def queued(self) -> int:
@@ -160,7 +172,12 @@ class IterationScheduler(BaseScheduler):
         with self._lock:
             self._waiting.append(job)
             start, self._driving = not self._driving, True
-        if start:
+        if start and prepared.rows == 1 and self.inline_ok() and self._gate.allow():
+            try:  # alone: decoded on the loop; its answer is the loop's next callback
+                self._drive(loop)
+            except Exception:  # a bug: the request gets the error through its future
+                log.exception("%s: the decode driver failed", self.name)
+        elif start:
             self._start()
         try:
             return await job.future
@@ -192,6 +209,8 @@ class IterationScheduler(BaseScheduler):
             self._fail_waiting(ModelUnavailable(f"{self.name} is shutting down"))
         elif task.exception() is not None:  # it failed every request it held (see _drive)
             log.error("%s: the decode driver failed", self.name, exc_info=task.exception())
+        else:
+            self._gate.observed(company=task.result() > 1)
 
     def _fail_waiting(self, exc: BaseException) -> None:
         with self._lock:
@@ -199,14 +218,19 @@ class IterationScheduler(BaseScheduler):
         for job in jobs:
             self._settle(job, exc)
 
-    def _deliver(self, out: _Outbox) -> None:
-        for job, result in out.results:
-            self._settle(job, result)
+    def _deliver(self) -> None:
+        with self._lock:
+            mail, self._mail, self._mail_due = self._mail, [], False
         loop = self.loop
-        for execution in out.executions:  # after the callers' wake-ups: metrics stay off their path
-            loop.call_soon(self.on_execution, execution)
-        if out.step_rows:
-            loop.call_soon(self.on_steps, out.step_rows, out.step_calls)
+        for out in mail:
+            for job, ids, attn in out.streams:
+                self._stream(job, ids, attn)
+            for job, result in out.results:
+                self._settle(job, result)
+            for execution in out.executions:  # after the callers' wake-ups: metrics stay off their path
+                loop.call_soon(self.on_execution, execution)
+            if out.step_rows:
+                loop.call_soon(self.on_steps, out.step_rows, out.step_calls)
 
     def _settle(self, job: _Job, result: Done | BaseException) -> None:
         if job.timer is not None:
@@ -254,8 +278,8 @@ class IterationScheduler(BaseScheduler):
 
     # --- the driver (a worker thread) ---------------------------------------------------------
 
-    def _drive(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Admit, step, answer, until nothing is left to decode."""
+    def _drive(self, loop: asyncio.AbstractEventLoop) -> int:
+        """Admit, step, answer, until nothing is left to decode; returns the requests it admitted."""
         batch = DecodeBatch(self.decode, self.decoder)
         calls: Calls = []
         runners = self.instrument(calls)
@@ -267,20 +291,25 @@ class IterationScheduler(BaseScheduler):
             return decoder(feeds)
 
         out = _Outbox()
+        streams: list[tuple[_Job, np.ndarray, np.ndarray]] = []  # step callbacks of the step just run
+        admitted = 0
         try:
             while True:
                 with self._lock:
-                    joining, expired = self._take(loop, batch.rows)
+                    joining, expired = self._take(loop, batch.rows, streams)
                     if not joining and not batch.tracks:
                         self._driving = False
                 for job in expired:
                     out.results.append((job, self.expired()))
                 if not joining and not batch.tracks:
-                    return
+                    return admitted
+                admitted += len(joining)
                 if joining:
                     batch = self._join(batch, joining, encoder, calls, out)
                 if batch.tracks:
                     batch = self._step(batch, decode, calls, step_rows, out)
+                    out.streams += streams  # delivered before the answers of the same step
+                    streams.clear()
                 if out.urgent():
                     out = self._post(loop, out)
         except BaseException as exc:  # a bug: fail every request it holds; the next submit starts anew
@@ -291,7 +320,9 @@ class IterationScheduler(BaseScheduler):
         finally:
             self._post(loop, out)
 
-    def _take(self, loop: asyncio.AbstractEventLoop, rows: int) -> tuple[list[_Job], list[_Job]]:
+    def _take(
+        self, loop: asyncio.AbstractEventLoop, rows: int, streams: list[tuple[_Job, np.ndarray, np.ndarray]]
+    ) -> tuple[list[_Job], list[_Job]]:
         """(Under the lock.) The waiting requests that join now, and those whose deadline passed."""
         now, limit = loop.time(), self.policy.max_batch_size
         joining: list[_Job] = []
@@ -306,17 +337,16 @@ class IterationScheduler(BaseScheduler):
             if rows and rows + need > limit:
                 break
             self._waiting.popleft()
-            on_step = self._on_step(loop, job) if job.on_step is not None and plan.beam == 1 else None
+            on_step = self._on_step(job, streams) if job.on_step is not None and plan.beam == 1 else None
             job.track = Track(job, plan, self.pipeline.source_lengths(job.prepared), on_step=on_step)
             joining.append(job)
             rows += need
         return joining, expired
 
-    def _on_step(self, loop: asyncio.AbstractEventLoop, job: _Job) -> Callable[[Track], None]:
-        call_soon = loop.call_soon_threadsafe
-
+    @staticmethod
+    def _on_step(job: _Job, streams: list[tuple[_Job, np.ndarray, np.ndarray]]) -> Callable[[Track], None]:
         def on_step(track: Track) -> None:  # greedy: each step makes new arrays, the old stay intact
-            call_soon(self._stream, job, track.tokens, track.attn[:, -1].copy())
+            streams.append((job, track.tokens, track.attn[:, -1].copy()))
 
         return on_step
 
@@ -379,6 +409,10 @@ class IterationScheduler(BaseScheduler):
     def _post(self, loop: asyncio.AbstractEventLoop, out: _Outbox) -> _Outbox:
         """Hand `out` to the loop thread; returns an empty outbox."""
         if out:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(self._deliver, out)
+            with self._lock:
+                self._mail.append(out)
+                wake, self._mail_due = not self._mail_due, True
+            if wake:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    loop.call_soon_threadsafe(self._deliver)
         return _Outbox()

@@ -53,7 +53,7 @@ def pipeline_of(repository: Path, kind: str) -> Pipeline:
 class Harness:
     """An IterationScheduler whose decoder steps wait for the test (`step()`), unless `free`."""
 
-    def __init__(self, pipeline: Pipeline, runners: dict[str, Runner], **policy: Any) -> None:
+    def __init__(self, pipeline: Pipeline, runners: dict[str, Runner], inline: bool = False, **policy: Any) -> None:
         self.pipeline = pipeline
         self.runners = runners
         self.permits = threading.Semaphore(0)
@@ -63,11 +63,12 @@ class Harness:
         self.executions: list[Execution] = []
         self.step_rows: list[int] = []  # rows of every decoder step, as the scheduler records them
         self.fail = False  # the next decoder steps raise BackendFailure
+        self.threads: list[int] = []  # the thread of each decoder step
         self.executor = ThreadPoolExecutor(2)
         self.scheduler = IterationScheduler(
             "model 'fake' version 1", pipeline, self.instrument,  # type: ignore[arg-type]
             Policy(**{"max_batch_size": 8, "batching": False, "concurrency": 1, **policy}),
-            self.executor, self.executions.append, self.record_steps,
+            self.executor, self.executions.append, self.record_steps, lambda: inline,
         )  # fmt: skip
 
     def instrument(self, calls: Calls) -> dict[str, Runner]:
@@ -85,6 +86,7 @@ class Harness:
         return {name: timed(name, runner) for name, runner in self.runners.items()}
 
     def hold(self) -> None:
+        self.threads.append(threading.get_ident())
         self.reached += 1
         if not self.free.is_set():
             assert self.permits.acquire(timeout=10), "the test never let the step go"
@@ -210,6 +212,23 @@ def test_a_request_at_an_idle_model_starts_at_once_and_the_driver_stops_when_idl
             assert_same(h.alone(text), done.outputs)
             await h.idle()  # nothing left to decode: no driver thread waits
         assert [(e.requests, e.rows) for e in h.executions] == [(1, 1), (1, 1)]
+
+    run(go())
+
+
+def test_a_lone_request_decodes_on_the_loop_with_the_same_answer_and_records(fake_repository: Path):
+    async def go() -> None:
+        h = Harness(pipeline_of(fake_repository, "copy-gru"), copy_gru().runners, inline=True)
+        await h.go()
+        loop_thread = threading.get_ident()
+        done = await h.submit(["hello"])
+        assert_same(h.alone(["hello"]), done.outputs)
+        assert set(h.threads) == {loop_thread} and len(h.threads) == 6  # H E L L O, EOS
+        await asyncio.sleep(0.01)
+        assert [(e.requests, e.rows) for e in h.executions] == [(1, 1)] and h.step_rows == [1] * 6
+        h.threads.clear()
+        await h.submit(["ab", "cd"])  # two items: a worker thread
+        assert loop_thread not in h.threads
 
     run(go())
 
