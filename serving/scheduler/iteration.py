@@ -6,11 +6,13 @@ many as fit in `max_batch_size` rows (a request brings its items times its beam;
 that joins an empty batch alone): their encoders run together and their rows decode from this step
 on. A request that finishes is answered at once and leaves; one whose caller left leaves before the
 next step. With nothing left to decode the driver stops, and the next request starts it again at
-once: no added wait at low load. A lone single-item request (nothing else in the server) is decoded
-by the same driver code on the event loop thread, saving the thread hand-offs, as the request-level
-scheduler does, under the same adaptive gate (serving.scheduler.inline: company seen by a driver in
-a thread closes it). `max_queue_delay_microseconds` and `preferred_batch_size` do not apply here
-(the batch takes newcomers at every step).
+once: no added wait at low load. A lone single-item request (nothing else in the server, the model
+idle, no step callback) is decoded on the event loop thread as the request-level scheduler decodes
+it (`Pipeline.execute`: the same answer, without the thread hand-offs and the per-request
+arithmetic of a shared batch), under the same adaptive gate (serving.scheduler.inline: company
+seen by a driver in a thread closes it); it is recorded as here, one admission and its steps.
+`max_queue_delay_microseconds` and `preferred_batch_size` do not apply here (the batch takes
+newcomers at every step).
 
 Admission and deadlines are the request-level scheduler's (`BaseScheduler`): `max_queue_size`
 bounds the requests waiting to join, and a request's deadline bounds its wait to join; once it
@@ -47,7 +49,7 @@ import numpy as np
 
 from runtime.config import ModelConfig
 from runtime.errors import ModelUnavailable, ServingError
-from runtime.pipelines.base import Outputs, Prepared
+from runtime.pipelines.base import Outputs, Prepared, Runners
 from runtime.stepwise import DecodeBatch, Plan, Track, supports
 from serving.scheduler.base import BaseScheduler, Calls, Done, Execution, Hold, Instrument
 from serving.scheduler.inline import InlineGate
@@ -75,6 +77,8 @@ class Stepwise(Protocol):
     def plan(self, prepared: Prepared) -> Plan: ...
 
     def source_lengths(self, prepared: Prepared) -> np.ndarray: ...
+
+    def execute(self, batch: Sequence[Prepared], runners: Runners) -> list[Outputs]: ...
 
     def answer(self, prepared: Prepared, ids: np.ndarray, attn: np.ndarray) -> Outputs: ...
 
@@ -167,17 +171,14 @@ class IterationScheduler(BaseScheduler):
         loop = self.loop
         self.admit(len(self._waiting), deadline)
         job = _Job(prepared, loop.create_future(), time.perf_counter_ns(), deadline, on_step)
+        if self._inline(job):
+            return self._run_inline(job)
         if deadline is not None:
             job.timer = loop.call_at(deadline, self._expire, job)
         with self._lock:
             self._waiting.append(job)
             start, self._driving = not self._driving, True
-        if start and prepared.rows == 1 and self.inline_ok() and self._gate.allow():
-            try:  # alone: decoded on the loop; its answer is the loop's next callback
-                self._drive(loop)
-            except Exception:  # a bug: the request gets the error through its future
-                log.exception("%s: the decode driver failed", self.name)
-        elif start:
+        if start:
             self._start()
         try:
             return await job.future
@@ -186,6 +187,25 @@ class IterationScheduler(BaseScheduler):
             raise
 
     # --- on the loop thread -------------------------------------------------------------------
+
+    def _inline(self, job: _Job) -> bool:
+        """Decode this request on the loop: it is alone, small and streams nothing, and the model
+        has been quiet. (No driver can start while it runs: only `submit`, on this thread, starts one.)"""
+        if self._driving or job.prepared.rows > 1 or job.on_step is not None or not self.inline_ok():
+            return False
+        return self._gate.allow()
+
+    def _run_inline(self, job: _Job) -> Done:
+        calls: Calls = []
+        started = time.perf_counter_ns()
+        (outputs,) = self.pipeline.execute([job.prepared], self.instrument(calls))
+        finished = time.perf_counter_ns()
+        encoder, steps = calls[:1], calls[1:]  # encoder, then one call per decoder step
+        execution = Execution(job.prepared.rows, 1, started, encoder[0][2], encoder)
+        rows = job.prepared.rows * self.pipeline.plan(job.prepared).beam
+        self.loop.call_soon(self.on_execution, execution)
+        self.loop.call_soon(self.on_steps, [rows] * len(steps), steps)
+        return Done(outputs, job.queued_ns, started, finished, execution, calls)
 
     def _start(self) -> None:
         """Start the driver in a worker thread, holding the model version while it runs."""

@@ -229,6 +229,9 @@ def test_a_lone_request_decodes_on_the_loop_with_the_same_answer_and_records(fak
         h.threads.clear()
         await h.submit(["ab", "cd"])  # two items: a worker thread
         assert loop_thread not in h.threads
+        h.threads.clear()
+        await h.submit(["ab"], on_step=lambda ids, attn: None)  # streaming: the driver, in a thread
+        assert loop_thread not in h.threads
 
     run(go())
 
