@@ -347,20 +347,23 @@ class IterationScheduler(BaseScheduler):
         now, limit = loop.time(), self.policy.max_batch_size
         joining: list[_Job] = []
         expired: list[_Job] = []
-        while self._waiting:
-            job = self._waiting[0]
-            if job.deadline is not None and job.deadline <= now:  # its timer has not fired yet
-                expired.append(self._waiting.popleft())
-                continue
-            plan = self.pipeline.plan(job.prepared)
-            need = job.prepared.rows * plan.beam
-            if rows and rows + need > limit:
-                break
-            self._waiting.popleft()
-            on_step = self._on_step(job, streams) if job.on_step is not None and plan.beam == 1 else None
-            job.track = Track(job, plan, self.pipeline.source_lengths(job.prepared), on_step=on_step)
-            joining.append(job)
-            rows += need
+        try:
+            while self._waiting:
+                job = self._waiting[0]
+                if job.deadline is not None and job.deadline <= now:  # its timer has not fired yet
+                    expired.append(self._waiting.popleft())
+                    continue
+                plan = self.pipeline.plan(job.prepared)
+                need = job.prepared.rows * plan.beam
+                if rows and rows + need > limit:
+                    break
+                on_step = self._on_step(job, streams) if job.on_step is not None and plan.beam == 1 else None
+                job.track = Track(job, plan, self.pipeline.source_lengths(job.prepared), on_step=on_step)
+                joining.append(self._waiting.popleft())
+                rows += need
+        except BaseException:  # a bug: back in the queue, where the driver fails them
+            self._waiting.extendleft(reversed(expired + joining))
+            raise
         return joining, expired
 
     @staticmethod

@@ -63,6 +63,7 @@ class Harness:
         self.executions: list[Execution] = []
         self.step_rows: list[int] = []  # rows of every decoder step, as the scheduler records them
         self.fail = False  # the next decoder steps raise BackendFailure
+        self.fail_encoder = False  # the next encoder calls raise BackendFailure
         self.threads: list[int] = []  # the thread of each decoder step
         self.executor = ThreadPoolExecutor(2)
         self.scheduler = IterationScheduler(
@@ -77,6 +78,8 @@ class Harness:
                 try:
                     if name == "decoder_step":
                         self.hold()
+                    elif self.fail_encoder:
+                        raise BackendFailure("encoder failed")
                     return runner(feeds)
                 finally:
                     calls.append((name, 0, 1))
@@ -320,6 +323,23 @@ def test_a_failed_step_fails_the_batch_and_the_next_request_runs(fake_repository
         h.fail = False
         await h.go()
         assert_same(h.alone(["x"]), (await h.submit(["x"])).outputs)
+
+    run(go())
+
+
+def test_a_failed_encoder_fails_its_newcomers_only(fake_repository: Path):
+    async def go() -> None:
+        h = Harness(pipeline_of(fake_repository, "copy-gru"), copy_gru().runners)
+        running = h.submit(["hello"])
+        await h.step(1)
+        h.fail_encoder = True
+        newcomers = [h.submit(["ab"]), h.submit(["cd"])]
+        await h.step(1)
+        h.fail_encoder = False
+        await h.go()
+        assert all(isinstance(r, BackendFailure) for r in await asyncio.gather(*newcomers, return_exceptions=True))
+        assert_same(h.alone(["hello"]), (await running).outputs)
+        assert [e.requests for e in h.executions] == [1]  # a failed admission is no execution
 
     run(go())
 
