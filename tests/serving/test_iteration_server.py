@@ -109,6 +109,41 @@ def test_iteration_level_answers_equal_batch_one_answers(srv: RunningServer, ref
         assert buckets[float("inf")] > buckets[alone_rows] > 0, (model, buckets)
 
 
+def test_a_request_whose_client_left_leaves_the_decode_batch(srv: RunningServer):
+    """About a second of decoding (64 texts, beam 16: 1,024 rows, joining the empty batch alone),
+    cancelled once the server has it: its rows leave at the next step, before its 16th."""
+    texts = np.array([f"{d % 28 + 1}. September 19{d % 40 + 50}".encode() for d in range(64)], dtype=np.object_)
+    slow = convert.infer_request(DATES, {"text": texts}, params={"beam_size": 16})
+    model = srv.app.repository.get(DATES)
+    scheduler = srv.app.dataplane.schedulers.get(model, model.default_backend)
+    before = step_rows(srv, DATES)
+    fails_before = model_stats(srv, DATES).inference_stats.fail.count
+
+    async def leave_while_decoding() -> None:
+        async with grpc.aio.insecure_channel(srv.address) as channel:
+            call = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(slow, timeout=120)
+            while not scheduler.running:  # the server has it
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            call.cancel()
+            while scheduler.running:  # its rows left; nothing else to decode
+                await asyncio.sleep(0.01)
+
+    asyncio.run(leave_while_decoding())
+    after = step_rows(srv, DATES)
+    ran = after[float("inf")] - before[float("inf")]
+    assert 0 < ran < 16, "it ended before its client left: the test proves nothing"
+    assert after[1024.0] - after[256.0] == before[1024.0] - before[256.0] + ran  # each of its steps: its 1,024 rows
+    assert model_stats(srv, DATES).inference_stats.fail.count == fails_before + 1  # counted, as CANCELLED
+
+
+def model_stats(server: RunningServer, model: str) -> pb.ModelStatistics:
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        server.settle()  # the cancelled request's record is written as a loop callback
+        return stub.ModelStatistics(pb.ModelStatisticsRequest(name=model), timeout=10).model_stats[0]
+
+
 def test_model_config_reports_the_decode_batching(srv: RunningServer):
     with grpc.insecure_channel(srv.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
