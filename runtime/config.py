@@ -15,10 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from runtime.decode import DecodeLoop
 from runtime.files import read_limited
+from runtime.stepwise import supports
 from runtime.tensors import Signature, TensorSpec
 
 Task = Literal["translate", "sort", "classify"]
 Device = Literal["cpu", "cuda"]
+# request: a batch decodes from first step to last, alone; iteration: requests join and leave one
+# running decode batch between decoder steps (runtime.stepwise)
+DecodeBatching = Literal["iteration", "request"]
 CONFIG_FILE = "config.yaml"
 REPORT_FILE = "export_report.json"  # in a version folder: versions, parity, end-to-end figures
 TORCH_DIR = "torch"  # in a version folder: the PyTorch artifact (safetensors, config.json, vocabularies)
@@ -116,6 +120,10 @@ class ModelConfig(_Strict):
     device: Device = "cpu"
     max_batch_size: int = Field(64, gt=0)
     dynamic_batching: DynamicBatching | None = None  # None: every request runs alone
+    # "iteration": one running decode batch per model version and backend, which requests join
+    # and leave between decoder steps (encoder + decoder_step models whose loop allows it);
+    # "request": each batch decodes alone, from its first step to its last
+    decode_batching: DecodeBatching = "request"
     version_policy: VersionPolicy = VersionPolicy()
     source_checkpoint: str = ""
     int8: bool = False
@@ -127,6 +135,26 @@ class ModelConfig(_Strict):
             raise ValueError(
                 f"dynamic_batching.preferred_batch_size {batching.preferred_batch_size} exceeds "
                 f"max_batch_size {self.max_batch_size}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _iteration_needs_a_stepwise_loop(self) -> ModelConfig:
+        """Refuse `decode_batching: iteration` for a model that cannot share a running decode batch."""
+        if self.decode_batching != "iteration":
+            return self
+        missing = [c for c in ("encoder", "decoder_step") if c not in self.components]
+        if self.decode is None or missing:
+            raise ValueError(
+                f"decode_batching 'iteration' needs an encoder + decoder_step model with a decode loop; "
+                f"model '{self.name}' has components {sorted(self.components)}"
+                f"{'' if self.decode is not None else ' and no decode loop'}: use 'request'"
+            )
+        if not supports(self.decode):
+            raise ValueError(
+                f"decode_batching 'iteration' is not supported by model '{self.name}': its decode loop "
+                f"cannot share a batch across requests (decoder inputs that grow with each step: "
+                f"{sorted(self.decode.empty)}); use 'request'"
             )
         return self
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -64,15 +65,16 @@ class Track:
     scores: np.ndarray = field(init=False)  # [n, beam]
     lengths: np.ndarray = field(init=False)  # [n, beam]
 
-    @property
+    # fixed once the track exists (its src_len and plan never change), and read per row every step
+    @cached_property
     def items(self) -> int:
         return len(self.src_len)
 
-    @property
+    @cached_property
     def rows(self) -> int:
         return self.items * self.plan.beam
 
-    @property
+    @cached_property
     def width(self) -> int:
         return int(self.src_len.max())
 

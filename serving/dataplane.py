@@ -21,7 +21,8 @@ from runtime.variants import attention_label
 from serving.metrics import ModelLabels, ServingMetrics
 from serving.record import CANCELLED, DEADLINE_EXCEEDED, RecordSink, RequestRecord, code_of
 from serving.repository import LoadedVersion, ModelRepository
-from serving.scheduler import Done, Execution, Policy, Scheduler, Schedulers
+from serving.scheduler import Calls, Done, Execution, IterationScheduler, Policy, Scheduler, Schedulers
+from serving.scheduler.registry import ModelScheduler
 from serving.stats import StatsRegistry
 from serving.tracing import RequestTracer
 
@@ -183,8 +184,14 @@ class DataPlane:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
                     loop.call_soon_threadsafe(parts.put_nowait, (outputs, final))
 
-            # The iteration-level scheduler will take the same hook: this is the one place to wire it.
-            task = asyncio.ensure_future(scheduler.submit(dataclasses.replace(prepared, on_step=on_step), limit))
+            if isinstance(scheduler, IterationScheduler):  # it calls back on the loop, with the step's tokens
+
+                def on_tokens(tokens: np.ndarray, attention: np.ndarray) -> None:  # [n, t], [n, width]
+                    parts.put_nowait(model.pipeline.step_outputs(prepared, tokens, attention))
+
+                task = asyncio.ensure_future(scheduler.submit(prepared, limit, on_tokens))
+            else:  # the request-level scheduler's batch calls the request's own hook in its worker thread
+                task = asyncio.ensure_future(scheduler.submit(dataclasses.replace(prepared, on_step=on_step), limit))
             # every part is queued before the batch's result reaches the loop, so None comes last
             task.add_done_callback(lambda _: parts.put_nowait(None))
             try:
@@ -242,7 +249,7 @@ class DataPlane:
         params: Mapping[str, Any],
         requested: Iterable[str],
         deadline: float | None,
-    ) -> tuple[Scheduler, Prepared, float | None, list[str]]:
+    ) -> tuple[ModelScheduler, Prepared, float | None, list[str]]:
         """Check the requested outputs and prepare the request: its scheduler, its prepared form,
         the loop time by which it must start, and the outputs to answer (empty: all)."""
         requested = list(requested)
@@ -263,8 +270,9 @@ class DataPlane:
         record.batch, record.prepare = prepared.rows, time.perf_counter_ns() - start
         return scheduler, prepared, limit, requested
 
-    def _scheduler(self, model: LoadedVersion, backend: str) -> Scheduler:
-        """A new scheduler for one model version on one backend (built by `self.schedulers`).
+    def _scheduler(self, model: LoadedVersion, backend: str) -> ModelScheduler:
+        """A new scheduler for one model version on one backend (built by `self.schedulers`):
+        request-level, or iteration-level for `decode_batching: iteration`.
 
         It holds the version's pipeline and runners and a weak reference to the version itself,
         through which each batch holds the version while it computes in a worker thread (a request
@@ -285,16 +293,19 @@ class DataPlane:
         def on_execution(execution: Execution) -> None:
             self.sink.write_execution(name, version, series, execution)
 
-        return Scheduler(
-            f"model '{name}' version {version}",
-            model.pipeline,
-            lambda calls: series.timed(runners, calls),
-            Policy.of(model.config, self.workers),
-            self.executor,
-            on_execution,
-            self._alone if self.inline_when_idle else lambda: False,
-            hold,
-        )
+        def on_steps(rows: list[int], calls: Calls) -> None:
+            self.sink.write_steps(series, rows, calls)
+
+        label = f"model '{name}' version {version}"
+        instrument = lambda calls: series.timed(runners, calls)  # noqa: E731
+        policy = Policy.of(model.config, self.workers)
+        inline_ok = self._alone if self.inline_when_idle else lambda: False
+        if model.config.decode_batching == "iteration":
+            pipeline: Any = model.pipeline  # a translate or sort pipeline (ModelConfig checks the loop)
+            return IterationScheduler(
+                label, pipeline, instrument, policy, self.executor, on_execution, on_steps, inline_ok, hold
+            )
+        return Scheduler(label, model.pipeline, instrument, policy, self.executor, on_execution, inline_ok, hold)
 
     def _alone(self) -> bool:
         """Only the request asking is in the server: nothing to batch it with, nothing to overlap."""
@@ -316,7 +327,7 @@ class DataPlane:
 
 def _finished(record: RequestRecord, done: Done) -> None:
     record.queued, record.started, record.finished = done.queued_ns, done.started_ns, done.finished_ns
-    record.calls = done.execution.calls  # its batch's component calls (shared by the batch)
+    record.calls = done.calls  # the component calls it took part in (shared with its batch)
 
 
 def _select(outputs: Outputs, requested: list[str]) -> Outputs:

@@ -8,7 +8,7 @@ server does not serve is counted under model="" so client input never creates se
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -26,6 +26,7 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 STEP_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 11, 16, 24, 32, 48, 64)
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+STEP_ROW_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)  # beams make rows
 MODEL_LABELS = ("model", "version", "attention", "backend", "device")
 STAGES = {"encoder": "encode", "decoder_step": "decode_step", "classify": "classify"}
 # Triton's failure reasons (nv_inference_request_failure) for our status codes; any other is OTHER.
@@ -58,6 +59,7 @@ class ModelSeries:
     queue_duration: Any
     batch_size: Any
     decode_steps: Any
+    step_rows: Any
     inflight: Any
     compute_duration: Histogram  # the parent; a stage's child is bound on its first call
     values: tuple[str, ...]
@@ -88,6 +90,12 @@ class ModelSeries:
         if steps:
             self.decode_steps.observe(steps)
         return steps
+
+    def observe_steps(self, rows: Sequence[int], calls: Sequence[tuple[Any, int, int]]) -> None:
+        """Record decoder steps of an iteration-level decode batch: the rows of each, and its call."""
+        for n, (child, start, end) in zip(rows, calls, strict=True):
+            child.observe((end - start) / 1e9)
+            self.step_rows.observe(n)
 
     def _stage(self, component: str) -> Any:
         child = self.stages.get(component)
@@ -134,6 +142,11 @@ class ServingMetrics:
             "Decoder steps run for one executed batch.",
             MODEL_LABELS, buckets=STEP_BUCKETS, **kw,
         )  # fmt: skip
+        self.step_rows = Histogram(
+            "attnserve_decode_step_rows",
+            "Rows (items times beam) in one decoder step of an iteration-level decode batch (its occupancy).",
+            MODEL_LABELS, buckets=STEP_ROW_BUCKETS, **kw,
+        )  # fmt: skip
         self.batch_size = Histogram(
             "attnserve_batch_size",
             "Items in one executed batch (requests merged by dynamic batching; its count is the executions).",
@@ -169,6 +182,7 @@ class ServingMetrics:
                 queue_duration=self.queue_duration.labels(*values),
                 batch_size=self.batch_size.labels(*values),
                 decode_steps=self.decode_steps.labels(*values),
+                step_rows=self.step_rows.labels(*values),
                 inflight=self.inflight.labels(labels.model),
                 compute_duration=self.compute_duration,
                 values=values,
@@ -203,7 +217,7 @@ class ServingMetrics:
         for labels in [k for k in self._series if k.model == model and k not in kept]:
             self._series.pop(labels, None)
         by_model = (self.request_duration, self.queue_duration, self.compute_duration, self.decode_steps,
-                    self.batch_size, self.requests, self.model_ready)  # fmt: skip
+                    self.step_rows, self.batch_size, self.requests, self.model_ready)  # fmt: skip
         if not kept:
             for collector in (*by_model, self.failures, self.inflight):
                 collector.remove_by_labels({"model": model})

@@ -18,12 +18,14 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtime.config import DynamicBatching
 from runtime.errors import InvalidInput
 
 # The fields of runtime.config.ModelConfig an override may set.
-OVERRIDABLE = ("backends", "max_batch_size", "dynamic_batching")
+OVERRIDABLE = ("backends", "max_batch_size", "dynamic_batching", "decode_batching")
+DECODE_BATCHING = ("iteration", "request")
 BACKEND_FIELDS = ("name", "artifact", "options")
 BATCHING_FIELDS = (
     "max_queue_delay_microseconds", "preferred_batch_size", "max_queue_size", "default_timeout_microseconds",
@@ -81,6 +83,10 @@ def check_override(override: Mapping[str, Any], limits: OverrideLimits) -> None:
         _check_backends(override["backends"], limits)
     if "dynamic_batching" in override:
         _check_batching(override["dynamic_batching"], limits)
+    if "decode_batching" in override and override["decode_batching"] not in DECODE_BATCHING:
+        raise InvalidInput(
+            f"config override 'decode_batching' must be 'iteration' or 'request', got {override['decode_batching']!r}"
+        )
 
 
 def _check_batching(batching: Any, limits: OverrideLimits) -> None:
@@ -106,6 +112,12 @@ def _check_batching(batching: Any, limits: OverrideLimits) -> None:
                 f"config override 'dynamic_batching.{key}' must be an integer from {low} to {high} "
                 f"(the server's limit), got {value!r}"
             )
+    try:
+        DynamicBatching.model_validate(batching)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = "".join(f".{p}" for p in err["loc"])
+        raise InvalidInput(f"config override 'dynamic_batching{where}': {err['msg']}") from None
 
 
 def _check_backends(backends: Any, limits: OverrideLimits) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from runtime.errors import ErrorCode, ServingError
 from serving.metrics import ModelLabels, ModelSeries, ServingMetrics
-from serving.scheduler import Execution
+from serving.scheduler import Calls, Execution
 from serving.stats import StatsRegistry
 
 OK = "OK"
@@ -96,7 +96,8 @@ class RecordSink:
 
     An executed batch (one or more requests computed together) is written once, by
     `write_execution`: Triton's execution and inference counts, the batch size, the component
-    calls and decoder steps.
+    calls and decoder steps. The decoder steps of an iteration-level decode batch are written by
+    `write_steps` (serving.scheduler.iteration says what an execution is there).
     """
 
     def __init__(self, stats: StatsRegistry, metrics: ServingMetrics) -> None:
@@ -121,3 +122,7 @@ class RecordSink:
         infer = calls[-1][2] - calls[0][1] if calls else 0  # Triton's compute_infer of the batch
         self.stats.record_execution(model, version, execution.rows, infer)
         series.observe_execution(execution.rows, calls)
+
+    def write_steps(self, series: ModelSeries, rows: list[int], calls: Calls) -> None:
+        """Decoder steps of a running decode batch: the rows in each (occupancy) and its duration."""
+        series.observe_steps(rows, calls)

@@ -320,6 +320,7 @@ def model_config_message(model: LoadedVersion) -> mc.ModelConfig:
         "device": cfg.device,
         "backends": ",".join(b.name for b in cfg.backends),
         "int8": str(cfg.int8).lower(),
+        "decode_batching": cfg.decode_batching,
     }
     for backend, described in model.describe().items():
         for key, value in described.items():

@@ -22,36 +22,11 @@ from typing import Any
 import numpy as np
 
 from runtime.decode import Runner
-from runtime.errors import Cancelled, DeadlineExceeded, ModelUnavailable, QueueFull, ServingError
+from runtime.errors import Cancelled, ModelUnavailable, ServingError
 from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners
+from serving.scheduler.base import BaseScheduler, Calls, Done, Execution, Hold, Instrument
 from serving.scheduler.inline import InlineGate
 from serving.scheduler.policy import Policy
-
-Calls = list[tuple[Any, float]]  # (stage histogram child, seconds) per component call
-Instrument = Callable[[Calls], Runners]  # the runners, timed into the given list
-Hold = Callable[[], Callable[[], None]]  # hold the model version open; returns the release
-
-
-@dataclass
-class Execution:
-    """One executed batch: what statistics and metrics record once per batch."""
-
-    rows: int  # batch items
-    requests: int
-    started_ns: int
-    finished_ns: int
-    calls: Calls
-
-
-@dataclass
-class Done:
-    """A request's answer and its times (perf_counter_ns): queued, started, finished computing."""
-
-    outputs: Outputs
-    queued_ns: int
-    started_ns: int
-    finished_ns: int
-    execution: Execution
 
 
 @dataclass(eq=False)
@@ -72,7 +47,7 @@ class _Job:
     batch: _Batch | None = None  # set when it starts computing in a worker thread
 
 
-class Scheduler:
+class Scheduler(BaseScheduler):
     """Admits, queues and batches the requests of one model version on one backend."""
 
     def __init__(
@@ -86,10 +61,9 @@ class Scheduler:
         inline_ok: Callable[[], bool] = lambda: False,
         hold: Hold = lambda: lambda: None,
     ) -> None:
-        self.name = name  # for messages: "model 'x' version 1"
+        super().__init__(name, policy)
         self.pipeline = pipeline
         self.instrument = instrument
-        self.policy = policy
         self.executor = executor
         self.on_execution = on_execution
         self.inline_ok = inline_ok
@@ -98,28 +72,12 @@ class Scheduler:
         self._running = 0  # batches executing now
         self._delay: asyncio.TimerHandle | None = None
         self._gate = InlineGate()
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first submit (all run on it)
         self._arrivals = 0  # requests submitted so far
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop it runs on (looked up again only when that loop is closed: each lookup costs a
-        getpid syscall)."""
-        if self._loop is None or self._loop.is_closed():
-            self._loop = asyncio.get_running_loop()
-        return self._loop
 
     @property
     def queued(self) -> int:
         """Requests waiting (not yet computing)."""
         return len(self._queue)
-
-    def deadline(self, client_deadline: float | None, timeout_us: int | None, now: float) -> float | None:
-        """The loop time by which the request must start: its gRPC deadline, and its `timeout`
-        parameter (microseconds) or else the model's default timeout, whichever comes first."""
-        timeout = timeout_us / 1e6 if timeout_us else self.policy.default_timeout_s
-        ends = [d for d in (client_deadline, now + timeout if timeout else None) if d is not None]
-        return min(ends) if ends else None
 
     async def submit(self, prepared: Prepared, deadline: float | None = None) -> Done:
         """Run one request (alone or in a batch) and return its answer.
@@ -128,13 +86,7 @@ class Scheduler:
         (loop time) passes before the request starts. A cancelled caller's request leaves the queue.
         """
         loop = self.loop
-        if self.policy.max_queue_size and len(self._queue) >= self.policy.max_queue_size:
-            raise QueueFull(
-                f"{self.name} has {len(self._queue)} requests queued, its max_queue_size "
-                f"({self.policy.max_queue_size}); retry later"
-            )
-        if deadline is not None and loop.time() >= deadline:
-            raise DeadlineExceeded(f"{self.name}: the request's deadline passed before it was queued")
+        self.admit(len(self._queue), deadline)
         job = _Job(prepared, loop.create_future(), time.perf_counter_ns(), deadline)
         self._arrivals += 1
         if self._inline(prepared):
@@ -281,9 +233,7 @@ class Scheduler:
         """A queued request's deadline passed: drop it unrun."""
         job.timer = None
         if self._remove(job) and not job.future.done():
-            job.future.set_exception(
-                DeadlineExceeded(f"{self.name}: the request's deadline passed while it waited in the queue")
-            )
+            job.future.set_exception(self.expired())
 
     def _leave(self, job: _Job) -> None:
         """The caller was cancelled (client gone, or its gRPC deadline): drop the request if queued;

@@ -7,12 +7,15 @@ from collections.abc import Callable
 
 from serving.repository import LoadedVersion
 from serving.scheduler.batcher import Scheduler
+from serving.scheduler.iteration import IterationScheduler
 
-Build = Callable[[LoadedVersion, str], Scheduler]
+ModelScheduler = Scheduler | IterationScheduler
+Build = Callable[[LoadedVersion, str], ModelScheduler]
 
 
 class Schedulers:
-    """The schedulers of the loaded versions, keyed by version object and backend name.
+    """The schedulers of the loaded versions, keyed by version object and backend name (the build
+    function chooses the kind from the version's config: DataPlane._scheduler).
 
     A scheduler holds the version's pipeline and runners, never the version itself, so a version
     swapped out or unloaded is freed once no request holds it, and its schedulers go with it.
@@ -21,9 +24,9 @@ class Schedulers:
 
     def __init__(self, build: Build) -> None:
         self._build = build
-        self._by_version: dict[int, dict[str, Scheduler]] = {}
+        self._by_version: dict[int, dict[str, ModelScheduler]] = {}
 
-    def get(self, model: LoadedVersion, backend: str) -> Scheduler:
+    def get(self, model: LoadedVersion, backend: str) -> ModelScheduler:
         found = self._by_version.get(id(model))
         if found is None:
             found = self._by_version[id(model)] = {}
@@ -33,6 +36,6 @@ class Schedulers:
             scheduler = found[backend] = self._build(model, backend)
         return scheduler
 
-    def all(self) -> list[Scheduler]:
+    def all(self) -> list[ModelScheduler]:
         """Every scheduler of a version still alive."""
         return [s for by_backend in list(self._by_version.values()) for s in by_backend.values()]

@@ -1,9 +1,9 @@
 """RepositoryModelLoad overrides and model files that try to escape, over a real channel.
 
-A client may change only the backend choice, backend options and max_batch_size (within the
-operator's limits); every path resolves inside the version folder; files are read with a size
-limit; a decode loop that does not fit the graphs is refused at load. A refused load leaves the
-serving version serving, and no message shows a host path.
+A client may change only the backend choice, backend options, max_batch_size (within the
+operator's limits), dynamic_batching and decode_batching; every path resolves inside the version
+folder; files are read with a size limit; a decode loop that does not fit the graphs is refused at
+load. A refused load leaves the serving version serving, and no message shows a host path.
 """
 
 from __future__ import annotations
@@ -142,6 +142,11 @@ def test_an_override_may_not_change_the_operators_fields(stub, override: dict, f
         ),
         ({"dynamic_batching": {"max_queue_size": 8, "priority": 1}}, "'dynamic_batching' may not set 'priority'"),
         ({"dynamic_batching": [8]}, "'dynamic_batching' must be an object"),
+        (
+            {"dynamic_batching": {"max_queue_size": 8, "preferred_batch_size": [0]}},
+            "'dynamic_batching.preferred_batch_size'",
+        ),
+        ({"decode_batching": "step"}, "'decode_batching' must be 'iteration' or 'request', got 'step'"),
         ("[1, 2]", "must be a JSON object"),
         ("{" * 100_000, "parameter 'config' has 100000 characters"),
         ("[" * 10_000 + "]" * 10_000, "nested too deeply"),
