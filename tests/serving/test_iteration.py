@@ -404,21 +404,23 @@ def iteration_plane(tmp_path: Path) -> Iterator[tuple[DataPlane, StatsRegistry, 
 def test_the_data_plane_decodes_iteration_level_and_records_executions_and_step_rows(iteration_plane):
     dataplane, stats, registry = iteration_plane
     labels = {"model": "copy-gru", "version": "1", "attention": "other", "backend": "numpy", "device": "cpu"}
-    streamed: list[int] = []
+    streamed: list[tuple[bytes, bool]] = []
+
+    async def stream() -> None:  # one part per decoder step, through the iteration scheduler's callback
+        async for part in dataplane.infer_stream("copy-gru", "", {"text": bytes_tensor(["de"])}, {}):
+            streamed.append((part.outputs["text"][0], part.final))
 
     async def go() -> list[Any]:
         scheduler = dataplane.schedulers.get(dataplane.repository.get("copy-gru"), "numpy")
         assert isinstance(scheduler, IterationScheduler)
         calls = [dataplane.infer("copy-gru", "", {"text": bytes_tensor([w])}, {}) for w in ("abc", "hello", "x")]
-        calls.append(dataplane.infer("copy-gru", "", {"text": bytes_tensor(["de"])}, {},
-                                     on_step=lambda ids, attn: streamed.append(ids.shape[1])))  # fmt: skip
-        results = await asyncio.gather(*calls)
+        results = await asyncio.gather(*calls, stream())
         await asyncio.sleep(0.05)  # the metrics are the loop's later callbacks
-        return results
+        return results[:3]
 
     results = asyncio.run(go())
-    assert [r.outputs["text"][0] for r in results] == [b"ABC", b"HELLO", b"X", b"DE"]
-    assert streamed == [1, 2, 3]  # D, E, EOS
+    assert [r.outputs["text"][0] for r in results] == [b"ABC", b"HELLO", b"X"]
+    assert streamed == [(b"D", False), (b"E", False), (b"", True)]  # D, E, EOS
     s = stats.snapshot()[("copy-gru", 1)]
     assert s.success.count == 4 and s.inference_count == 4 and 1 <= s.execution_count <= 4
     sample = lambda name, **extra: registry.get_sample_value(name, {**labels, **extra}) or 0.0  # noqa: E731
