@@ -3,6 +3,7 @@ on ModelStreamInfer, and the typed attnserve.v1 TranslateStream."""
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -34,7 +35,7 @@ Reply = tuple[Any, InferenceServerException | None]  # (tritonclient InferResult
 @pytest.fixture(scope="module")
 def server(reference_repository: Path) -> Iterator[RunningServer]:
     """A server of its own: no other test's model swaps, and statistics that only these tests move."""
-    srv = start_server(reference_repository, models=[MODEL, "sort-pointer"])
+    srv = start_server(reference_repository, models=[MODEL, "sort-pointer"], model_control_mode="explicit")
     yield srv
     srv.stop()
 
@@ -205,3 +206,22 @@ def test_the_typed_stream_answers_a_bad_request_with_its_status(server):
             list(stub.TranslateStream(apb.TranslateRequest(model=MODEL, texts=DATES, beam_size=99)))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "beam_size must be between 1 and 16, got 99" in info.value.details()
+
+
+def test_an_iteration_level_stream_concatenates_to_the_unary_answer(client):
+    """The same stream when the model decodes iteration-level (one running decode batch)."""
+    answer = unary(client, DATES)
+    client.load_model(MODEL, config=json.dumps({"decode_batching": "iteration"}))
+    try:
+        assert client.get_model_config(MODEL).config.parameters["decode_batching"].string_value == "iteration"
+        replies = stream(client, [{"inputs": [text_input(DATES)], "request_id": "i1"}])
+        assert all(error is None for _, error in replies)
+        results = [result for result, _ in replies]
+        assert [final_flag(r) for r in results] == [False] * 10 + [True]
+        pieces = np.stack([r.as_numpy("text") for r in results], axis=1)  # [B, steps]
+        assert [b"".join(row) for row in pieces] == answer["text"].tolist()
+        attention = np.concatenate([r.as_numpy("attention") for r in results], axis=1)  # [B, steps, S]
+        np.testing.assert_allclose(attention, answer["attention"], atol=1e-4)
+        assert unary(client, DATES)["text"].tolist() == answer["text"].tolist()
+    finally:
+        client.load_model(MODEL)  # back to config.yaml
