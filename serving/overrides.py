@@ -18,12 +18,13 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtime.config import DynamicBatching
 from runtime.errors import InvalidInput
 
-# The fields of runtime.config.ModelConfig an override may set (add "dynamic_batching" with it).
-OVERRIDABLE = ("backends", "max_batch_size")
+# The fields of runtime.config.ModelConfig an override may set.
+OVERRIDABLE = ("backends", "max_batch_size", "dynamic_batching")
 BACKEND_FIELDS = ("name", "artifact", "options")
 MAX_OVERRIDE_CHARS = 64 * 1024
 _BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -38,6 +39,10 @@ class OverrideLimits(BaseModel):
     # the largest value of a backend option that counts threads (a name ending in "threads",
     # e.g. intra_op_num_threads, num_threads)
     max_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
+    # the longest dynamic_batching.max_queue_delay_microseconds an override may set (1 s)
+    max_queue_delay_microseconds: int = Field(1_000_000, ge=0)
+    # the largest dynamic_batching.max_queue_size an override may set; it may not set 0 (unbounded)
+    max_queue_size: int = Field(4096, gt=0)
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -72,6 +77,32 @@ def check_override(override: Mapping[str, Any], limits: OverrideLimits) -> None:
             )
     if "backends" in override:
         _check_backends(override["backends"], limits)
+    if "dynamic_batching" in override and override["dynamic_batching"] is not None:
+        _check_batching(override["dynamic_batching"], limits)
+
+
+def _check_batching(batching: Any, limits: OverrideLimits) -> None:
+    """A `dynamic_batching` block (null: every request runs alone) within the limits; fields it
+    omits take their defaults, not config.yaml's (the block replaces config.yaml's)."""
+    where = "config override 'dynamic_batching"
+    if not isinstance(batching, dict):
+        raise InvalidInput(f"{where}' must be an object of Triton's dynamic_batching fields, or null")
+    try:
+        checked = DynamicBatching.model_validate(batching)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise InvalidInput(f"{where}.{field}': {first['msg']}") from None
+    if checked.max_queue_delay_microseconds > limits.max_queue_delay_microseconds:
+        raise InvalidInput(
+            f"{where}.max_queue_delay_microseconds' is {checked.max_queue_delay_microseconds}; the server "
+            f"allows at most {limits.max_queue_delay_microseconds}"
+        )
+    if not 1 <= checked.max_queue_size <= limits.max_queue_size:
+        raise InvalidInput(
+            f"{where}.max_queue_size' must be from 1 to {limits.max_queue_size} (the server's limit), "
+            f"got {checked.max_queue_size}"
+        )
 
 
 def _check_backends(backends: Any, limits: OverrideLimits) -> None:
