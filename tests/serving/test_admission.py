@@ -317,3 +317,34 @@ def test_rest_honours_the_timeout_parameter_and_the_queue_bound(srv):
     expected = Counter({"OK": 3 + statuses[200], "DEADLINE_EXCEEDED": 1, "RESOURCE_EXHAUSTED": statuses[429]})
     assert codes_after - codes_before == expected
     assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1 + statuses[429]
+
+
+def test_a_rest_client_that_leaves_has_its_queued_request_dropped(srv):
+    """A REST client that closes its connection while its request waits is gone, as a gRPC client that
+    cancels: the request is dropped unrun and counted CANCELLED."""
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        before, codes_before = model_stats(stub), requests_by_code(srv)
+
+        async def leave_while_queued(_stub) -> None:
+            doc = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [DATES[0]]}],
+                   "parameters": {"backend": BACKEND}}  # fmt: skip
+            body = json.dumps(doc).encode()
+            head = f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n"
+            host, port = srv.http_address.split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(head.encode() + body)
+            await writer.drain()
+            await asyncio.sleep(0.2)  # queued behind the slow requests
+            writer.close()
+            await writer.wait_closed()
+            assert await reader.read() == b""  # no answer came
+
+        _, busy = asyncio.run(occupied(srv.address, leave_while_queued))
+        assert busy, "the slow requests ended first; the test proves nothing"
+        answer = stub.ModelInfer(text_request(1), timeout=60)  # the model serves on
+        assert convert.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
+        after, codes_after = model_stats(stub), requests_by_code(srv)
+    assert codes_after - codes_before == Counter({"OK": 4, "CANCELLED": 1})
+    assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1
+    assert after.execution_count - before.execution_count == 4  # the three slow requests and the last one
