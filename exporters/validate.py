@@ -17,6 +17,7 @@ import onnxruntime as ort
 import torch
 
 from models.components.spec import Component, Dims
+from runtime.decode import DecodeLoop
 from runtime.pipelines.base import Pipeline, Runners
 
 ATOL = 1e-4
@@ -31,6 +32,7 @@ class Report:
     """Parity figures and failures of one model's export."""
 
     parity: list[dict[str, Any]] = field(default_factory=list)
+    rows_alone: list[dict[str, Any]] = field(default_factory=list)  # check_rows_alone's figures
     failures: list[str] = field(default_factory=list)
 
     def raise_if_failed(self, model: str) -> None:
@@ -107,6 +109,61 @@ def check_parity(
             )
             if not diff <= atol:  # also catches NaN
                 failures.append(f"{component.spec.name}/{name} at {dims}: max abs diff {diff:.3g} > {atol}")
+    return rows, failures
+
+
+def check_rows_alone(
+    component: Component, path: Path, loop: DecodeLoop, shapes: Sequence[Dims], atol: float = ATOL, seed: int = 2
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """A decoder_step with per-row steps (`loop.cache_mask_input`): in ONNX Runtime, each row of a
+    batch whose rows sit at different steps (caches left-padded with noise) gives the outputs it
+    gives alone with only its real cached steps. Max abs diff per output over the rows."""
+    if loop.cache_mask_input is None:
+        return [], []
+    spec = component.spec
+    inputs = {t.name: t for t in spec.inputs}
+    cache_symbol = inputs[loop.cache_mask_input].axes[1]
+    cache_axis = {n: t.axes.index(cache_symbol) for n, t in inputs.items() if cache_symbol in t.axes}
+    batch_axis = {n: loop.batch_axes.get(n, 0) for n in inputs}
+    out_batch = {src: batch_axis.get(dst, 0) for src, dst in loop.recurrent.items()}
+    out_cache = {src: cache_axis[dst] for src, dst in loop.recurrent.items() if dst in cache_axis}
+    sess = session(path)
+    rows, failures = [], []
+    for dims in shapes:
+        if dims.get("batch", 1) < 2:
+            continue
+        feeds = {k: v.numpy() for k, v in component.make_inputs(dims, torch.Generator().manual_seed(seed)).items()}
+        try:
+            together = dict(zip(spec.output_names, sess.run(spec.output_names, feeds), strict=True))
+            diffs = {name: 0.0 for name in spec.output_names}
+            for row in range(dims["batch"]):
+                real = feeds[loop.cache_mask_input][row]  # [P]: this row's real cached steps
+                alone_feeds = {}
+                for name, value in feeds.items():
+                    value = np.take(value, [row], axis=batch_axis[name])
+                    if name in cache_axis:
+                        value = np.compress(real, value, axis=cache_axis[name])
+                    alone_feeds[name] = value
+                alone = sess.run(spec.output_names, alone_feeds)
+                keep = np.append(real, True)  # its real steps and the new one
+                for name, want in zip(spec.output_names, alone, strict=True):
+                    have = np.take(together[name], [row], axis=out_batch.get(name, 0))
+                    if name in out_cache:
+                        have = np.compress(keep, have, axis=out_cache[name])
+                    if have.shape != want.shape:
+                        diffs[name] = float("inf")
+                    elif want.size:
+                        diffs[name] = max(diffs[name], float(np.abs(have - want).max()))
+        except Exception as exc:  # ORT raises its own exception types per failure kind
+            failures.append(f"{spec.name} rows alone at {dims}: ONNX Runtime failed: {exc}")
+            continue
+        for name, diff in diffs.items():
+            rows.append({"component": spec.name, "output": name, "dims": dims, "rows_alone_max_abs_diff": diff})
+            if not diff <= atol:
+                failures.append(
+                    f"{spec.name}/{name} at {dims}: rows at different steps differ from the same rows alone "
+                    f"by {diff:.3g} > {atol}"
+                )
     return rows, failures
 
 

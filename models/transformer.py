@@ -2,7 +2,7 @@
 
 encode(src, src_mask) -> memory
 cross_kv(memory) -> (cross_k, cross_v)                      once per source
-decode_step(prev, past_k, past_v, cross_k, cross_v, src_mask)
+decode_step(prev, past_k, past_v, cross_k, cross_v, src_mask[, positions, cache_mask])
     -> (logits, present_k, present_v, attention)            once per output token
 
 Layers are pre-LN (LayerNorm before each sub-layer, a final LayerNorm after each stack),
@@ -16,6 +16,12 @@ fully masked source row gives zeros, never NaN.
 The teacher-forced `forward` and `decode_step` share one decoder pass: `forward` runs it
 on all target positions against an empty cache with a causal mask, `decode_step` on one
 position against the cache, so step-by-step decoding reproduces `forward`.
+
+Rows at different steps share one decoder call (iteration-level batching) through two optional
+inputs: `positions` [B], each row's step (its positional encoding), and `cache_mask` [B, P], the
+cached time steps that are real for that row (a shorter cache is padded; the runtime pads on the
+left). Masked keys get exactly zero weight, so a row answers as it would alone. Without them
+every row is at step P with a full cache, as before.
 """
 
 from __future__ import annotations
@@ -53,6 +59,19 @@ def sinusoidal_positions(start: int | Tensor, length: int | Tensor, dim: int, de
     inv_freq = torch.exp(freqs * (-math.log(10000.0) / dim))  # [D/2]
     angles = positions.unsqueeze(1) * inv_freq.unsqueeze(0)  # [T, D/2]
     return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # [T, D]
+
+
+def row_positions(start: Tensor, length: int | Tensor, dim: int) -> Tensor:
+    """Float32 sinusoidal encodings [B, length, dim] of positions start_b .. start_b + length - 1.
+
+    The arithmetic of `sinusoidal_positions` per row, so equal positions give equal bits.
+    """
+    offsets = torch.arange(length, device=start.device)  # [T]
+    positions = (start.unsqueeze(1) + offsets.unsqueeze(0)).to(torch.float32)  # [B, T]
+    freqs = torch.arange(0, dim, 2, device=start.device).to(torch.float32)  # [D/2]
+    inv_freq = torch.exp(freqs * (-math.log(10000.0) / dim))  # [D/2]
+    angles = positions.unsqueeze(2) * inv_freq  # [B, T, D/2]
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(2)  # [B, T, D]
 
 
 def causal_mask(past_len: int | Tensor, length: int | Tensor, device: torch.device) -> Tensor:
@@ -118,7 +137,7 @@ class DecoderLayer(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """x [B, T, D] after P cached positions (past_k, past_v [B, H, P, Dh]).
 
-        cross_k, cross_v [B, H, S, Dh]; self_mask [T, P + T]; cross_mask [B, 1, 1, S].
+        cross_k, cross_v [B, H, S, Dh]; self_mask [T, P + T] or [B, 1, T, P + T]; cross_mask [B, 1, 1, S].
         Returns x [B, T, D], present k, v [B, H, P + T, Dh], cross weights [B, H, T, S].
         """
         h = self.ln_self(x)  # [B, T, D]
@@ -185,18 +204,30 @@ class Transformer(nn.Module):
         cross_k: Tensor,
         cross_v: Tensor,
         src_mask: Tensor,
+        positions: Tensor | None = None,
+        cache_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """T target tokens tgt [B, T] after the P cached ones (past_k, past_v [L, B, H, P, Dh]).
 
+        positions [B] (optional): the step of each row's first token, default P. cache_mask
+        [B, P] bool (optional): the cached steps that are real for each row, default all.
         Returns logits [B, T, V], present_k, present_v [L, B, H, P + T, Dh] and the last
         layer's cross-attention averaged over heads [B, T, S].
         """
         past_len = past_k.shape[3]
         length = tgt.shape[1]
         emb = self.tgt_emb(tgt)  # [B, T, D]
-        pos = sinusoidal_positions(past_len, length, self.config.d_model, tgt.device)  # [T, D]
+        if positions is None:
+            pos = sinusoidal_positions(past_len, length, self.config.d_model, tgt.device)  # [T, D]
+        else:
+            pos = row_positions(positions, length, self.config.d_model)  # [B, T, D]
         x = self.drop(emb + pos.to(emb.dtype))  # [B, T, D]
         self_mask = causal_mask(past_len, length, tgt.device)  # [T, P + T]
+        if cache_mask is not None:
+            new = causal_mask(0, length, tgt.device)  # [T, T]: the new steps among themselves
+            cached = cache_mask[:, None, :].expand(-1, length, -1)  # [B, T, P]
+            rows = torch.cat([cached, new.unsqueeze(0).expand(cached.shape[0], -1, -1)], dim=2)  # [B, T, P + T]
+            self_mask = rows.unsqueeze(1)  # [B, 1, T, P + T]
         cross_mask = src_mask[:, None, None, :]  # [B, 1, 1, S]
         keys, values, cross = [], [], []
         for i, layer in enumerate(self.dec_layers):
@@ -217,12 +248,15 @@ class Transformer(nn.Module):
         cross_k: Tensor,
         cross_v: Tensor,
         src_mask: Tensor,
+        positions: Tensor | None = None,
+        cache_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """prev [B] ids, past_k, past_v [L, B, H, T, Dh] (T may be 0), cross_k, cross_v
-        [L, B, H, S, Dh], src_mask [B, S] -> logits [B, V], present_k, present_v
-        [L, B, H, T + 1, Dh], attention [B, S]."""
+        [L, B, H, S, Dh], src_mask [B, S], positions [B] int64 (each row's step, default T),
+        cache_mask [B, T] bool (its real cached steps, default all) -> logits [B, V], present_k,
+        present_v [L, B, H, T + 1, Dh], attention [B, S]. The new step's key always attends."""
         logits, present_k, present_v, attn = self.decode(
-            prev.unsqueeze(1), past_k, past_v, cross_k, cross_v, src_mask
+            prev.unsqueeze(1), past_k, past_v, cross_k, cross_v, src_mask, positions, cache_mask
         )  # [B, 1, V], [L, B, H, T + 1, Dh], [B, 1, S]
         return logits.squeeze(1), present_k, present_v, attn.squeeze(1)
 

@@ -15,6 +15,8 @@ from runtime.tensors import Signature
 from runtime.text import PAD_ID
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]  # one component call: feeds -> outputs
+# called after each greedy step with the tokens so far [B, t] and that step's attention [B, S] (streaming)
+StepCallback = Callable[[np.ndarray, np.ndarray], None]
 
 
 class DecodeLoop(BaseModel):
@@ -29,6 +31,10 @@ class DecodeLoop(BaseModel):
     empty: dict[str, list[int]] = {}  # decoder input -> initial shape (-1 = batch), e.g. an empty KV cache
     batch_axes: dict[str, int] = {}  # decoder input -> its batch axis when not 0 (KV caches: 1)
     pointer: bool = False  # outputs are input positions, each used once
+    # Per-row steps, so rows at different steps share a call (runtime.stepwise): `positions_input`
+    # [B] int64 is each row's step, `cache_mask_input` [B, P] bool the cached steps real for it.
+    positions_input: str | None = None
+    cache_mask_input: str | None = None
     mask_input: str = "src_mask"
     prev_input: str = "prev_ids"
     logits_output: str = "logits"
@@ -57,20 +63,38 @@ class DecodeLoop(BaseModel):
             need("empty", name, dec_in, "decoder_step input")
         for name in self.batch_axes:
             need("batch_axes", name, dec_in, "decoder_step input")
+        if self.positions_input is not None:
+            need("positions_input", self.positions_input, dec_in, "decoder_step input")
+        if self.cache_mask_input is not None:
+            need("cache_mask_input", self.cache_mask_input, dec_in, "decoder_step input")
         need("mask_input", self.mask_input, enc_in, "encoder input")
         need("mask_input", self.mask_input, dec_in, "decoder_step input")
         need("prev_input", self.prev_input, dec_in, "decoder_step input")
         need("logits_output", self.logits_output, dec_out, "decoder_step output")
         need("attention_output", self.attention_output, dec_out, "decoder_step output")
         # the first step's feeds; recurrent outputs only replace them from the second step on
-        first = {*self.from_encoder.values(), *self.empty, self.prev_input, self.mask_input}
+        first = {*self.from_encoder.values(), *self.empty, self.prev_input, self.mask_input, *self.step_inputs}
         unfed = sorted(dec_in - first)
         if unfed:
             problems.append(
                 f"decoder_step input(s) {unfed} have no value at the first step (from_encoder, empty, "
-                "prev_input and mask_input feed it)"
+                "prev_input, mask_input, positions_input and cache_mask_input feed it)"
             )
         return problems
+
+    @property
+    def step_inputs(self) -> list[str]:
+        """The per-row step inputs this loop feeds (positions, cache mask), if any."""
+        return [n for n in (self.positions_input, self.cache_mask_input) if n is not None]
+
+    def step_feeds(self, steps: np.ndarray, cache_mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The per-row step inputs for rows at `steps` [R] whose caches `cache_mask` [R, P] marks."""
+        feeds: dict[str, np.ndarray] = {}
+        if self.positions_input is not None:
+            feeds[self.positions_input] = steps.astype(np.int64)
+        if self.cache_mask_input is not None:
+            feeds[self.cache_mask_input] = cache_mask.astype(bool)
+        return feeds
 
 
 def greedy(
@@ -79,11 +103,14 @@ def greedy(
     decoder: Runner,
     enc_feeds: dict[str, np.ndarray],
     max_steps: int,
+    on_step: StepCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy decoding -> ids [B, T] int64 and attention [B, T, S] float32.
 
     Text: each row ends with end_id, then PAD_ID. Pointer: row b emits its len_b positions,
-    then -1; T equals S.
+    then -1; T equals S. `on_step`, if given, sees every step as soon as it is decoded (a greedy
+    token is final when chosen; beam search has no such callback: its hypotheses change until
+    the last step).
     """
     mask = enc_feeds[loop.mask_input].astype(bool)  # [B, S]
     batch, src_len = mask.shape
@@ -96,13 +123,14 @@ def greedy(
     chosen = np.zeros_like(mask)
     steps = src_len if loop.pointer else max_steps
     ids, attn = [], []
-    for _ in range(steps):
+    for step in range(steps):
         step_mask = mask
         if loop.pointer:
             done = ~(mask & ~chosen).any(axis=1)
             # a finished row still needs one valid position to keep the graph's softmax defined
             step_mask = np.where(done[:, None], mask, mask & ~chosen)
-        out = decoder({**feeds, loop.prev_input: prev, loop.mask_input: step_mask})
+        at = loop.step_feeds(np.full(batch, step), np.ones((batch, step), dtype=bool))  # every row at `step`
+        out = decoder({**feeds, **at, loop.prev_input: prev, loop.mask_input: step_mask})
         token = out[loop.logits_output].argmax(axis=-1).astype(np.int64)  # [B]
         if loop.pointer:
             token = np.where(done, -1, token)
@@ -112,6 +140,8 @@ def greedy(
             done = done | (token == loop.end_id)
         ids.append(token)
         attn.append(out[loop.attention_output].astype(np.float32))
+        if on_step is not None:
+            on_step(np.stack(ids, axis=1), attn[-1])  # [B, t], [B, S]
         for src, dst in loop.recurrent.items():
             feeds[dst] = out[src]
         prev = token
@@ -157,8 +187,9 @@ def beam_search(
     done = np.zeros(batch * K, dtype=bool)
     tokens = np.zeros((batch * K, 0), dtype=np.int64)
     attn = np.zeros((batch * K, 0, src_len), dtype=np.float32)
-    for _ in range(max_steps):
-        out = decoder({**feeds, loop.prev_input: prev, loop.mask_input: beam_mask})
+    for step in range(max_steps):
+        at = loop.step_feeds(np.full(batch * K, step), np.ones((batch * K, step), dtype=bool))
+        out = decoder({**feeds, **at, loop.prev_input: prev, loop.mask_input: beam_mask})
         logits = out[loop.logits_output].astype(np.float64)  # [B*K, V]
         logp = logits - logits.max(-1, keepdims=True)
         logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))

@@ -8,7 +8,11 @@ its own hypotheses only, and each step's attention is kept to the request's own 
 a request decoded here answers as it would alone.
 
 Decoders whose inputs grow with the step (`DecodeLoop.empty`: the Transformer's KV cache) put
-rows at different positions; they cannot share a batch across requests (`supports`).
+rows at different steps. They share a batch when the decoder takes each row's step and a mask of
+its real cached steps (`DecodeLoop.positions_input`, `cache_mask_input`): every row's cache is
+left-padded to the batch's longest (a newcomer's is all padding, then grows at the end like the
+others), and the padding columns that no row needs any more are cropped when long rows leave.
+Without those inputs such a loop cannot share a batch across requests (`supports`).
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from runtime.text import PAD_ID
 
 
 def supports(loop: DecodeLoop | None) -> bool:
-    """Whether requests of a model with this decode loop can share a running decode batch."""
-    return loop is not None and not loop.empty
+    """Whether requests of a model with this decode loop can share a running decode batch: no
+    growing inputs, or a decoder told each row's step and which cached steps are real for it."""
+    if loop is None:
+        return False
+    return not loop.empty or (loop.positions_input is not None and loop.cache_mask_input is not None)
 
 
 @dataclass
@@ -83,17 +90,26 @@ class DecodeBatch:
 
     def __init__(self, loop: DecodeLoop, decoder: Signature) -> None:
         if not supports(loop):
-            raise ValueError("a decode loop with growing inputs (`empty`) cannot batch across requests")
+            raise ValueError(
+                "a decode loop with growing inputs (`empty`) batches across requests only with "
+                "positions_input and cache_mask_input"
+            )
         self.loop = loop
         specs = {t.name: t for t in decoder.inputs}
         source = specs[loop.mask_input].axes[1]  # the source-length symbol, e.g. "src_len"
-        # decoder inputs carried per row (all but the step's token and mask), their batch and source axes
-        carried = list(dict.fromkeys([*loop.from_encoder.values(), *loop.recurrent.values()]))
+        # decoder inputs carried per row (all but the step's token and masks), their batch and source axes
+        carried = list(dict.fromkeys([*loop.from_encoder.values(), *loop.recurrent.values(), *loop.empty]))
         self.batch_axis = {name: loop.batch_axes.get(name, 0) for name in carried}
         self.source_axis = {name: specs[name].axes.index(source) for name in carried if source in specs[name].axes}
+        # the growing inputs' time axis (the KV caches' "past_len"), named by the cache mask's axis 1
+        self.cache_axis: dict[str, int] = {}
+        if loop.cache_mask_input is not None:
+            cache = specs[loop.cache_mask_input].axes[1]
+            self.cache_axis = {name: specs[name].axes.index(cache) for name in loop.empty}
         self.tracks: list[Track] = []
         self.feeds: dict[str, np.ndarray] = {}
         self.width = 0  # the padded source length of the batch
+        self.cached = 0  # the padded cache length of the batch: its longest row's steps
 
     @property
     def rows(self) -> int:
@@ -106,6 +122,10 @@ class DecodeBatch:
         new = {
             dst: np.take(encoded[src], items, axis=self.batch_axis[dst]) for src, dst in self.loop.from_encoder.items()
         }
+        rows = len(items)
+        for name, shape in self.loop.empty.items():  # newcomers' caches: all padding, as long as the batch's
+            empty = np.zeros([rows if s == -1 else s for s in shape], dtype=np.float32)
+            new[name] = _pad(empty, self.cache_axis[name], self.cached, before=True)
         for t in tracks:
             self._start(t)
         width = max([self.width, *(t.width for t in tracks)])
@@ -136,7 +156,12 @@ class DecodeBatch:
             mask[offset : offset + t.rows, : t.width] = step_mask
             prev.append(t.prev)
             offset += t.rows
-        out = decoder({**self.feeds, loop.prev_input: np.concatenate(prev), loop.mask_input: mask})
+        steps = np.concatenate([np.full(t.rows, t.steps) for t in self.tracks])  # [R]: each row's cached steps
+        cache_mask = np.arange(self.cached)[None, :] >= (self.cached - steps)[:, None]  # [R, P], left-padded
+        at = loop.step_feeds(steps, cache_mask)
+        out = decoder({**self.feeds, **at, loop.prev_input: np.concatenate(prev), loop.mask_input: mask})
+        if self.cache_axis:
+            self.cached += 1  # every row appended its step
         pick, offset = [], 0
         for t in self.tracks:
             rows = slice(offset, offset + t.rows)
@@ -225,11 +250,12 @@ class DecodeBatch:
             offset += t.rows
         self.tracks = [t for t in self.tracks if t not in gone]
         if not self.tracks:
-            self.feeds, self.width = {}, 0
+            self.feeds, self.width, self.cached = {}, 0, 0
             return
         index = np.concatenate(keep)
         self.feeds = {k: np.take(v, index, axis=self.batch_axis[k]) for k, v in self.feeds.items()}
         self._resize(max(t.width for t in self.tracks))
+        self._crop_cache(max(t.steps for t in self.tracks))
 
     def _resize(self, width: int) -> None:
         """Pad (or crop) the source axis of every carried input to `width`."""
@@ -244,6 +270,15 @@ class DecodeBatch:
                     self.feeds[name] = np.take(array, np.arange(width), axis=axis)
         self.width = width
 
+    def _crop_cache(self, steps: int) -> None:
+        """Drop the leading cache columns that are padding for every row left (caches are left-padded)."""
+        if not self.cache_axis or steps >= self.cached:
+            return
+        for name, axis in self.cache_axis.items():
+            array = self.feeds[name]
+            self.feeds[name] = np.take(array, np.arange(array.shape[axis] - steps, array.shape[axis]), axis=axis)
+        self.cached = steps
+
 
 def _offsets(tracks: Sequence[Track]) -> list[tuple[Track, int]]:
     out, offset = [], 0
@@ -253,9 +288,10 @@ def _offsets(tracks: Sequence[Track]) -> list[tuple[Track, int]]:
     return out
 
 
-def _pad(array: np.ndarray, axis: int, extra: int) -> np.ndarray:
+def _pad(array: np.ndarray, axis: int, extra: int, before: bool = False) -> np.ndarray:
+    """`extra` zeros on `axis`, after the data (source axes) or before it (cache axes)."""
     if extra <= 0:
         return array
     widths = [(0, 0)] * array.ndim
-    widths[axis] = (0, extra)
+    widths[axis] = (extra, 0) if before else (0, extra)
     return np.pad(array, widths)

@@ -2,8 +2,8 @@
 # attnserve installs beside the ecosystem: ONE fresh venv holds attnserve's serving extras (serve,
 # onnx-cpu, torch; train too, so that a fresh clone can build the model repository the tests serve)
 # with tritonclient[grpc] and kserve, which cap protobuf<7; `pip check` is clean and the client
-# tests pass in it (tests/serving/test_client.py, test_tritonclient.py, and test_protos.py, which
-# checks the committed gencode on the wire against tritonclient's protobuf 6 classes).
+# tests pass in it (tests/serving/test_client.py, test_tritonclient.py, test_streaming.py, and
+# test_protos.py, which checks the committed gencode on the wire against tritonclient's protobuf 6 classes).
 #
 #   bash scripts/check-ecosystem.sh [VENV]    # VENV: runs/ecosystem-venv by default, made anew
 #   ECOSYSTEM="tritonclient[grpc] kserve mlserver" bash scripts/check-ecosystem.sh   # other packages
@@ -71,4 +71,4 @@ done
 
 step "client tests"
 "$PY" -m pytest -q -p no:cacheprovider tests/serving/test_client.py tests/serving/test_tritonclient.py \
-    tests/serving/test_protos.py
+    tests/serving/test_streaming.py tests/serving/test_protos.py

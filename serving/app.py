@@ -76,6 +76,7 @@ class App:
             # per-call interceptors: the trace context is read before the cached handlers run
             [*self.access.interceptors, *([TraceContextInterceptor(self.tracer.incoming)] if self.tracer else [])],
             self.access.credentials,
+            on_unread=self.dataplane.unread,
         )
         self.port = 0
         self.http: HttpServer | None = None  # KServe V2 REST, over the same data plane

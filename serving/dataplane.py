@@ -4,9 +4,11 @@ scheduler of its model version and backend, record it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -14,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import InvalidInput, ModelUnavailable
-from runtime.pipelines.base import Pipeline
+from runtime.pipelines.base import Outputs, Pipeline, Prepared
 from runtime.variants import attention_label
 from serving.metrics import ModelLabels, ServingMetrics
-from serving.record import DEADLINE_EXCEEDED, RecordSink, RequestRecord, code_of
+from serving.record import CANCELLED, DEADLINE_EXCEEDED, RecordSink, RequestRecord, code_of
 from serving.repository import LoadedVersion, ModelRepository
-from serving.scheduler import Execution, Policy, Scheduler, Schedulers
+from serving.scheduler import Done, Execution, Policy, Scheduler, Schedulers
 from serving.stats import StatsRegistry
 from serving.tracing import RequestTracer
 
@@ -33,9 +35,12 @@ SMALL_REQUEST_BYTES = 16 * 1024  # larger requests are prepared in a worker thre
 
 @dataclass
 class InferResult:
+    """A request's answer, or one part of it (`infer_stream`): `final` marks the last part."""
+
     model: LoadedVersion
     backend: str
     outputs: dict[str, np.ndarray]
+    final: bool = True
 
 
 def labels_of(model: LoadedVersion, backend: str) -> ModelLabels:
@@ -111,6 +116,12 @@ class DataPlane:
             record.trace = self.tracer.capture()
         return Tracking(record, self._account)
 
+    def unread(self, code: str) -> None:
+        """Count a request whose client left before its body was read (its model is unknown)."""
+        record = RequestRecord("", time.perf_counter_ns())
+        record.done, record.code = record.arrived, code
+        self._account(record)
+
     def pipeline(self, name: str, version: str) -> Pipeline:
         """The pipeline that serves (name, version), for checks before a request's data is decoded
         (Pipeline.check_headers, Pipeline.max_item_bytes); NOT_FOUND / UNAVAILABLE when none does."""
@@ -135,6 +146,65 @@ class DataPlane:
         if record is None:
             with self.track(name) as record:
                 return await self.infer(name, version, inputs, params, requested, record=record, deadline=deadline)
+        with self._serving(record, name, version, params, deadline) as (model, backend):
+            scheduler, prepared, limit, selected = await self._prepare(
+                record, model, backend, inputs, params, requested, deadline
+            )
+            done = await scheduler.submit(prepared, limit)
+            _finished(record, done)
+            return InferResult(model, backend, _select(done.outputs, selected))
+
+    async def infer_stream(
+        self,
+        name: str,
+        version: str,
+        inputs: Mapping[str, np.ndarray],
+        params: Mapping[str, Any],
+        requested: Iterable[str] = (),
+        *,
+        record: RequestRecord | None = None,
+        deadline: float | None = None,
+    ) -> AsyncIterator[InferResult]:
+        """Run one request as `infer` does, yielding its answer in parts as they are computed: one
+        per decoded token for a greedy translation (runtime.pipelines.translate), else the whole
+        answer as the only part. The last part has `final` set. One request to the statistics and
+        metrics, however many parts. Close the iterator (or cancel its consumer) to stop the work:
+        the request leaves its queue, or its batch at the next step once nobody else waits for it.
+        """
+        tracking = self.track(name) if record is None else contextlib.nullcontext(record)
+        with tracking as record, self._serving(record, name, version, params, deadline) as (model, backend):
+            scheduler, prepared, limit, selected = await self._prepare(
+                record, model, backend, inputs, params, requested, deadline
+            )
+            loop = asyncio.get_running_loop()
+            parts: asyncio.Queue[tuple[Outputs, bool] | None] = asyncio.Queue()
+
+            def on_step(outputs: Outputs, final: bool) -> None:  # in the worker thread computing the batch
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+                    loop.call_soon_threadsafe(parts.put_nowait, (outputs, final))
+
+            # The iteration-level scheduler will take the same hook: this is the one place to wire it.
+            task = asyncio.ensure_future(scheduler.submit(dataclasses.replace(prepared, on_step=on_step), limit))
+            # every part is queued before the batch's result reaches the loop, so None comes last
+            task.add_done_callback(lambda _: parts.put_nowait(None))
+            try:
+                final = False
+                while (part := await parts.get()) is not None:
+                    outputs, final = part
+                    yield InferResult(model, backend, _select(outputs, selected), final)
+                done = await task
+            finally:
+                if not task.done():  # the consumer left: the request leaves the scheduler
+                    task.cancel()
+            _finished(record, done)
+            if not final:  # not streamed (beam search, a classifier): the answer is the one part
+                yield InferResult(model, backend, _select(done.outputs, selected))
+
+    @contextlib.contextmanager
+    def _serving(
+        self, record: RequestRecord, name: str, version: str, params: Mapping[str, Any], deadline: float | None
+    ) -> Iterator[tuple[LoadedVersion, str]]:
+        """Hold the model version serving a request and resolve its backend, for the request's time."""
         # held until the request is done: a swap or unload closes it only after that
         model = self.repository.acquire(name, version)
         self._active += 1
@@ -150,10 +220,12 @@ class DataPlane:
             series = record.series = self.metrics.series(record.labels())
             series.inflight.inc()
             try:
-                return await self._run(record, model, backend_name, inputs, params, requested, deadline)
-            except asyncio.CancelledError:  # the client left, or its gRPC deadline passed
+                yield model, backend_name
+            except (asyncio.CancelledError, GeneratorExit):  # the client left, or its gRPC deadline passed
                 if deadline is not None and _expired(deadline, (time.perf_counter_ns() - record.arrived) / 1e9):
                     record.code = DEADLINE_EXCEEDED
+                elif record.ok:  # GeneratorExit: `infer_stream` closed by its consumer
+                    record.code = CANCELLED
                 raise
             finally:
                 series.inflight.dec()
@@ -161,7 +233,7 @@ class DataPlane:
             self._active -= 1
             model.release()
 
-    async def _run(
+    async def _prepare(
         self,
         record: RequestRecord,
         model: LoadedVersion,
@@ -170,7 +242,9 @@ class DataPlane:
         params: Mapping[str, Any],
         requested: Iterable[str],
         deadline: float | None,
-    ) -> InferResult:
+    ) -> tuple[Scheduler, Prepared, float | None, list[str]]:
+        """Check the requested outputs and prepare the request: its scheduler, its prepared form,
+        the loop time by which it must start, and the outputs to answer (empty: all)."""
         requested = list(requested)
         known = [t.name for t in model.pipeline.outputs]
         unknown = [r for r in requested if r not in known]
@@ -187,12 +261,7 @@ class DataPlane:
         else:  # tokenising large documents would hold up the event loop (health checks, other replies)
             prepared = await loop.run_in_executor(self.executor, model.pipeline.prepare, inputs, params)
         record.batch, record.prepare = prepared.rows, time.perf_counter_ns() - start
-        done = await scheduler.submit(prepared, limit)
-        record.queued, record.started, record.finished = done.queued_ns, done.started_ns, done.finished_ns
-        record.calls = done.execution.calls  # its batch's component calls (shared by the batch)
-        outputs = done.outputs
-        selected = {k: outputs[k] for k in requested} if requested else outputs
-        return InferResult(model=model, backend=backend, outputs=selected)
+        return scheduler, prepared, limit, requested
 
     def _scheduler(self, model: LoadedVersion, backend: str) -> Scheduler:
         """A new scheduler for one model version on one backend (built by `self.schedulers`).
@@ -243,6 +312,15 @@ class DataPlane:
         self.sink.write(record)
         if self.tracer is not None:
             self.tracer.export(record)
+
+
+def _finished(record: RequestRecord, done: Done) -> None:
+    record.queued, record.started, record.finished = done.queued_ns, done.started_ns, done.finished_ns
+    record.calls = done.execution.calls  # its batch's component calls (shared by the batch)
+
+
+def _select(outputs: Outputs, requested: list[str]) -> Outputs:
+    return {k: outputs[k] for k in requested} if requested else outputs
 
 
 def _served_by(record: RequestRecord, model: LoadedVersion) -> None:

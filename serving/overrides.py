@@ -18,14 +18,16 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from runtime.config import DynamicBatching
 from runtime.errors import InvalidInput
 
 # The fields of runtime.config.ModelConfig an override may set.
 OVERRIDABLE = ("backends", "max_batch_size", "dynamic_batching")
 BACKEND_FIELDS = ("name", "artifact", "options")
+BATCHING_FIELDS = (
+    "max_queue_delay_microseconds", "preferred_batch_size", "max_queue_size", "default_timeout_microseconds",
+)  # fmt: skip
 MAX_OVERRIDE_CHARS = 64 * 1024
 _BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -39,9 +41,9 @@ class OverrideLimits(BaseModel):
     # the largest value of a backend option that counts threads (a name ending in "threads",
     # e.g. intra_op_num_threads, num_threads)
     max_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
-    # the longest dynamic_batching.max_queue_delay_microseconds an override may set (1 s)
-    max_queue_delay_microseconds: int = Field(1_000_000, ge=0)
-    # the largest dynamic_batching.max_queue_size an override may set; it may not set 0 (unbounded)
+    # dynamic_batching: the longest wait for company an override may set, and the largest queue
+    # (0, unbounded, is refused: a client may not lift the bound on the memory queued requests hold)
+    max_queue_delay_microseconds: int = Field(100_000, ge=0)
     max_queue_size: int = Field(4096, gt=0)
 
 
@@ -77,32 +79,33 @@ def check_override(override: Mapping[str, Any], limits: OverrideLimits) -> None:
             )
     if "backends" in override:
         _check_backends(override["backends"], limits)
-    if "dynamic_batching" in override and override["dynamic_batching"] is not None:
+    if "dynamic_batching" in override:
         _check_batching(override["dynamic_batching"], limits)
 
 
 def _check_batching(batching: Any, limits: OverrideLimits) -> None:
-    """A `dynamic_batching` block (null: every request runs alone) within the limits; fields it
-    omits take their defaults, not config.yaml's (the block replaces config.yaml's)."""
-    where = "config override 'dynamic_batching"
+    """`null` turns dynamic batching off; an object sets Triton's knobs within the server's limits
+    (the types and the preferred sizes are checked by runtime.config when the model loads)."""
+    if batching is None:
+        return
     if not isinstance(batching, dict):
-        raise InvalidInput(f"{where}' must be an object of Triton's dynamic_batching fields, or null")
-    try:
-        checked = DynamicBatching.model_validate(batching)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise InvalidInput(f"{where}.{field}': {first['msg']}") from None
-    if checked.max_queue_delay_microseconds > limits.max_queue_delay_microseconds:
-        raise InvalidInput(
-            f"{where}.max_queue_delay_microseconds' is {checked.max_queue_delay_microseconds}; the server "
-            f"allows at most {limits.max_queue_delay_microseconds}"
-        )
-    if not 1 <= checked.max_queue_size <= limits.max_queue_size:
-        raise InvalidInput(
-            f"{where}.max_queue_size' must be from 1 to {limits.max_queue_size} (the server's limit), "
-            f"got {checked.max_queue_size}"
-        )
+        raise InvalidInput("config override 'dynamic_batching' must be an object of Triton's dynamic_batching fields")
+    for key in batching:
+        if key not in BATCHING_FIELDS:
+            raise InvalidInput(
+                f"config override 'dynamic_batching' may not set '{key}'; it takes {', '.join(BATCHING_FIELDS)}"
+            )
+    ceilings = {  # field: (default when absent, lowest, highest); max_queue_size must be named
+        "max_queue_delay_microseconds": (0, 0, limits.max_queue_delay_microseconds),
+        "max_queue_size": (None, 1, limits.max_queue_size),
+    }
+    for key, (default, low, high) in ceilings.items():
+        value = batching.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise InvalidInput(
+                f"config override 'dynamic_batching.{key}' must be an integer from {low} to {high} "
+                f"(the server's limit), got {value!r}"
+            )
 
 
 def _check_backends(backends: Any, limits: OverrideLimits) -> None:

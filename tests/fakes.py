@@ -237,6 +237,8 @@ def transformer_signatures(vocab_size: int) -> dict[str, Signature]:
                 T("cross_k", F32, *kv, "src_len", HEAD_DIM),
                 T("cross_v", F32, *kv, "src_len", HEAD_DIM),
                 T("src_mask", BOOL, "batch", "src_len"),
+                T("positions", I64, "batch"),
+                T("cache_mask", BOOL, "batch", "past_len"),
             ),
             outputs=(
                 T("logits", F32, "batch", vocab_size),
@@ -256,12 +258,17 @@ def transformer_loop() -> DecodeLoop:
         recurrent={"present_k": "past_k", "present_v": "past_v"},
         batch_axes={"past_k": 1, "past_v": 1, "cross_k": 1, "cross_v": 1},
         empty={"past_k": [LAYERS, -1, HEADS, 0, HEAD_DIM], "past_v": [LAYERS, -1, HEADS, 0, HEAD_DIM]},
+        positions_input="positions",
+        cache_mask_input="cache_mask",
     )
 
 
 def transformer_runners(policy: Policy) -> dict[str, Runner]:
     """Encoder -> cross_k (source ids) and cross_v (source mask), [L, B, H, S, Dh]; decoder_step
-    appends prev_ids to the cache [L, B, H, P, Dh] and reads the tokens so far back from it."""
+    appends prev_ids (keys) and the row's position (values) to the cache [L, B, H, P, Dh] and reads
+    the tokens so far back from the steps `cache_mask` marks real. It refuses a cache whose real
+    steps are not the row's positions 0 .. positions - 1 in order (rows at different steps share
+    a call only with each row's own step and mask)."""
 
     def encoder(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids, mask = feeds["src_ids"], feeds["src_mask"]  # [B, S]
@@ -272,22 +279,27 @@ def transformer_runners(policy: Policy) -> dict[str, Runner]:
         return {"cross_k": cross_k, "cross_v": cross_v}
 
     def decoder_step(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        prev, mask = feeds["prev_ids"], feeds["src_mask"]
-        axes = {"past_k": 1, "past_v": 1, "cross_k": 1, "cross_v": 1, "src_mask": 0}
+        prev, mask = feeds["prev_ids"], feeds["src_mask"]  # [B], [B, S]
+        positions, cache_mask = feeds["positions"], feeds["cache_mask"]  # [B], [B, P]
+        axes = {"past_k": 1, "past_v": 1, "cross_k": 1, "cross_v": 1, "src_mask": 0, "positions": 0, "cache_mask": 0}
         _check_batch(len(prev), feeds, axes)
         _check_rows(mask)
         past_k, past_v = feeds["past_k"], feeds["past_v"]  # [L, B, H, P, Dh]
-        if past_k.shape != past_v.shape:
-            raise ValueError(f"past_k {past_k.shape} and past_v {past_v.shape} differ")
+        if past_k.shape != past_v.shape or cache_mask.shape != (len(prev), past_k.shape[3]):
+            raise ValueError(f"past_k {past_k.shape}, past_v {past_v.shape} and cache_mask {cache_mask.shape} differ")
+        for row, real in enumerate(cache_mask):
+            if list(past_v[0, row, 0, real, 1]) != list(range(int(positions[row]))):
+                raise ValueError(f"row {row} at step {positions[row]} has cached steps {past_v[0, row, 0, real, 1]}")
         new = np.zeros((LAYERS, len(prev), HEADS, 1, HEAD_DIM), dtype=np.float32)
         new[..., 0] = prev[None, :, None, None]
         new_v = new.copy()
-        new_v[..., 1] = past_k.shape[3]  # the position, so keys and values are told apart
+        new_v[..., 1] = positions[None, :, None, None]  # the position, so keys and values are told apart
         present_k = np.concatenate([past_k, new], axis=3)  # [L, B, H, P+1, Dh]
         present_v = np.concatenate([past_v, new_v], axis=3)
         if not (present_k[..., 0] == present_v[..., 0]).all():
             raise ValueError("keys and values of the KV cache disagree: the cache was mixed up")
-        histories = [tuple(int(x) for x in row) for row in present_k[0, :, 0, :, 0]]
+        real = np.concatenate([cache_mask, np.ones((len(prev), 1), dtype=bool)], axis=1)  # [B, P+1]
+        histories = [tuple(int(x) for x in row[r]) for row, r in zip(present_k[0, :, 0, :, 0], real, strict=True)]
         ids, valid = feeds["cross_k"][0, :, 0, :, 0], feeds["cross_v"][0, :, 0, :, 0] > 0  # [B, S]
         sources = [tuple(int(x) for x in row[v]) for row, v in zip(ids, valid, strict=True)]
         logits, attention = _text_step(policy, histories, sources, mask)

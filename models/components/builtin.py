@@ -205,6 +205,8 @@ class TransformerSpec(_EncoderDecoder):
                 "past_k": [c["dec_layers"], -1, c["num_heads"], 0, dh],
                 "past_v": [c["dec_layers"], -1, c["num_heads"], 0, dh],
             },
+            positions_input="positions",
+            cache_mask_input="cache_mask",
         )
 
     def max_input_length(self) -> int:
@@ -235,6 +237,8 @@ class TransformerSpec(_EncoderDecoder):
                 TensorSpec.of("cross_k", F32, L, *kv, "src_len", dh),
                 TensorSpec.of("cross_v", F32, L, *kv, "src_len", dh),
                 TensorSpec.of("src_mask", BOOL, "batch", "src_len"),
+                TensorSpec.of("positions", I64, "batch"),  # each row's step: its positional encoding
+                TensorSpec.of("cache_mask", BOOL, "batch", "past_len"),  # the row's real cached steps
             ),
             outputs=(
                 TensorSpec.of("logits", F32, "batch", V),
@@ -252,6 +256,10 @@ class TransformerSpec(_EncoderDecoder):
         def dec_inputs(d: Dims, g: torch.Generator) -> dict[str, Tensor]:
             feeds, (cross_k, cross_v) = self.encoded(d, g)
             past = (L, d["batch"], Hh, d["past_len"], dh)
+            # rows at different steps in one batch: row 0's cache is full, the others shorter and
+            # left-padded with noise (masked keys must not count), as runtime.stepwise pads them
+            steps = lengths_mask(d["batch"], d["past_len"], g, min_len=0).sum(1)  # [B]
+            cache_mask = torch.arange(d["past_len"])[None, :] >= (d["past_len"] - steps)[:, None]  # [B, P]
             return {
                 "prev_ids": torch.randint(0, V, (d["batch"],), generator=g),
                 "past_k": torch.randn(past, generator=g),
@@ -259,6 +267,8 @@ class TransformerSpec(_EncoderDecoder):
                 "cross_k": cross_k,
                 "cross_v": cross_v,
                 "src_mask": feeds["src_mask"],
+                "positions": steps,
+                "cache_mask": cache_mask,
             }
 
         return [

@@ -8,13 +8,18 @@ Every request goes through one seam, so that the scheduler can merge requests: `
 request (validate, tokenise), `execute` several prepared requests as one padded batch, which
 splits the outputs back per request, each cropped to its own lengths. `run` is `execute` of
 one request, so a batched answer and a batch-1 answer come from the same code.
+
+Streaming: a request whose `Prepared.on_step` is set gets its partial answers while the batch
+computes (a translate pipeline: one per decoded token), the last one marked final. A pipeline
+that cannot stream a request leaves the hook uncalled, and the caller takes the whole answer as
+the only, final part.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +36,8 @@ Runners = Mapping[str, Runner]  # component name -> runner
 UTF8_MAX = 4  # bytes per character at most
 Header = tuple[str, str, Sequence[int]]  # a request tensor's name, OIP datatype and shape
 Outputs = dict[str, np.ndarray]
+# a request's partial answer and whether it is the last; called in the thread that computes the batch
+StepHook = Callable[[Outputs, bool], None]
 
 
 @dataclass(frozen=True)
@@ -39,11 +46,14 @@ class Prepared:
 
     Requests whose `key`s are equal may run in one batch (`Pipeline.execute`); `rows` is the
     number of batch items the request brings, `data` the task's own per-request features.
+    `on_step` (not part of the key: a streamed request batches with others) receives the
+    request's partial answers, when the pipeline can stream it (see the module).
     """
 
     rows: int
     key: Hashable
     data: Any
+    on_step: StepHook | None = field(default=None, compare=False)
 
 
 class Pipeline(abc.ABC):

@@ -1,8 +1,16 @@
-"""translate: text BYTES [B] -> text BYTES [B] + attention FP32 [B, T_out, T_in] (+ lengths)."""
+"""translate: text BYTES [B] -> text BYTES [B] + attention FP32 [B, T_out, T_in] (+ lengths).
+
+Streaming (`Prepared.on_step`, greedy decoding only): one partial answer per decoded token, the
+same outputs as the whole answer: `text` [B] the piece this step adds to each row's text (empty
+once the row has ended), `attention` [B, 1, T_in] that step's row (zeros once the row has ended),
+`output_lengths` and `input_lengths` [B] as they stand after the step. Concatenated over the
+stream, the texts and attention rows are the unary answer's. Beam search is not streamed: its
+hypotheses change until the last step, so its whole answer is the one, final part.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +26,7 @@ from runtime.pipelines.base import (
     Pipeline,
     Prepared,
     Runners,
+    StepHook,
     T,
     bytes_tensor,
     decode_texts,
@@ -83,7 +92,9 @@ class TranslatePipeline(Pipeline):
         steps = max(p.data.max_length for p in batch)
         enc, dec = runners["encoder"], runners["decoder_step"]
         if beam == 1:
-            ids, attn = greedy(self.loop, enc, dec, feeds, steps)  # [B, T], [B, T, S]
+            streaming = any(p.on_step is not None for p in batch)
+            on_step = self._streamer(batch) if streaming else None
+            ids, attn = greedy(self.loop, enc, dec, feeds, steps, on_step)  # [B, T], [B, T, S]
         else:
             ids, attn = beam_search(self.loop, enc, dec, feeds, steps, beam)
         results, start = [], 0
@@ -93,6 +104,57 @@ class TranslatePipeline(Pipeline):
             limit, width = p.data.max_length, int(self.source_lengths(p).max())
             results.append(self.answer(p, ids[rows, :limit], attn[rows, :limit, :width]))
         return results
+
+    # --- streaming ------------------------------------------------------------------------
+
+    def step_outputs(self, prepared: Prepared, tokens: np.ndarray, attention: np.ndarray) -> tuple[Outputs, bool]:
+        """One request's partial answer after a greedy step (see the module), and whether it is its last.
+
+        tokens [n, t]: the request's rows' tokens so far; attention [n, >= its source width]: the
+        step's attention rows. Stateless, so any decode loop that sees the steps can stream: the
+        iteration-level loop (runtime.stepwise) calls it with a greedy Track's `tokens` and
+        `attn[:, -1]`, and hands the result to `prepared.on_step`.
+        """
+        t = tokens.shape[1]
+        src_len = self.source_lengths(prepared)
+        width = int(src_len.max())
+        eos = tokens == EOS_ID  # [n, t]
+        ended = np.where(eos.any(axis=1), eos.argmax(axis=1), t)  # [n] index of EOS, or t
+        out_len = np.minimum(ended + 1, t)
+        live = ended >= t - 1  # the row had not ended before this step
+        pieces = []
+        for row in tokens:
+            before, now = self.tgt.decode(row[:-1].tolist()), self.tgt.decode(row.tolist())
+            pieces.append(now[len(before) :])
+        row_attn = attention[:, :width].astype(np.float32) * live[:, None]  # [n, S]
+        final = t >= prepared.data.max_length or bool((ended < t).all())
+        outputs = {
+            "text": bytes_tensor(pieces),
+            "attention": row_attn[:, None, :],  # [n, 1, S]
+            "output_lengths": out_len.astype(np.int64),
+            "input_lengths": src_len,
+        }
+        return outputs, final
+
+    def _streamer(self, batch: Sequence[Prepared]) -> Callable[[np.ndarray, np.ndarray], None]:
+        """A greedy step callback that hands each streamed request of `batch` its partial answer,
+        until its final one (the batch may decode on for other requests)."""
+        streams: list[tuple[Prepared, slice, StepHook]] = []  # the requests still streaming
+        start = 0
+        for p in batch:
+            if p.on_step is not None:
+                streams.append((p, slice(start, start + p.rows), p.on_step))
+            start += p.rows
+
+        def on_step(tokens: np.ndarray, attention: np.ndarray) -> None:  # [B, t], [B, S]
+            for stream in list(streams):
+                p, rows, hook = stream
+                outputs, final = self.step_outputs(p, tokens[rows], attention[rows])
+                if final:
+                    streams.remove(stream)
+                hook(outputs, final)
+
+        return on_step
 
     # --- the seam of iteration-level decoding (runtime.stepwise) ---------------------------
 

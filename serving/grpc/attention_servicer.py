@@ -1,7 +1,9 @@
-"""`attnserve.v1.Attention`: a typed facade (Translate, Classify, Sort) over the same pipelines."""
+"""`attnserve.v1.Attention`: a typed facade (Translate, TranslateStream, Classify, Sort) over the same pipelines."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,21 @@ def _texts(texts: Any) -> np.ndarray:
     return np.array([t.encode("utf-8") for t in texts], dtype=np.object_)
 
 
+def _translations(into: Any, request: pb.TranslateRequest, out: Mapping[str, np.ndarray], step: int) -> None:
+    """Add one Translation per text from translate outputs whose attention rows start at decoding
+    `step`: a whole answer (step 0), or one streamed step (its piece, its attention row)."""
+    for i, text in enumerate(out["text"]):
+        piece = text.decode("utf-8")
+        item = into.add(text=piece)
+        if request.return_attention:
+            attention = out["attention"][i]  # [steps here, S]
+            rows = min(max(int(out["output_lengths"][i]) - step, 0), attention.shape[0])  # the text's rows here
+            n_in = int(out["input_lengths"][i])
+            item.attention.rows.extend([*piece, EOS][:rows])
+            item.attention.cols.extend(list(request.texts[i])[:n_in])
+            item.attention.weights.extend(attention[:rows, :n_in].reshape(-1).tolist())
+
+
 class AttentionServicer(pb_grpc.AttentionServicer):
     """Each RPC is one data-plane request, so it returns what ModelInfer returns."""
 
@@ -47,22 +64,38 @@ class AttentionServicer(pb_grpc.AttentionServicer):
     async def _translate(
         self, request: pb.TranslateRequest, record: RequestRecord, deadline: float | None
     ) -> pb.TranslateResponse:
-        params = _params(request.backend, beam_size=request.beam_size, max_length=request.max_length)
-        wanted = ["text", "output_lengths", "input_lengths"] + (["attention"] if request.return_attention else [])
-        self._admit(request.model, "text", "BYTES", (len(request.texts),))
+        params, wanted = self._translate_args(request)
         result = await self.dataplane.infer(
             request.model, "", {"text": _texts(request.texts)}, params, wanted, record=record, deadline=deadline
         )
-        out = result.outputs
         response = pb.TranslateResponse()
-        for i, text in enumerate(out["text"]):
-            item = response.translations.add(text=text.decode("utf-8"))
-            if request.return_attention:
-                n_out, n_in = int(out["output_lengths"][i]), int(out["input_lengths"][i])
-                item.attention.rows.extend([*text.decode("utf-8"), EOS][:n_out])
-                item.attention.cols.extend(list(request.texts[i])[:n_in])
-                item.attention.weights.extend(out["attention"][i, :n_out, :n_in].reshape(-1).tolist())
+        _translations(response.translations, request, result.outputs, 0)
         return response
+
+    async def TranslateStream(
+        self, request: pb.TranslateRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[pb.TranslateStreamResponse]:
+        """Translate, one message per decoded token (DataPlane.infer_stream); beam search in one."""
+        with self.dataplane.track(request.model) as record:  # one request, however many messages
+            params, wanted = self._translate_args(request)
+            parts = self.dataplane.infer_stream(
+                request.model, "", {"text": _texts(request.texts)}, params, wanted,
+                record=record, deadline=deadline_of(context),
+            )  # fmt: skip
+            async with contextlib.aclosing(parts):
+                step = 0
+                async for part in parts:
+                    message = pb.TranslateStreamResponse(step=step, final=part.final)
+                    _translations(message.translations, request, part.outputs, step)
+                    yield message
+                    step += 1
+
+    def _translate_args(self, request: pb.TranslateRequest) -> tuple[dict[str, Any], list[str]]:
+        """A TranslateRequest's parameters and the outputs it needs, once its header is admitted."""
+        params = _params(request.backend, beam_size=request.beam_size, max_length=request.max_length)
+        wanted = ["text", "output_lengths", "input_lengths"] + (["attention"] if request.return_attention else [])
+        self._admit(request.model, "text", "BYTES", (len(request.texts),))
+        return params, wanted
 
     async def Classify(self, request: pb.ClassifyRequest, context: aio.ServicerContext) -> pb.ClassifyResponse:
         with self.dataplane.track(request.model) as record:  # counts every outcome, rejections too

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -32,10 +32,21 @@ PROBES = frozenset(
 )
 
 
-class DrainGate(aio.ServerInterceptor):
-    """Counts the unary calls being handled; after `close()`, refuses new ones with UNAVAILABLE.
+# Streaming inference is gated and counted like a unary call: an accepted stream is answered to its end.
+INFERENCE_STREAMS = frozenset(
+    {
+        "/inference.GRPCInferenceService/ModelStreamInfer",
+        "/attnserve.v1.Attention/TranslateStream",
+    }
+)
 
-    A call is accepted when its handler starts; an accepted call always runs to its end. Streams
+
+class DrainGate(aio.ServerInterceptor):
+    """Counts the unary calls and inference streams being handled; after `close()`, refuses new ones
+    with UNAVAILABLE.
+
+    A call is accepted when its handler starts; an accepted call always runs to its end (a stream:
+    until the client ends it and its requests are answered, or the grace ends). Other streams
     (health Watch, reflection) pass through uncounted: `server.stop` bounds them by the grace.
     """
 
@@ -88,26 +99,62 @@ class DrainGate(aio.ServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        wrapped = self._wrapped[details.method] = self._wrap(handler, details.method in PROBES)
+        if handler.unary_unary is not None:
+            wrapped = self._wrap(handler, details.method in PROBES)
+        elif details.method in INFERENCE_STREAMS:
+            wrapped = self._wrap_stream(handler)
+        else:
+            return handler
+        self._wrapped[details.method] = wrapped
         return wrapped
+
+    def _admit(self, probe: bool = False) -> bool:
+        """Accept a call (True), or count it refused once the gate is closed (False; probes never are)."""
+        if self._closed and not probe:
+            self.refused += 1
+            self.last_refused = self.clock()
+            return False
+        self.active += 1
+        return True
+
+    def _done(self) -> None:
+        self.active -= 1
+        if self.active == 0 and self._idle is not None:
+            self._idle.set()
+
+    def _wrap_stream(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """`_wrap` for a streaming inference method written as an async generator."""
+        unary = handler.unary_stream is not None
+        inner = handler.unary_stream if unary else handler.stream_stream
+
+        async def gated(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            if not self._admit():
+                await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+            try:
+                async for response in inner(request, context):
+                    yield response
+            finally:
+                self._done()
+
+        make = grpc.unary_stream_rpc_method_handler if unary else grpc.stream_stream_rpc_method_handler
+        return make(
+            gated,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
     def _wrap(self, handler: grpc.RpcMethodHandler, probe: bool) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary
 
         async def gated(request: Any, context: aio.ServicerContext) -> Any:
-            if self._closed and not probe:
-                self.refused += 1
-                self.last_refused = self.clock()
+            if not self._admit(probe):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
-            self.active += 1
             try:
                 return await inner(request, context)
             finally:
-                self.active -= 1
-                if self.active == 0 and self._idle is not None:
-                    self._idle.set()
+                self._done()
 
         return grpc.unary_unary_rpc_method_handler(
             gated,

@@ -7,7 +7,9 @@ are ServingError subclasses mapped to status codes by serving.grpc.interceptors.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from grpc import StatusCode, aio
@@ -22,9 +24,16 @@ from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc._gen.inference import model_config_pb2 as mc
 from serving.grpc.deadline import deadline_of
 from serving.grpc.infer_body import SplitRequest
+from serving.grpc.interceptors import status_of
 from serving.overrides import parse_override
 from serving.repository import LoadedVersion, ModelRepository, State, check_name
 from serving.stats import Duration, StatsRegistry
+
+log = logging.getLogger(__name__)
+
+STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
+FINAL = "triton_final_response"  # response parameter: the request's last response (Triton's decoupled models)
+EMPTY_FINAL = "triton_enable_empty_final_response"  # request parameter (tritonclient): flags-only final responses
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -110,8 +119,81 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             convert.response_outputs(response, result.outputs)
             return response
 
-    async def ModelStreamInfer(self, request_iterator: Any, context: aio.ServicerContext) -> None:
-        await context.abort(StatusCode.UNIMPLEMENTED, "ModelStreamInfer is not supported yet; use ModelInfer")
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Triton's streaming inference, as its decoupled models answer: the requests of a stream
+        run concurrently, each answered by one response per decoded token for a greedy translation
+        (else by its whole answer), its last one with `triton_final_response` true. A request that
+        fails is answered by an `error_message` (its id in `infer_response`); the stream stays open
+        for the others. A client that closes the stream, or whose deadline passes, stops the work."""
+        deadline = deadline_of(context)
+        responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        reader = asyncio.create_task(self._read_stream(request_iterator, responses.put_nowait, deadline))
+        try:
+            while (response := await responses.get()) is not None:
+                yield response
+        finally:
+            reader.cancel()  # the client left: its requests leave their queues and batches
+        await reader  # a failure to read the stream ends it with that failure
+
+    async def _read_stream(
+        self,
+        requests: AsyncIterator[pb.ModelInferRequest],
+        send: Callable[[pb.ModelStreamInferResponse | None], None],
+        deadline: float | None,
+    ) -> None:
+        """Start each request of a stream as it arrives; None once the stream and all its requests ended."""
+        running: set[asyncio.Task[None]] = set()
+        try:
+            async for request in requests:
+                task = asyncio.create_task(self._stream_request(request, send, deadline))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if running:
+                await asyncio.gather(*running)
+        finally:
+            for task in running:
+                task.cancel()
+            send(None)
+
+    async def _stream_request(
+        self,
+        request: pb.ModelInferRequest,
+        send: Callable[[pb.ModelStreamInferResponse | None], None],
+        deadline: float | None,
+    ) -> None:
+        """Answer one request of a stream (see ModelStreamInfer)."""
+        final = False
+        try:
+            with self.dataplane.track(request.model_name) as record:  # one request, however many parts
+                pipeline = self.dataplane.pipeline(request.model_name, request.model_version)
+                inputs = convert.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes)
+                params = convert.parameters(request.parameters)
+                params.pop(EMPTY_FINAL, None)  # our last response always has outputs: never an empty one
+                requested = [o.name for o in request.outputs]
+                parts = self.dataplane.infer_stream(
+                    request.model_name, request.model_version, inputs, params, requested,
+                    record=record, deadline=deadline,
+                )  # fmt: skip
+                async with contextlib.aclosing(parts):
+                    async for part in parts:
+                        response = pb.ModelInferResponse(
+                            model_name=part.model.config.name, model_version=str(part.model.version), id=request.id
+                        )
+                        response.parameters["backend"].string_param = part.backend
+                        response.parameters[FINAL].bool_param = part.final
+                        convert.response_outputs(response, part.outputs)
+                        send(pb.ModelStreamInferResponse(infer_response=response))
+                        final = part.final
+        except Exception as exc:  # counted by the record; answered in the stream, which goes on
+            if final:  # nothing may follow a final response: the failure is only logged
+                log.warning("stream request %r failed after its final response: %s", request.id, exc)
+                return
+            _, message = status_of(STREAM_METHOD, request, exc)
+            failed = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version)
+            failed.id = request.id
+            send(pb.ModelStreamInferResponse(error_message=message, infer_response=failed))
 
     # --- statistics ------------------------------------------------------------------
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -108,9 +109,15 @@ class ErrorInterceptor(aio.ServerInterceptor):
         if guarded is not None:
             return guarded
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # unknown methods (UNIMPLEMENTED) and streams pass through
-        guarded = self._guarded[details.method] = self._guard(handler, details.method)
+        if handler is None:
+            return handler  # unknown methods: UNIMPLEMENTED
+        if handler.unary_unary is not None:
+            guarded = self._guard(handler, details.method)
+        elif handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            guarded = self._guard_stream(handler, details.method)
+        else:  # other streams (health Watch, reflection, ModelStreamInfer: errors in the stream) pass through
+            return handler
+        self._guarded[details.method] = guarded
         return guarded
 
     def _guard(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
@@ -127,24 +134,57 @@ class ErrorInterceptor(aio.ServerInterceptor):
                 )
             try:
                 return await inner(request, context)
-            except ServingError as exc:
-                message = exc.message
-                if exc.code is ErrorCode.INTERNAL:
-                    message = f"{message} (request id {_log_internal(method, request, exc)})"
-                await context.abort(STATUS[exc.code], message)
             except aio.AbortError:
                 raise
             except Exception as exc:
-                rid = _log_internal(method, request, exc)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, f"internal error in {method} (request id {rid}); see the server log"
-                )
+                await context.abort(*status_of(method, request, exc))
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
             request_deserializer=_tolerant(self._deserializers.get(method, handler.request_deserializer)),
             response_serializer=handler.response_serializer,
         )
+
+    def _guard_stream(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """`_guard` for a server-streaming method written as an async generator: a failure ends the
+        stream with its status (after the messages already sent)."""
+        inner = handler.unary_stream
+        message_name = _message_name(handler.request_deserializer)
+        undecodable = self._undecodable
+
+        async def guarded(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            if isinstance(request, Undecodable):
+                undecodable.warning("%s: undecodable request body (%d bytes)", method, request.size)
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the request body ({request.size} bytes) is not a valid {message_name} message",
+                )
+            try:
+                async for response in inner(request, context):
+                    yield response
+            except aio.AbortError:
+                raise
+            except Exception as exc:
+                await context.abort(*status_of(method, request, exc))
+
+        return grpc.unary_stream_rpc_method_handler(
+            guarded,
+            request_deserializer=_tolerant(self._deserializers.get(method, handler.request_deserializer)),
+            response_serializer=handler.response_serializer,
+        )
+
+
+def status_of(method: str, request: Any, exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status code and message that answer a call (or a request in a stream) failing with `exc`:
+    a ServingError's own; anything else INTERNAL. Every INTERNAL answer is logged with a request id
+    that its message carries."""
+    if isinstance(exc, ServingError):
+        message = exc.message
+        if exc.code is ErrorCode.INTERNAL:
+            message = f"{message} (request id {_log_internal(method, request, exc)})"
+        return STATUS[exc.code], message
+    rid = _log_internal(method, request, exc)
+    return grpc.StatusCode.INTERNAL, f"internal error in {method} (request id {rid}); see the server log"
 
 
 def _log_internal(method: str, request: Any, exc: BaseException) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 from grpc import aio
@@ -15,10 +15,14 @@ from serving.grpc.attention_servicer import AttentionServicer
 from serving.grpc.drain import DrainGate, drain
 from serving.grpc.infer_body import parse_infer_request
 from serving.grpc.inference_servicer import InferenceServicer
+from serving.grpc.intake import IntakeInterceptor
 from serving.grpc.interceptors import ErrorInterceptor
 from serving.settings import INT32_MAX, GrpcSettings
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+# the unary methods whose requests name a model: a call that ends before it is read is counted
+MODEL_METHODS = (INFER_METHOD, "/attnserve.v1.Attention/Translate", "/attnserve.v1.Attention/Classify",
+                 "/attnserve.v1.Attention/Sort")  # fmt: skip
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -34,18 +38,20 @@ class GrpcServer:
         health: health_aio.HealthServicer,
         access: Sequence[aio.ServerInterceptor] = (),
         credentials: grpc.ServerCredentials | None = None,
+        on_unread: Callable[[str], None] = lambda code: None,
     ) -> None:
         """`access` interceptors run before the error interceptor (which caches handlers per
-        method); `credentials` None serves plaintext."""
+        method); `credentials` None serves plaintext; `on_unread` counts a model call that ended
+        before its request was read (serving.grpc.intake)."""
         self.settings = settings
         self.health = health
         self.credentials = credentials
-        # The gate and the error interceptor cache a handler per method, so every interceptor that
+        # The intake, the gate and the error interceptor cache a handler per method, so every interceptor that
         # decides per call (access: its answer depends on the call's metadata) runs before them.
         self.gate = DrainGate()  # refuses calls once stopping, before the model does any work
         errors = ErrorInterceptor(deserializers={INFER_METHOD: parse_infer_request})
         self.server = aio.server(
-            interceptors=[*access, self.gate, errors],
+            interceptors=[*access, IntakeInterceptor(MODEL_METHODS, on_unread), self.gate, errors],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", INT32_MAX),  # responses: bounded by the models

@@ -150,8 +150,9 @@ class Scheduler:
             raise
 
     def _inline(self, prepared: Prepared) -> bool:
-        """Compute this request on the loop: it is alone, small, and the model has been quiet."""
-        if self._running or self._queue or prepared.rows > 1 or not self.inline_ok():
+        """Compute this request on the loop: it is alone, small, and the model has been quiet (and
+        not streamed: its parts must reach the client while it computes)."""
+        if self._running or self._queue or prepared.rows > 1 or prepared.on_step is not None or not self.inline_ok():
             return False
         return self._gate.allow()
 

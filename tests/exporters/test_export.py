@@ -152,6 +152,9 @@ for path in sys.argv[1:]:
     if "past_k" in feeds:
         feeds["past_k"] = feeds["past_k"][..., :0, :]
         feeds["past_v"] = feeds["past_v"][..., :0, :]
+    if "cache_mask" in feeds:  # the first step: no cached step yet
+        feeds["positions"][:] = 0
+        feeds["cache_mask"] = feeds["cache_mask"][:, :0]
     out[path] = [o.shape for o in sess.run(None, feeds)]
 print(json.dumps(out))
 """

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from torch import nn
@@ -11,7 +13,9 @@ from torch.nn import functional as F
 
 from exporters.export import export_components
 from exporters.validate import ValidationError
+from models.components.builtin import TransformerSpec
 from models.components.spec import Component, ComponentSpec, ExportSpec, TensorSpec, lengths_mask
+from models.transformer import Transformer, TransformerConfig
 
 
 class OneHotPositions(nn.Module):
@@ -55,3 +59,52 @@ def test_a_frozen_length_fails_with_a_clear_message(tmp_path: Path):
     message = str(err.value)
     assert "pick: weights axis 1 (src_len) is frozen at 7; it must stay symbolic" in message
     assert "pick" in message and "src_len': 12" in message  # the run at another length failed too
+
+
+TINY_TRANSFORMER = {"src_vocab": 20, "tgt_vocab": 12, "d_model": 16, "num_heads": 2, "ff_dim": 16,
+                    "enc_layers": 1, "dec_layers": 2, "max_len": 64}  # fmt: skip
+
+
+class CacheMaskIgnored(nn.Module):
+    """A decoder_step that takes the cache mask but attends to every cached step, padding included."""
+
+    def __init__(self, model: Transformer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        *rest, positions, cache_mask = args
+        return self.model.decode_step(*rest, positions, torch.ones_like(cache_mask))
+
+
+class MaskIgnoredSpec(TransformerSpec):
+    family = "test-cache-mask-ignored"
+
+    def components(self) -> list[Component]:
+        enc, dec = super().components()
+        return [enc, Component(dec.spec, CacheMaskIgnored(self.model), dec.make_inputs)]
+
+
+def tiny_transformer() -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(TransformerConfig(**TINY_TRANSFORMER))
+
+
+def test_transformer_rows_at_different_steps_export_symbolic_and_answer_as_alone(tmp_path: Path):
+    spec = TransformerSpec(tiny_transformer(), TINY_TRANSFORMER)
+    decoder = spec.components()[1]  # the encoder's export is checked by test_export
+    assert decoder.spec.name == "decoder_step" and {"positions", "cache_mask"} <= set(decoder.spec.input_names)
+    _, report = export_components(spec, [decoder], tmp_path, {})
+    assert report.failures == []
+    graph = onnx.load(str(tmp_path / "decoder_step.onnx")).graph
+    inputs = {v.name: [d.dim_param for d in v.type.tensor_type.shape.dim] for v in graph.input}
+    assert inputs["positions"] == ["batch"] and inputs["cache_mask"] == ["batch", "past_len"]
+    checked = {json.dumps(r["dims"], sort_keys=True) for r in report.rows_alone}
+    assert len(checked) >= 3  # every check shape with two rows or more, lengths other than the example's
+    assert max(r["rows_alone_max_abs_diff"] for r in report.rows_alone) <= 1e-4
+
+
+def test_a_decoder_step_that_attends_to_cache_padding_fails_validation(tmp_path: Path):
+    spec = MaskIgnoredSpec(tiny_transformer(), TINY_TRANSFORMER)
+    _, report = export_components(spec, spec.components()[1:], tmp_path, {})
+    assert any("rows at different steps differ from the same rows alone" in f for f in report.failures), report.failures

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.transformer import Transformer, TransformerConfig, causal_mask, sinusoidal_positions
+from models.transformer import Transformer, TransformerConfig, causal_mask, row_positions, sinusoidal_positions
 from runtime.text import BOS_ID, EOS_ID, PAD_ID
 
 SRC_VOCAB, TGT_VOCAB = 23, 17
@@ -112,6 +112,55 @@ def test_empty_cache_first_step_is_finite_and_deterministic() -> None:
     torch.testing.assert_close(a[0], b[0], atol=0, rtol=0)
 
 
+def test_default_positions_and_a_full_cache_mask_change_nothing() -> None:
+    """positions = the cache length and an all-true cache mask are what decode_step assumed before."""
+    model = make_model()
+    src, mask = padded_batch([5, 3])
+    cross_k, cross_v = model.cross_kv(model.encode(src, mask))
+    past_k, past_v = model.empty_cache(2)
+    prev = torch.full((2,), BOS_ID)
+    for t in range(4):
+        plain = model.decode_step(prev, past_k, past_v, cross_k, cross_v, mask)
+        given = model.decode_step(prev, past_k, past_v, cross_k, cross_v, mask, torch.full((2,), t),
+                                  torch.ones(2, t, dtype=torch.bool))  # fmt: skip
+        for a, b in zip(plain, given, strict=True):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)
+        prev, past_k, past_v = plain[0].argmax(-1), plain[1], plain[2]
+
+
+def test_rows_at_different_steps_with_left_padded_caches_answer_as_alone() -> None:
+    """Row b at step n_b, its cache left-padded (with noise) to the longest: masked keys get exactly
+    zero weight, so logits, attention and the real cached steps equal the row decoded alone."""
+    model = make_model()
+    src, mask = padded_batch([5, 3, 6])
+    tgt = target_batch(3, 6)
+    steps = [5, 0, 2]  # cached steps per row
+    cross_k, cross_v = model.cross_kv(model.encode(src, mask))
+    alone, caches = [], []
+    for b, n in enumerate(steps):
+        k, v = model.empty_cache(1)
+        row = slice(b, b + 1)
+        if n:
+            _, k, v, _ = model.decode(tgt[row, :n], k, v, cross_k[:, row], cross_v[:, row], mask[row])
+        caches.append((k, v))
+        alone.append(model.decode_step(tgt[row, n], k, v, cross_k[:, row], cross_v[:, row], mask[row]))
+    width = max(steps)
+    noise = [torch.randn(L, 1, H, width - n, DH) for n in steps]
+    past_k = torch.cat([torch.cat([z, k], dim=3) for z, (k, _) in zip(noise, caches, strict=True)], dim=1)
+    past_v = torch.cat([torch.cat([z, v], dim=3) for z, (_, v) in zip(noise, caches, strict=True)], dim=1)
+    cache_mask = torch.arange(width)[None, :] >= (width - torch.tensor(steps))[:, None]  # [B, P]
+    prev = torch.stack([tgt[b, n] for b, n in enumerate(steps)])
+    logits, present_k, _, attn = model.decode_step(
+        prev, past_k, past_v, cross_k, cross_v, mask, torch.tensor(steps), cache_mask
+    )
+    for b, n in enumerate(steps):
+        torch.testing.assert_close(logits[b : b + 1], alone[b][0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(attn[b : b + 1], alone[b][3], atol=1e-5, rtol=0)
+        torch.testing.assert_close(present_k[:, b : b + 1, :, width - n :], alone[b][1], atol=1e-5, rtol=0)
+    ignored = model.decode_step(prev, past_k, past_v, cross_k, cross_v, mask, torch.tensor(steps))
+    assert not torch.allclose(ignored[0][1], logits[1], atol=1e-3)  # without the mask, row 1's noise counts
+
+
 def test_attention_is_a_distribution_over_valid_positions() -> None:
     model = make_model()
     src, mask = padded_batch([7, 3, 1], width=9)
@@ -215,6 +264,8 @@ def test_positions_and_causal_mask() -> None:
     torch.testing.assert_close(pe[:, 0], torch.arange(6.0).sin())
     torch.testing.assert_close(pe[:, 1], torch.arange(6.0).cos())
     torch.testing.assert_close(sinusoidal_positions(3, 2, 8, torch.device("cpu")), pe[3:5])
+    per_row = row_positions(torch.tensor([3, 0]), 2, 8)  # [B, T, D]: the same bits per row
+    torch.testing.assert_close(per_row, torch.stack([pe[3:5], pe[0:2]]), atol=0, rtol=0)
     assert causal_mask(0, 3, torch.device("cpu")).tolist() == [
         [True, False, False], [True, True, False], [True, True, True],
     ]  # fmt: skip

@@ -154,7 +154,8 @@ def replay(loop: DecodeLoop, enc: Runner, dec: Runner, src: dict[str, np.ndarray
     }
     prev, attention = np.full(batch, loop.start_id, dtype=np.int64), []
     for t in range(tokens.shape[1]):
-        out = dec({**feeds, loop.prev_input: prev, loop.mask_input: src[loop.mask_input]})
+        at = loop.step_feeds(np.full(batch, t), np.ones((batch, t), dtype=bool))
+        out = dec({**feeds, **at, loop.prev_input: prev, loop.mask_input: src[loop.mask_input]})
         attention.append(out[loop.attention_output])
         feeds |= {dst: out[name] for name, dst in loop.recurrent.items()}
         prev = tokens[:, t]

@@ -6,6 +6,7 @@ import pytest
 
 from runtime.decode import DecodeLoop
 from runtime.tensors import Signature, TensorSpec
+from tests.fakes import transformer_loop, transformer_signatures
 
 T = TensorSpec.of
 ENCODER = Signature(
@@ -50,8 +51,21 @@ def test_a_loop_that_fits_has_no_mismatch():
         ({"from_encoder": {"memory": "memory"}}, "input(s) ['state'] have no value at the first step"),
         ({"empty": {"past": [-1, 2]}}, "decode.empty names decoder_step input 'past'"),
         ({"batch_axes": {"past": 1}}, "decode.batch_axes names decoder_step input 'past'"),
+        ({"positions_input": "positions"}, "decode.positions_input names decoder_step input 'positions'"),
+        ({"cache_mask_input": "cache_mask"}, "decode.cache_mask_input names decoder_step input 'cache_mask'"),
     ],
 )
 def test_each_name_the_graphs_lack_is_reported(change: dict, fragment: str):
     problems = DecodeLoop(**{**GOOD, **change}).mismatches(ENCODER, DECODER)
     assert any(fragment in p for p in problems), problems
+
+
+def test_a_decoder_taking_per_row_steps_needs_a_loop_that_feeds_them():
+    """The Transformer's decoder_step takes positions and cache_mask: a loop that names them fits, a
+    loop written before them (no positions_input / cache_mask_input) leaves them unfed."""
+    signatures = transformer_signatures(15)
+    loop = transformer_loop()
+    assert loop.mismatches(signatures["encoder"], signatures["decoder_step"]) == []
+    before = loop.model_copy(update={"positions_input": None, "cache_mask_input": None})
+    problems = before.mismatches(signatures["encoder"], signatures["decoder_step"])
+    assert any("['cache_mask', 'positions'] have no value at the first step" in p for p in problems), problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -127,3 +128,44 @@ def test_bad_texts_are_refused(model: Served, items: list[bytes], message: str):
 def test_characters_not_bytes_count_against_the_limit(model: Served):
     text = "ä" * 20  # 40 bytes of UTF-8, 20 characters: accepted
     assert model.run({"text": bytes_tensor([text])})["output_lengths"].tolist() == [21]
+
+
+def _streamed(model: Served, texts: list[str], others: list[str], **params) -> tuple[list, dict, dict]:
+    """Run a streamed request batched after a plain one: its parts, its answer and the other's."""
+    pipeline = model.pipeline
+    parts: list[tuple[dict, bool]] = []
+    plain = pipeline.prepare({"text": bytes_tensor(others)}, {})
+    streamed = pipeline.prepare({"text": bytes_tensor(texts)}, params)
+    streamed = dataclasses.replace(streamed, on_step=lambda out, final: parts.append((out, final)))
+    assert streamed == dataclasses.replace(streamed, on_step=None)  # the hook is not part of the batching key
+    other, answer = pipeline.execute([plain, streamed], model.runners)
+    return parts, answer, other
+
+
+def test_a_streamed_request_concatenates_to_its_answer(model: Served):
+    texts = ["hello world", "ab-1", "x"]
+    parts, answer, other = _streamed(model, texts, ["a longer text, yes"])
+    assert [final for _, final in parts] == [False] * (len(parts) - 1) + [True]
+    assert len(parts) == 12  # "hello world" + EOS; the batch decodes on for the longer text
+    for i, text in enumerate(answer["text"]):
+        assert b"".join(out["text"][i] for out, _ in parts) == text
+    attention = np.concatenate([out["attention"] for out, _ in parts], axis=1)
+    np.testing.assert_array_equal(attention, answer["attention"])
+    last = parts[-1][0]
+    np.testing.assert_array_equal(last["output_lengths"], answer["output_lengths"])
+    np.testing.assert_array_equal(last["input_lengths"], answer["input_lengths"])
+    assert other["text"].tolist() == [b"A LONGER TEXT, YES"]
+
+
+def test_a_streamed_request_ends_at_its_max_length(model: Served):
+    parts, answer, _ = _streamed(model, ["hello world"], ["another long text"], max_length=4)
+    assert len(parts) == 4 and parts[-1][1] and answer["text"].tolist() == [b"HELL"]
+    assert b"".join(out["text"][0] for out, _ in parts) == b"HELL"
+
+
+def test_beam_search_is_not_streamed(model: Served):
+    parts: list = []
+    prepared = model.pipeline.prepare({"text": bytes_tensor(["hello"])}, {"beam_size": 2})
+    prepared = dataclasses.replace(prepared, on_step=lambda out, final: parts.append(out))
+    (answer,) = model.pipeline.execute([prepared], model.runners)
+    assert parts == [] and answer["text"].tolist() == [b"HELLO"]  # the caller takes the answer whole

@@ -156,9 +156,10 @@ def test_expired_requests_are_dropped_before_compute_and_counted(srv, expiry, oc
     so in ModelStatistics and attnserve_requests_total, and none computed to its end.
 
     The gRPC deadline is 0.3 s, not 10 ms: a call whose deadline passes before the server has read
-    its message never reaches attnserve (grpc drops it before any handler runs, so no server can
-    name its model), and one Python client takes milliseconds to issue 50 calls. Measured here: of 50
-    such calls with a 10 ms deadline the client saw 50 DEADLINE_EXCEEDED, the server counted 6.
+    its message cannot be counted under its model (the name is in the unread message; such calls
+    are counted with empty model labels, serving/grpc/intake.py), and one Python client takes
+    milliseconds to issue 50 calls. Measured here before the intake counting: of 50 such calls with
+    a 10 ms deadline the client saw 50 DEADLINE_EXCEEDED, the model's statistics counted 6.
     """
     with grpc.insecure_channel(srv.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)

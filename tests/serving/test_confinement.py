@@ -1,7 +1,7 @@
 """RepositoryModelLoad overrides and model files that try to escape, over a real channel.
 
-A client may change only the backend choice, backend options, max_batch_size and dynamic_batching
-(within the operator's limits); every path resolves inside the version folder; files are read with a size
+A client may change only the backend choice, backend options and max_batch_size (within the
+operator's limits); every path resolves inside the version folder; files are read with a size
 limit; a decode loop that does not fit the graphs is refused at load. A refused load leaves the
 serving version serving, and no message shows a host path.
 """
@@ -26,7 +26,7 @@ from tests.serving.conftest import RunningServer, start_server
 from tests.serving.control import EXPLICIT_CONTROL
 
 MODEL = "victim"
-LIMITS = {"max_batch_size": 16, "max_threads": 2, "max_queue_size": 512}
+LIMITS = {"max_batch_size": 16, "max_threads": 2}
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +133,15 @@ def test_an_override_may_not_change_the_operators_fields(stub, override: dict, f
         ({"backends": [{"name": "torch", "options": {"num_threads": 1000}}]}, "at most 2 threads"),
         ({"backends": [{"name": "onnxruntime", "options": {"bogus": 1}}]}, "backend 'onnxruntime' options: bogus"),
         ({"backends": [{"name": "tensorrt"}]}, "unknown backend 'tensorrt'"),
-        ({"dynamic_batching": [8]}, "'dynamic_batching' must be an object of Triton's dynamic_batching fields"),
-        ({"dynamic_batching": {"max_queue_size": 0}}, "'dynamic_batching.max_queue_size' must be from 1 to 512"),
-        ({"dynamic_batching": {"max_queue_size": 10**6}}, "must be from 1 to 512 (the server's limit), got 1000000"),
-        ({"dynamic_batching": {"max_queue_delay_microseconds": 10**8}}, "the server allows at most 1000000"),
-        ({"dynamic_batching": {"max_queue_delay": 5}}, "'dynamic_batching.max_queue_delay': Extra inputs"),
-        ({"dynamic_batching": {"preferred_batch_size": [0]}}, "preferred batch sizes must be positive"),
-        ({"dynamic_batching": {"max_queue_size": "eight"}}, "'dynamic_batching.max_queue_size': Input should be"),
+        ({"dynamic_batching": {"max_queue_delay_microseconds": 100}}, "'dynamic_batching.max_queue_size' must be"),
+        ({"dynamic_batching": {"max_queue_size": 0}}, "'dynamic_batching.max_queue_size' must be an integer from 1"),
+        ({"dynamic_batching": {"max_queue_size": 10**9}}, "from 1 to 4096 (the server's limit)"),
+        (
+            {"dynamic_batching": {"max_queue_size": 8, "max_queue_delay_microseconds": 10**9}},
+            "'dynamic_batching.max_queue_delay_microseconds' must be an integer from 0 to 100000",
+        ),
+        ({"dynamic_batching": {"max_queue_size": 8, "priority": 1}}, "'dynamic_batching' may not set 'priority'"),
+        ({"dynamic_batching": [8]}, "'dynamic_batching' must be an object"),
         ("[1, 2]", "must be a JSON object"),
         ("{" * 100_000, "parameter 'config' has 100000 characters"),
         ("[" * 10_000 + "]" * 10_000, "nested too deeply"),
@@ -173,24 +175,11 @@ def test_allowed_overrides_apply_within_the_limits(stub):
     assert "batch 3, over max_batch_size 2" in err.value.details()
     load(stub)  # back to config.yaml
     assert translate(stub, [b"1. Mai 2000"] * 3).parameters["backend"].string_param == "onnxruntime"
-
-
-def test_a_client_may_set_dynamic_batching_within_the_limits_or_turn_it_off(stub):
-    def batching() -> pb.ModelConfig | None:
-        config = stub.ModelConfig(pb.ModelConfigRequest(name=MODEL), timeout=10).config
-        return config.dynamic_batching if config.HasField("dynamic_batching") else None
-
-    exported = batching()
-    assert exported is not None and exported.default_queue_policy.max_queue_size == 256  # as `attnserve export` writes
     load(stub, {"dynamic_batching": {"max_queue_size": 8, "max_queue_delay_microseconds": 500}})
-    overridden = batching()
-    assert overridden is not None
-    assert (overridden.default_queue_policy.max_queue_size, overridden.max_queue_delay_microseconds) == (8, 500)
-    load(stub, {"dynamic_batching": None})  # every request runs alone
-    assert batching() is None
-    still_serving(stub)
-    load(stub)  # back to config.yaml
-    assert batching() == exported
+    assert translate(stub, [b"1. Mai 2000"]).raw_output_contents[0].endswith(b"2000-05-01")
+    load(stub, {"dynamic_batching": None})  # batching off
+    assert translate(stub, [b"1. Mai 2000"]).raw_output_contents[0].endswith(b"2000-05-01")
+    load(stub)
 
 
 def _edit_config(version: Path, edit) -> None:

@@ -274,3 +274,73 @@ def test_a_single_item_arriving_while_another_request_computes_goes_to_a_worker(
     assert first.outputs["text"].tolist() == [b"ABC", b"DE"] and second.outputs["text"].tolist() == [b"XY"]
     assert [t.startswith(WORKER) for t in encoder.threads] == [True, True]
     assert plane.stats_of("copy-gru").success.count == 2 and plane.requests("OK") == 2
+
+
+def stream(plane: Plane, name: str, inputs: Mapping[str, np.ndarray], **params: Any) -> list[InferResult]:
+    """One streamed request on a fresh event loop: its parts, once its bookkeeping has run too."""
+
+    async def call() -> list[InferResult]:
+        parts = [part async for part in plane.dataplane.infer_stream(name, "", inputs, params)]
+        await asyncio.sleep(0)
+        return parts
+
+    return asyncio.run(call())
+
+
+def test_a_streamed_translation_comes_a_token_at_a_time_and_counts_once(plane: Plane):
+    answer = plane.infer("copy-gru", text("abc", "de")).outputs
+    parts = stream(plane, "copy-gru", text("abc", "de"))  # 4 steps: A, B, C, EOS
+    assert [p.final for p in parts] == [False, False, False, True]
+    assert [p.outputs["text"].tolist() for p in parts] == [[b"A", b"D"], [b"B", b"E"], [b"C", b""], [b"", b""]]
+    attention = np.concatenate([p.outputs["attention"] for p in parts], axis=1)
+    np.testing.assert_array_equal(attention, answer["attention"])
+    assert plane.backend("copy-gru", "decoder_step").threads[-1].startswith(WORKER)  # never on the loop
+    assert plane.requests("OK") == 2  # the unary request and the streamed one
+    stats = plane.stats_of("copy-gru")
+    assert (stats.success.count, stats.inference_count, stats.execution_count) == (2, 4, 2)
+
+
+@pytest.mark.parametrize(
+    ("model", "inputs", "params"),
+    [("copy-gru", text("abc"), {"beam_size": 2}), ("sorter", {"values": np.array([[42, 7, 93, 15]])}, {})],
+)
+def test_what_cannot_stream_comes_whole_in_one_final_part(plane: Plane, model: str, inputs: dict, params: dict):
+    answer = plane.infer(model, inputs, params).outputs
+    (part,) = stream(plane, model, inputs, **params)
+    assert part.final and part.outputs.keys() == answer.keys()
+    for name, array in answer.items():
+        np.testing.assert_array_equal(part.outputs[name], array)
+
+
+def test_closing_a_stream_stops_its_decode_at_the_next_step(plane: Plane):
+    worker = ThreadPoolExecutor(max_workers=1)  # one thread: a call queued after the batch runs once it ended
+    plane.dataplane.executor = worker  # before the model's scheduler is made (on its first request)
+    decoder = plane.backend("copy-gru", "decoder_step")
+    blocked, release = threading.Event(), threading.Event()
+    calls = 0
+
+    def hold_the_second_step(inputs: Mapping[str, np.ndarray]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            blocked.set()
+            assert release.wait(30)
+
+    decoder.before = hold_the_second_step
+
+    async def call() -> InferResult:
+        parts = plane.dataplane.infer_stream("copy-gru", "", text("abcdefgh"), {})
+        first = await anext(parts)
+        assert await asyncio.to_thread(blocked.wait, 30)
+        await parts.aclose()  # the client went away while step 2 computes
+        for _ in range(10):  # the request's cancellation reaches the scheduler
+            await asyncio.sleep(0)
+        release.set()
+        await asyncio.wrap_future(worker.submit(lambda: None))  # the batch has ended
+        return first
+
+    first = asyncio.run(call())
+    worker.shutdown()
+    assert first.outputs["text"].tolist() == [b"A"] and not first.final
+    assert calls == 2  # of 9 steps: the batch stopped before step 3
+    assert plane.requests("CANCELLED") == 1 and plane.stats_of("copy-gru").fail.count == 1

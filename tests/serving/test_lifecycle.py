@@ -22,6 +22,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from serving.grpc._gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc.drain import SHUTTING_DOWN
@@ -332,8 +333,16 @@ def test_a_closed_gate_refuses_calls_with_unavailable_and_still_answers_probes(l
                 with pytest.raises(grpc.RpcError) as err:
                     call(request, timeout=5)
                 assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+            typed = attention_pb2_grpc.AttentionStub(channel)
+            for stream in [  # streaming inference is refused too
+                lambda: infer.ModelStreamInfer(iter([light_request()]), timeout=5),
+                lambda: typed.TranslateStream(attention_pb2.TranslateRequest(model="x", texts=["y"]), timeout=5),
+            ]:
+                with pytest.raises(grpc.RpcError) as err:
+                    list(stream())
+                assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             assert readiness(srv.address) == (True, True, SERVING)  # probes answer (not drained here)
             assert infer.ModelReady(pb.ModelReadyRequest(name="sort-pointer"), timeout=5).ready
-        assert srv.app.grpc.gate.refused == 2
+        assert srv.app.grpc.gate.refused == 4 and srv.app.grpc.gate.active == 0
     finally:
         srv.stop()

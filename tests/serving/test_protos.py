@@ -406,6 +406,7 @@ def test_attention_method_paths() -> None:
     paths = stub_paths(attention_pb2_grpc.AttentionStub)
     assert paths == {
         "/attnserve.v1.Attention/Translate": "unary_unary",
+        "/attnserve.v1.Attention/TranslateStream": "unary_stream",
         "/attnserve.v1.Attention/Classify": "unary_unary",
         "/attnserve.v1.Attention/Sort": "unary_unary",
     }

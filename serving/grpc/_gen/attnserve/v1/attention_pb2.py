@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x1c\x61ttnserve/v1/attention.proto\x12\x0c\x61ttnserve.v1\";\n\x0c\x41ttentionMap\x12\x0c\n\x04rows\x18\x01 \x03(\t\x12\x0c\n\x04\x63ols\x18\x02 \x03(\t\x12\x0f\n\x07weights\x18\x03 \x03(\x02\"\x82\x01\n\x10TranslateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x18\n\x10return_attention\x18\x03 \x01(\x08\x12\x11\n\tbeam_size\x18\x04 \x01(\x05\x12\x12\n\nmax_length\x18\x05 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\"J\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12-\n\tattention\x18\x02 \x01(\x0b\x32\x1a.attnserve.v1.AttentionMap\"D\n\x11TranslateResponse\x12/\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x19.attnserve.v1.Translation\"Z\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x18\n\x10return_attention\x18\x03 \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\"H\n\x11SentenceAttention\x12\r\n\x05words\x18\x01 \x03(\t\x12\x14\n\x0cword_weights\x18\x02 \x03(\x02\x12\x0e\n\x06weight\x18\x03 \x01(\x02\"\xd1\x01\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\x46\n\rprobabilities\x18\x02 \x03(\x0b\x32/.attnserve.v1.Classification.ProbabilitiesEntry\x12\x32\n\tsentences\x18\x03 \x03(\x0b\x32\x1f.attnserve.v1.SentenceAttention\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"A\n\x10\x43lassifyResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.attnserve.v1.Classification\"\x19\n\x07IntList\x12\x0e\n\x06values\x18\x01 \x03(\x03\"n\n\x0bSortRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x06values\x18\x02 \x03(\x0b\x32\x15.attnserve.v1.IntList\x12\x18\n\x10return_attention\x18\x03 \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\"V\n\x06Sorted\x12\r\n\x05order\x18\x01 \x03(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x03\x12-\n\tattention\x18\x03 \x01(\x0b\x32\x1a.attnserve.v1.AttentionMap\"5\n\x0cSortResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.attnserve.v1.Sorted2\xe9\x01\n\tAttention\x12N\n\tTranslate\x12\x1e.attnserve.v1.TranslateRequest\x1a\x1f.attnserve.v1.TranslateResponse\"\x00\x12K\n\x08\x43lassify\x12\x1d.attnserve.v1.ClassifyRequest\x1a\x1e.attnserve.v1.ClassifyResponse\"\x00\x12?\n\x04Sort\x12\x19.attnserve.v1.SortRequest\x1a\x1a.attnserve.v1.SortResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x1c\x61ttnserve/v1/attention.proto\x12\x0c\x61ttnserve.v1\";\n\x0c\x41ttentionMap\x12\x0c\n\x04rows\x18\x01 \x03(\t\x12\x0c\n\x04\x63ols\x18\x02 \x03(\t\x12\x0f\n\x07weights\x18\x03 \x03(\x02\"\x82\x01\n\x10TranslateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x18\n\x10return_attention\x18\x03 \x01(\x08\x12\x11\n\tbeam_size\x18\x04 \x01(\x05\x12\x12\n\nmax_length\x18\x05 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\"J\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12-\n\tattention\x18\x02 \x01(\x0b\x32\x1a.attnserve.v1.AttentionMap\"D\n\x11TranslateResponse\x12/\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x19.attnserve.v1.Translation\"g\n\x17TranslateStreamResponse\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12/\n\x0ctranslations\x18\x02 \x03(\x0b\x32\x19.attnserve.v1.Translation\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"Z\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x18\n\x10return_attention\x18\x03 \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\"H\n\x11SentenceAttention\x12\r\n\x05words\x18\x01 \x03(\t\x12\x14\n\x0cword_weights\x18\x02 \x03(\x02\x12\x0e\n\x06weight\x18\x03 \x01(\x02\"\xd1\x01\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\x46\n\rprobabilities\x18\x02 \x03(\x0b\x32/.attnserve.v1.Classification.ProbabilitiesEntry\x12\x32\n\tsentences\x18\x03 \x03(\x0b\x32\x1f.attnserve.v1.SentenceAttention\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"A\n\x10\x43lassifyResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.attnserve.v1.Classification\"\x19\n\x07IntList\x12\x0e\n\x06values\x18\x01 \x03(\x03\"n\n\x0bSortRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x06values\x18\x02 \x03(\x0b\x32\x15.attnserve.v1.IntList\x12\x18\n\x10return_attention\x18\x03 \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\"V\n\x06Sorted\x12\r\n\x05order\x18\x01 \x03(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x03\x12-\n\tattention\x18\x03 \x01(\x0b\x32\x1a.attnserve.v1.AttentionMap\"5\n\x0cSortResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.attnserve.v1.Sorted2\xc7\x02\n\tAttention\x12N\n\tTranslate\x12\x1e.attnserve.v1.TranslateRequest\x1a\x1f.attnserve.v1.TranslateResponse\"\x00\x12\\\n\x0fTranslateStream\x12\x1e.attnserve.v1.TranslateRequest\x1a%.attnserve.v1.TranslateStreamResponse\"\x00\x30\x01\x12K\n\x08\x43lassify\x12\x1d.attnserve.v1.ClassifyRequest\x1a\x1e.attnserve.v1.ClassifyResponse\"\x00\x12?\n\x04Sort\x12\x19.attnserve.v1.SortRequest\x1a\x1a.attnserve.v1.SortResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,24 +42,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSLATION']._serialized_end=314
   _globals['_TRANSLATERESPONSE']._serialized_start=316
   _globals['_TRANSLATERESPONSE']._serialized_end=384
-  _globals['_CLASSIFYREQUEST']._serialized_start=386
-  _globals['_CLASSIFYREQUEST']._serialized_end=476
-  _globals['_SENTENCEATTENTION']._serialized_start=478
-  _globals['_SENTENCEATTENTION']._serialized_end=550
-  _globals['_CLASSIFICATION']._serialized_start=553
-  _globals['_CLASSIFICATION']._serialized_end=762
-  _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_start=710
-  _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_end=762
-  _globals['_CLASSIFYRESPONSE']._serialized_start=764
-  _globals['_CLASSIFYRESPONSE']._serialized_end=829
-  _globals['_INTLIST']._serialized_start=831
-  _globals['_INTLIST']._serialized_end=856
-  _globals['_SORTREQUEST']._serialized_start=858
-  _globals['_SORTREQUEST']._serialized_end=968
-  _globals['_SORTED']._serialized_start=970
-  _globals['_SORTED']._serialized_end=1056
-  _globals['_SORTRESPONSE']._serialized_start=1058
-  _globals['_SORTRESPONSE']._serialized_end=1111
-  _globals['_ATTENTION']._serialized_start=1114
-  _globals['_ATTENTION']._serialized_end=1347
+  _globals['_TRANSLATESTREAMRESPONSE']._serialized_start=386
+  _globals['_TRANSLATESTREAMRESPONSE']._serialized_end=489
+  _globals['_CLASSIFYREQUEST']._serialized_start=491
+  _globals['_CLASSIFYREQUEST']._serialized_end=581
+  _globals['_SENTENCEATTENTION']._serialized_start=583
+  _globals['_SENTENCEATTENTION']._serialized_end=655
+  _globals['_CLASSIFICATION']._serialized_start=658
+  _globals['_CLASSIFICATION']._serialized_end=867
+  _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_start=815
+  _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_end=867
+  _globals['_CLASSIFYRESPONSE']._serialized_start=869
+  _globals['_CLASSIFYRESPONSE']._serialized_end=934
+  _globals['_INTLIST']._serialized_start=936
+  _globals['_INTLIST']._serialized_end=961
+  _globals['_SORTREQUEST']._serialized_start=963
+  _globals['_SORTREQUEST']._serialized_end=1073
+  _globals['_SORTED']._serialized_start=1075
+  _globals['_SORTED']._serialized_end=1161
+  _globals['_SORTRESPONSE']._serialized_start=1163
+  _globals['_SORTRESPONSE']._serialized_end=1216
+  _globals['_ATTENTION']._serialized_start=1219
+  _globals['_ATTENTION']._serialized_end=1546
 # @@protoc_insertion_point(module_scope)

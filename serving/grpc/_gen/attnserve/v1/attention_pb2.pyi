@@ -46,6 +46,16 @@ class TranslateResponse(_message.Message):
     translations: _containers.RepeatedCompositeFieldContainer[Translation]
     def __init__(self, translations: _Optional[_Iterable[_Union[Translation, _Mapping]]] = ...) -> None: ...
 
+class TranslateStreamResponse(_message.Message):
+    __slots__ = ("step", "translations", "final")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TRANSLATIONS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    translations: _containers.RepeatedCompositeFieldContainer[Translation]
+    final: bool
+    def __init__(self, step: _Optional[int] = ..., translations: _Optional[_Iterable[_Union[Translation, _Mapping]]] = ..., final: bool = ...) -> None: ...
+
 class ClassifyRequest(_message.Message):
     __slots__ = ("model", "texts", "return_attention", "backend")
     MODEL_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class AttentionStub(object):
                 request_serializer=attnserve_dot_v1_dot_attention__pb2.TranslateRequest.SerializeToString,
                 response_deserializer=attnserve_dot_v1_dot_attention__pb2.TranslateResponse.FromString,
                 _registered_method=True)
+        self.TranslateStream = channel.unary_stream(
+                '/attnserve.v1.Attention/TranslateStream',
+                request_serializer=attnserve_dot_v1_dot_attention__pb2.TranslateRequest.SerializeToString,
+                response_deserializer=attnserve_dot_v1_dot_attention__pb2.TranslateStreamResponse.FromString,
+                _registered_method=True)
         self.Classify = channel.unary_unary(
                 '/attnserve.v1.Attention/Classify',
                 request_serializer=attnserve_dot_v1_dot_attention__pb2.ClassifyRequest.SerializeToString,
@@ -56,6 +61,14 @@ class AttentionServicer(object):
 
     def Translate(self, request, context):
         """Sequence-to-sequence translation (e.g. the RNN-with-attention or Transformer families).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TranslateStream(self, request, context):
+        """Translate, streamed as it decodes: one message per decoded token (greedy decoding), the last
+        marked final. Beam search answers in one final message: its hypotheses change until the end.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,6 +95,11 @@ def add_AttentionServicer_to_server(servicer, server):
                     servicer.Translate,
                     request_deserializer=attnserve_dot_v1_dot_attention__pb2.TranslateRequest.FromString,
                     response_serializer=attnserve_dot_v1_dot_attention__pb2.TranslateResponse.SerializeToString,
+            ),
+            'TranslateStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.TranslateStream,
+                    request_deserializer=attnserve_dot_v1_dot_attention__pb2.TranslateRequest.FromString,
+                    response_serializer=attnserve_dot_v1_dot_attention__pb2.TranslateStreamResponse.SerializeToString,
             ),
             'Classify': grpc.unary_unary_rpc_method_handler(
                     servicer.Classify,
@@ -121,6 +139,33 @@ class Attention(object):
             '/attnserve.v1.Attention/Translate',
             attnserve_dot_v1_dot_attention__pb2.TranslateRequest.SerializeToString,
             attnserve_dot_v1_dot_attention__pb2.TranslateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TranslateStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/attnserve.v1.Attention/TranslateStream',
+            attnserve_dot_v1_dot_attention__pb2.TranslateRequest.SerializeToString,
+            attnserve_dot_v1_dot_attention__pb2.TranslateStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
