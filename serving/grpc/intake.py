@@ -23,6 +23,7 @@ from grpc import aio
 
 DEADLINE_EXCEEDED, CANCELLED = "DEADLINE_EXCEEDED", "CANCELLED"
 DEADLINE_SLACK_S = 0.002  # a cancellation this close to the deadline is the deadline's
+EOF_GRACE_S = 0.01  # after a read that found no message: time for a cancellation to arrive
 
 
 class IntakeInterceptor(aio.ServerInterceptor):
@@ -57,6 +58,14 @@ class IntakeInterceptor(aio.ServerInterceptor):
         async def read_then_handle(requests: Any, context: aio.ServicerContext) -> Any:
             try:
                 request = await context.read()
+                if request is aio.EOF:
+                    # grpc.aio ends the read of a call cancelled or expired before its message with
+                    # EOF, as for a call that carried none; a cancelled call's task is cancelled
+                    # just after, an expired one's time is up
+                    remaining = context.time_remaining()
+                    if remaining is not None and remaining <= DEADLINE_SLACK_S:
+                        raise asyncio.CancelledError
+                    await asyncio.sleep(EOF_GRACE_S)
             except asyncio.CancelledError:
                 remaining = context.time_remaining()
                 expired = remaining is not None and remaining <= DEADLINE_SLACK_S

@@ -17,6 +17,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -349,3 +350,50 @@ def test_a_rest_client_that_leaves_has_its_queued_request_dropped(srv):
     assert codes_after - codes_before == Counter({"OK": 4, "CANCELLED": 1})
     assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1
     assert after.execution_count - before.execution_count == 4  # the three slow requests and the last one
+
+
+def unattributed(srv: Server) -> Counter:
+    """attnserve_requests_total of calls whose model is unknown (model label ""), by code."""
+    samples = metric_samples(srv, "attnserve_requests_total")
+    return Counter({s.labels["code"]: int(s.value) for s in samples if s.labels["model"] == ""})
+
+
+@pytest.mark.parametrize("end", ["deadline", "cancel", "no-message"])
+def test_a_call_that_ends_before_its_request_is_read_is_counted(srv, end):
+    """A ModelInfer call whose message never arrives (its client sent the headers only) and whose
+    deadline passes, or which its client cancels, is counted with empty model labels: grpc.aio
+    would drop it before any handler (serving/grpc/intake.py). A call that ends without a message
+    is refused, and is no abandoned call."""
+
+    async def headers_only() -> str:
+        async with grpc.aio.insecure_channel(srv.address) as channel:
+            method = channel.stream_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=pb.ModelInferRequest.SerializeToString,
+                response_deserializer=pb.ModelInferResponse.FromString,
+            )
+            call = method(timeout=0.3 if end == "deadline" else 30)  # messages written by hand: none
+            await call.wait_for_connection()  # the call's headers are sent
+            if end == "cancel":
+                await asyncio.sleep(0.3)
+                call.cancel()
+            elif end == "no-message":
+                await call.done_writing()
+            try:
+                await call
+            except asyncio.CancelledError:
+                return "CANCELLED"
+            except grpc.aio.AioRpcError as exc:
+                return exc.code().name
+            return "OK"
+
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        before = unattributed(srv)
+        code = asyncio.run(headers_only())
+        time.sleep(0.1)  # the server's handler ends after the client's call (EOF_GRACE_S)
+        stub.ServerLive(pb.ServerLiveRequest(), timeout=10)  # the loop has recorded the call by now
+        after = unattributed(srv)
+    expected = {"deadline": "DEADLINE_EXCEEDED", "cancel": "CANCELLED", "no-message": "INVALID_ARGUMENT"}[end]
+    assert code == expected
+    assert after - before == (Counter() if end == "no-message" else Counter({expected: 1}))
