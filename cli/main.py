@@ -49,6 +49,14 @@ def _checkpoint_paths(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
+def _int_list(text: str) -> list[int]:
+    """argparse type of "8,16": a list of ints."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from models.evaluate import evaluate, format_markdown, format_table
 
@@ -76,14 +84,30 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from exporters.cli import export_many
+    from exporters.repository import exported_batching
 
     paths = _checkpoint_paths(args)
     if not paths:
         print("name a checkpoint folder or pass --all", file=sys.stderr)
         return 2
+    try:
+        batching = exported_batching(
+            not args.no_dynamic_batching,
+            max_queue_delay_microseconds=args.max_queue_delay_us,
+            preferred_batch_size=args.preferred_batch_size,
+            max_queue_size=args.max_queue_size,
+            default_timeout_microseconds=args.default_timeout_us,
+        )
+    except (ValidationError, ValueError) as exc:
+        print(f"invalid dynamic batching option: {exc}", file=sys.stderr)
+        return 2
     only = set(args.quantize_models.split(",")) if args.quantize_models else None
-    summaries = export_many(paths, args.repository, args.version, args.opset, args.quantize, args.jobs, only)
+    summaries = export_many(
+        paths, args.repository, args.version, args.opset, args.quantize, args.jobs, only, batching=batching
+    )
     failed = [s["model"] for s in summaries if not s["ok"]]
     if failed:
         print(f"export failed for: {', '.join(failed)}", file=sys.stderr)
@@ -283,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["int8"], help="also write <name>-int8 (dynamic quantization)")
     p.add_argument("--quantize-models", help="comma-separated subset that --quantize applies to (default: all)")
     p.add_argument("--jobs", type=int, default=2, help="export processes at a time")
+    g = p.add_argument_group("dynamic batching written into every config.yaml (default: no added wait, queue 256)")
+    g.add_argument("--max-queue-delay-us", type=int, metavar="US", help="max_queue_delay_microseconds (default 0)")
+    g.add_argument("--preferred-batch-size", type=_int_list, metavar="N,N", help="preferred_batch_size (default none)")
+    g.add_argument("--max-queue-size", type=int, metavar="N", help="max_queue_size (default 256; 0: unbounded)")
+    g.add_argument("--default-timeout-us", type=int, metavar="US", help="default_timeout_microseconds (default 0)")
+    g.add_argument("--no-dynamic-batching", action="store_true", help="write none: every request runs alone")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("serve", help="serve a model repository over gRPC (Open Inference Protocol)")

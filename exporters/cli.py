@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from exporters.onnx import DEFAULT_OPSET
+from exporters.repository import DEFAULT_BATCHING, batching_json
+from runtime.config import DynamicBatching
 
 
 def export_many(
@@ -22,10 +24,12 @@ def export_many(
     jobs: int = 2,
     quantize_only: set[str] | None = None,
     quiet: bool = False,
+    batching: DynamicBatching | None = DEFAULT_BATCHING,
 ) -> list[dict[str, Any]]:
     """Export each checkpoint in a fresh Python process, `jobs` at a time.
 
-    `quantize` applies to the models named in `quantize_only` (all when None).
+    `quantize` applies to the models named in `quantize_only` (all when None); `batching` is every
+    config.yaml's dynamic_batching (None: none).
     Returns one summary per model: {"model", "ok", "seconds", "error"?}.
     """
 
@@ -33,6 +37,7 @@ def export_many(
         cmd = [
             sys.executable, "-m", "exporters.worker", str(ck), str(repository),
             "--version", str(version), "--opset", str(opset),
+            "--dynamic-batching", batching_json(batching),
         ]  # fmt: skip
         if quantize and (quantize_only is None or ck.name in quantize_only):
             cmd += ["--quantize", quantize]

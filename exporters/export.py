@@ -20,7 +20,7 @@ import onnxruntime as ort
 import torch
 
 from exporters.onnx import DEFAULT_OPSET, export_component
-from exporters.repository import model_config, write_model
+from exporters.repository import DEFAULT_BATCHING, model_config, write_model
 from exporters.validate import (
     ATOL,
     EndToEnd,
@@ -35,7 +35,7 @@ from exporters.validate import (
 from models import checkpoint
 from models.checkpoint import Checkpoint
 from models.components.spec import Component, ExportSpec, get_spec
-from runtime.config import REPORT_FILE, TORCH_DIR
+from runtime.config import REPORT_FILE, TORCH_DIR, DynamicBatching
 from runtime.decode import Runner
 from runtime.pipelines.factory import build_pipeline
 from runtime.version import attnserve_version
@@ -168,8 +168,10 @@ def export_checkpoint(
     quantize: str | None = None,
     examples: int = E2E_EXAMPLES,
     timing: bool = True,
+    batching: DynamicBatching | None = DEFAULT_BATCHING,
 ) -> dict[str, Any]:
-    """Export, validate and write one model (and its int8 twin if asked); returns the report.
+    """Export, validate and write one model (and its int8 twin if asked) with `batching` as its
+    config.yaml's dynamic_batching; returns the report.
 
     Raises ValidationError, after writing the report, when any check fails.
     """
@@ -222,10 +224,10 @@ def export_checkpoint(
         }
     result["export_seconds"] = round(time.perf_counter() - started, 1)
     (out / REPORT_FILE).write_text(json.dumps(result, indent=1) + "\n")
-    write_model(repository, ck, spec, components, int8=False)
+    write_model(repository, ck, spec, components, int8=False, batching=batching)
     report.raise_if_failed(ck.name)
     if quantize == "int8":
-        result["int8"] = export_int8(ck, spec, components, paths, repository, version, test, e2e, opset)
+        result["int8"] = export_int8(ck, spec, components, paths, repository, version, test, e2e, opset, batching)
     return result
 
 
@@ -239,6 +241,7 @@ def export_int8(
     test: list[Any],
     fp32_e2e: EndToEnd | None,
     opset: int,
+    batching: DynamicBatching | None = DEFAULT_BATCHING,
 ) -> dict[str, Any]:
     """`<name>-int8`: ONNX Runtime dynamic quantization (MatMul/Gemm; GRU ops stay fp32)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -271,7 +274,7 @@ def export_int8(
         "size_bytes": {n: {"int8": paths[n].stat().st_size, "fp32": fp32_paths[n].stat().st_size} for n in paths},
     }
     (out / REPORT_FILE).write_text(json.dumps(result, indent=1) + "\n")
-    write_model(repository, ck, spec, components, int8=True)
+    write_model(repository, ck, spec, components, int8=True, batching=batching)
     return result
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from exporters.export import export_checkpoint
 from exporters.onnx import DEFAULT_OPSET
+from exporters.repository import DEFAULT_BATCHING, parse_batching_json
 from exporters.validate import ValidationError
 
 
@@ -18,9 +19,11 @@ def main() -> int:
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--quantize", choices=["int8"])
+    p.add_argument("--dynamic-batching", help="config.yaml's dynamic_batching as JSON; null: none")
     args = p.parse_args()
+    batching = DEFAULT_BATCHING if args.dynamic_batching is None else parse_batching_json(args.dynamic_batching)
     try:
-        export_checkpoint(args.checkpoint, args.repository, args.version, args.opset, args.quantize)
+        export_checkpoint(args.checkpoint, args.repository, args.version, args.opset, args.quantize, batching=batching)
     except ValidationError as exc:
         print(exc, file=sys.stderr)
         return 1

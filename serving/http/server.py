@@ -5,7 +5,9 @@ Every limit is a setting (serving.settings.HttpSettings): connections (more get 
 closed), the request head (431), the body (413, refused from its Content-Length before it is
 read, or as soon as a chunked body passes the limit), and time: a keep-alive connection idle too
 long is closed, a request's head and its body must each arrive in time (408), and a response must
-be taken by the client in time. A connection carries one request at a time.
+be taken by the client in time. A connection carries one request at a time. A client that closes
+its connection while its request is handled has left: the request is cancelled, as a gRPC call
+whose client leaves (dropped from a model's queue, or its batch stops once all its callers left).
 
 Stop: the listening socket closes at once; requests already being handled finish (within the
 grace period, then they are cancelled); later requests on open connections get 503 (probes
@@ -189,7 +191,9 @@ class HttpServer:
                 return await self._send(c, _error(exc.status, exc.message), close=True)
             if body is None:
                 return False
-            response = await self._call(route, Request(method, target, headers, body))
+            response = await self._call_watched(c, route, Request(method, target, headers, body))
+            if response is None:
+                return False  # the client left; its request was cancelled
             return await self._send(c, response, close=self._closing)
         finally:
             self.active -= 1
@@ -222,6 +226,33 @@ class HttpServer:
             raise HttpError(408, late) from None
         except h11.RemoteProtocolError as exc:
             raise HttpError(400, f"malformed HTTP request body: {str(exc)[:200]}") from None
+
+    async def _call_watched(self, c: _Connection, route: Route, request: Request) -> Response | None:
+        """`_call`, cancelled when the client closes the connection before the answer (None then).
+
+        The connection is watched until the answer or the client's first further bytes (a pipelined
+        request: the client is there; h11 keeps the bytes for the next cycle)."""
+        task = asyncio.ensure_future(self._call(route, request))
+        read = asyncio.ensure_future(c.reader.read(READ_SIZE))
+        try:
+            await asyncio.wait((task, read), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server stops: cancel both
+            task.cancel()
+            read.cancel()
+            raise
+        if not read.done():
+            read.cancel()  # safe: a StreamReader keeps unread bytes
+            return await task
+        data = b"" if read.cancelled() or read.exception() is not None else read.result()
+        if data:
+            c.h11.receive_data(data)
+            return await task
+        if task.done():
+            return task.result()
+        task.cancel()  # end of stream: the client left
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
 
     async def _call(self, route: Route, request: Request) -> Response:
         try:

@@ -11,9 +11,10 @@ import onnx
 import pytest
 
 from cli import main as cli
+from exporters.repository import DEFAULT_BATCHING, batching_json, exported_batching, parse_batching_json
 from models.components.spec import registered_families
 from models.recipes import RECIPES
-from runtime.config import ModelConfig
+from runtime.config import DynamicBatching, ModelConfig
 from tests.exporters.conftest import TINY, fixture_docs
 
 
@@ -54,9 +55,11 @@ def test_graph_axes_are_symbolic_and_metadata_is_set(repository: Path, family: s
     name = TINY[family].name
     config = ModelConfig.load(repository / name / "config.yaml")
     assert config.backends[0].name == "onnxruntime" and config.backends[1].name == "torch"
-    # dynamic batching that adds no wait at low load, with a bounded queue
+    # dynamic batching that adds no wait at low load (no delay, no preferred size to wait for), with a bounded queue
     batching = config.dynamic_batching
-    assert batching is not None and batching.max_queue_delay_microseconds == 0 and batching.max_queue_size > 0
+    assert batching == DEFAULT_BATCHING
+    assert batching.max_queue_delay_microseconds == 0 and batching.preferred_batch_size == []
+    assert 0 < batching.max_queue_size <= 1024 and batching.default_timeout_microseconds == 0
     for comp in config.components.values():
         model = onnx.load(str(repository / name / "1" / comp.file))
         props = {p.key: p.value for p in model.metadata_props}
@@ -77,6 +80,49 @@ def test_int8_twin_reports_task_metric_next_to_fp32(repository: Path):
         assert {"int8", "fp32", "metric", "n"} <= set(metric)
         config = ModelConfig.load(repository / f"{recipe.name}-int8" / "config.yaml")
         assert config.int8 and [b.name for b in config.backends] == ["onnxruntime"]
+        assert config.dynamic_batching == DEFAULT_BATCHING
+
+
+def test_export_options_override_the_batching_defaults(tiny_checkpoints, tmp_path: Path):
+    ck = tiny_checkpoints["pointer"]
+    options = ["--max-queue-delay-us", "500", "--preferred-batch-size", "16,4", "--max-queue-size", "32",
+               "--default-timeout-us", "2000000"]  # fmt: skip
+    assert cli.main(["export", str(ck), "--repository", str(tmp_path), *options]) == 0
+    assert ModelConfig.load(tmp_path / TINY["pointer"].name / "config.yaml").dynamic_batching == DynamicBatching(
+        max_queue_delay_microseconds=500, preferred_batch_size=[4, 16], max_queue_size=32,
+        default_timeout_microseconds=2_000_000,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("enabled", "given", "expected"),
+    [
+        (True, {}, DEFAULT_BATCHING),
+        (True, {"max_queue_size": 0, "preferred_batch_size": None}, DynamicBatching(max_queue_size=0)),  # the rest kept
+        (False, {"max_queue_size": 8}, None),  # --no-dynamic-batching
+    ],
+)
+def test_batching_options_reach_the_export_worker(enabled, given, expected):
+    """What `attnserve export` makes of its options, through the worker's argument (the one export
+    above shows the worker writes it)."""
+    batching = exported_batching(enabled, **given)
+    assert batching == expected
+    assert parse_batching_json(batching_json(batching)) == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--preferred-batch-size", "8,128"], "preferred batch sizes [8, 128] exceed max_batch_size 64"),
+        (["--max-queue-size", "-1"], "max_queue_size"),
+        (["--preferred-batch-size", "0"], "preferred batch sizes must be positive"),
+    ],
+)
+def test_invalid_batching_options_are_refused_before_exporting(tiny_checkpoints, tmp_path, capsys, options, message):
+    ck = tiny_checkpoints["pointer"]
+    assert cli.main(["export", str(ck), "--repository", str(tmp_path / "repo"), *options]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "repo").exists()
 
 
 def test_torch_artifact_is_not_pickled(repository: Path):

