@@ -52,7 +52,8 @@ TRANSLATE_PARAMS: list[dict[str, Any]] = [{}, {}, {"max_length": 6}, {"beam_size
 ATOL = 1e-4
 # mode -> the config override it is served under ({}: config.yaml as `attnserve export` writes it)
 MODES: dict[str, dict[str, Any]] = {
-    "request": {},  # request-level dynamic batching (the exported dynamic_batching)
+    "request": {"decode_batching": "request"},  # request-level dynamic batching (the exported dynamic_batching)
+    "iteration": {"decode_batching": "iteration"},  # one running decode batch (decoder models only)
 }
 
 
@@ -131,21 +132,25 @@ def load(address: str, model: str, override: dict[str, Any] | None) -> None:
 def test_batched_answers_equal_batch_one_answers(server, local: ModelRepository, held_out_cache, mode, model):
     task, inputs = held_out(model, held_out_cache)
     assert len(inputs) == PER_MODEL
+    override = dict(MODES[mode])
+    if task == "classify":  # no decoder: only request-level batching applies
+        if override.pop("decode_batching", "request") == "iteration":
+            pytest.skip("a classifier has no decoder to batch by iteration")
     params = [TRANSLATE_PARAMS[i % len(TRANSLATE_PARAMS)] if task == "translate" else {} for i in range(len(inputs))]
     version = local.load(model).versions[1]
     _, runners = version.runners("onnxruntime")
     alone = [version.pipeline.run(x, p, runners) for x, p in zip(inputs, params, strict=True)]
 
     requests = [convert.infer_request(model, x, params=p) for x, p in zip(inputs, params, strict=True)]
-    if MODES[mode]:
-        load(server.address, model, MODES[mode])
+    if override:
+        load(server.address, model, override)
     try:
         (inferences, executions), histogram = statistics(server.address, model), batch_size_histogram(server, model)
         batched = asyncio.run(send_all(server.address, requests))
         (inferences_after, executions_after) = statistics(server.address, model)
         histogram_after = batch_size_histogram(server, model)
     finally:
-        if MODES[mode]:
+        if override:
             load(server.address, model, None)
 
     assert inferences_after - inferences == len(requests)
