@@ -133,9 +133,9 @@ def test_batched_answers_equal_batch_one_answers(server, local: ModelRepository,
     task, inputs = held_out(model, held_out_cache)
     assert len(inputs) == PER_MODEL
     override = dict(MODES[mode])
-    if task == "classify":  # no decoder: only request-level batching applies
-        if override.pop("decode_batching", "request") == "iteration":
-            pytest.skip("a classifier has no decoder to batch by iteration")
+    # no decoder: only request-level batching applies to a classifier
+    if task == "classify" and override.pop("decode_batching", "request") == "iteration":
+        pytest.skip("a classifier has no decoder to batch by iteration")
     params = [TRANSLATE_PARAMS[i % len(TRANSLATE_PARAMS)] if task == "translate" else {} for i in range(len(inputs))]
     version = local.load(model).versions[1]
     _, runners = version.runners("onnxruntime")
