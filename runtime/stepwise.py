@@ -148,18 +148,23 @@ class DecodeBatch:
     def join(self, tracks: Sequence[Track], encoded: dict[str, np.ndarray]) -> None:
         """Add requests whose items the encoder ran on together (`encoded`: its outputs, items in
         track order); their rows decode from the next step on."""
-        items = np.concatenate([np.arange(t.items).repeat(t.plan.beam) + off for t, off in _offsets(tracks)])
-        new = {
-            dst: np.take(encoded[src], items, axis=self.batch_axis[dst]) for src, dst in self.loop.from_encoder.items()
-        }
-        rows = len(items)
+        if all(t.plan.beam == 1 for t in tracks):  # a row per item, in order
+            new = {dst: encoded[src] for src, dst in self.loop.from_encoder.items()}
+            src_len = np.concatenate([t.src_len for t in tracks])  # [rows]
+        else:
+            items = np.concatenate([np.arange(t.items).repeat(t.plan.beam) + off for t, off in _offsets(tracks)])
+            new = {
+                dst: np.take(encoded[src], items, axis=self.batch_axis[dst])
+                for src, dst in self.loop.from_encoder.items()
+            }
+            src_len = np.concatenate([t.src_len.repeat(t.plan.beam) for t in tracks])  # [rows]
+        rows = len(src_len)
         for name, shape in self.loop.empty.items():  # newcomers' caches: all padding, as long as the batch's
             empty = np.zeros([rows if s == -1 else s for s in shape], dtype=np.float32)
             new[name] = _pad(empty, self.cache_axis[name], self.cached, before=True)
         sizes = np.array([t.rows for t in tracks], dtype=np.int64)  # [n]
         widths = np.array([t.width for t in tracks], dtype=np.int64)  # [n]
         limits = np.array([t.plan.max_steps for t in tracks], dtype=np.int64)  # [n]
-        src_len = np.concatenate([t.src_len.repeat(t.plan.beam) for t in tracks])  # [rows]
         new_width = int(widths.max())
         width = max(self.width, new_width)
         self._resize(width)
@@ -292,7 +297,7 @@ class DecodeBatch:
 
     def _index(self) -> None:
         """Per-request lookups, after requests joined or left."""
-        self._starts = np.cumsum(self._sizes) - self._sizes  # [N]
+        self._starts = self._sizes.cumsum() - self._sizes  # [N]
         special = [(i, t) for i, t in enumerate(self.tracks) if _special(t)] if self._special else []
         self._beams = [(i, t) for i, t in special if t.plan.beam > 1]
         self._streams = [(i, t) for i, t in special if t.on_step is not None]
@@ -316,13 +321,14 @@ class DecodeBatch:
         """Take the requests at these indices of `tracks` out of the batch."""
         keep = np.ones(len(self.tracks), dtype=bool)
         keep[gone] = False
-        self._free.extend(self._slot[~np.repeat(keep, self._sizes)].tolist())
+        stay = keep if len(keep) == len(self._prev) else np.repeat(keep, self._sizes)  # [R]
+        self._free.extend(self._slot[~stay].tolist())
         self._special -= sum(_special(self.tracks[i]) for i in gone.tolist()) if self._special else 0
         self.tracks = [t for t, k in zip(self.tracks, keep.tolist(), strict=True) if k]
         if not self.tracks:
             self._empty()
             return
-        index = np.flatnonzero(np.repeat(keep, self._sizes))  # [R'] rows that stay
+        index = np.flatnonzero(stay)  # [R']
         self.feeds = {k: np.take(v, index, axis=self.batch_axis[k]) for k, v in self.feeds.items()}
         self._prev, self._done, self._steps = self._prev[index], self._done[index], self._steps[index]
         self._limit, self._slot, self._mask = self._limit[index], self._slot[index], self._mask[index]
