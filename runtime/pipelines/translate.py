@@ -112,8 +112,8 @@ class TranslatePipeline(Pipeline):
 
         tokens [n, t]: the request's rows' tokens so far; attention [n, >= its source width]: the
         step's attention rows. Stateless, so any decode loop that sees the steps can stream: the
-        iteration-level loop (runtime.stepwise) calls it with a greedy Track's `tokens` and
-        `attn[:, -1]`, and hands the result to `prepared.on_step`.
+        iteration-level loop (runtime.stepwise) calls it with what a greedy Track's step hook
+        receives, and hands the result to `prepared.on_step`.
         """
         t = tokens.shape[1]
         src_len = self.source_lengths(prepared)

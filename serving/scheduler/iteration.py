@@ -50,7 +50,7 @@ import numpy as np
 from runtime.config import ModelConfig
 from runtime.errors import ModelUnavailable, ServingError
 from runtime.pipelines.base import Outputs, Prepared, Runners
-from runtime.stepwise import DecodeBatch, Plan, Track, supports
+from runtime.stepwise import DecodeBatch, Plan, StepHook, Track, supports
 from serving.scheduler.base import BaseScheduler, Calls, Done, Execution, Hold, Instrument
 from serving.scheduler.inline import InlineGate
 from serving.scheduler.policy import Policy
@@ -367,9 +367,9 @@ class IterationScheduler(BaseScheduler):
         return joining, expired
 
     @staticmethod
-    def _on_step(job: _Job, streams: list[tuple[_Job, np.ndarray, np.ndarray]]) -> Callable[[Track], None]:
-        def on_step(track: Track) -> None:  # greedy: each step makes new arrays, the old stay intact
-            streams.append((job, track.tokens, track.attn[:, -1].copy()))
+    def _on_step(job: _Job, streams: list[tuple[_Job, np.ndarray, np.ndarray]]) -> StepHook:
+        def on_step(track: Track, ids: np.ndarray, attn: np.ndarray) -> None:  # new arrays each step
+            streams.append((job, ids, attn))
 
         return on_step
 
