@@ -66,7 +66,8 @@ async def _statistics(client: tc.InferenceServerClient, model: str) -> dict[str,
 
 
 def _prometheus_codes(server: Server, model: str) -> Counter:
-    """attnserve_requests_total of `model` by code (other labels summed)."""
+    """attnserve_requests_total of `model` by code (other labels summed); model "": calls whose
+    model is unknown (they ended before their body was read, or named no model)."""
     out: Counter = Counter()
     for labels, value in prometheus(server, "attnserve_requests_total").items():
         fields = dict(labels)
@@ -83,6 +84,7 @@ async def abandoned(server: Server, model: str, size: Overload) -> dict[str, Any
     async with tc.InferenceServerClient(server.url) as client:
         inputs, params = slow_inputs(size.abandoned_texts, size.abandoned_beam)
         stats_before, prom_before = await _statistics(client, model), _prometheus_codes(server, model)
+        unread_before = _prometheus_codes(server, "")
 
         async def one() -> str:
             try:
@@ -102,7 +104,11 @@ async def abandoned(server: Server, model: str, size: Overload) -> dict[str, Any
             last = now
         await asyncio.sleep(0.5)  # a request's record is written as it ends
         stats_after, prom_after = await _statistics(client, model), _prometheus_codes(server, model)
+        unread_after = _prometheus_codes(server, "")
     prom = {code: n - prom_before.get(code, 0) for code, n in prom_after.items() if n != prom_before.get(code, 0)}
+    # calls that ended before the server read their body: no model to count them under (serving/grpc/intake.py)
+    unread = {code: n - unread_before.get(code, 0) for code, n in unread_after.items()}
+    unread = {code: n for code, n in unread.items() if n}
     return {
         "requests": size.abandoned,
         "texts": size.abandoned_texts,
@@ -113,6 +119,7 @@ async def abandoned(server: Server, model: str, size: Overload) -> dict[str, Any
         "statistics_fail": stats_after["fail"] - stats_before["fail"],
         "statistics_success": stats_after["success"] - stats_before["success"],
         "prometheus_codes": prom,
+        "prometheus_unread_codes": unread,
     }
 
 
