@@ -152,11 +152,15 @@ def export_model(
     out.mkdir(parents=True, exist_ok=True)
     components = spec.components()
     paths, report = export_components(spec, components, out, dict(metadata or {}), opset)
+    flops = None if report.failures else count_flops(spec, components, paths)
+    if flops is not None:
+        flops.save(out / FLOPS_FILE)
     result = {
         "family": spec.family,
         "versions": versions(opset),
         "components": {c.spec.name: _component_summary(c, paths[c.spec.name]) for c in components},
         "parity": _parity_summary(report),
+        "flops": _flops_summary(flops),
         "failures": report.failures,
     }
     (out / REPORT_FILE).write_text(json.dumps(result, indent=1) + "\n")
@@ -288,14 +292,19 @@ def export_int8(
     return result
 
 
+def count_flops(spec: ExportSpec, components: list[Component], paths: dict[str, Path]) -> FlopsFile:
+    """Each graph's FLOPs per call as a polynomial in its axes (exporters.flops), and the parameters."""
+    comps = {c.spec.name: component_flops(paths[c.spec.name], c.spec.inputs, _feeder(c)) for c in components}
+    return FlopsFile(parameters=sum(p.numel() for p in spec.model.parameters()), components=comps)
+
+
 def write_flops(
     ck: Checkpoint, components: list[Component], paths: dict[str, Path], out: Path, examples: list[Any]
 ) -> FlopsFile:
     """Count each graph's FLOPs per call as a polynomial in its axes (exporters.flops) and the FLOPs
     of `examples` served alone through the model's pipeline; write `flops.json` into `out`."""
-    comps = {c.spec.name: component_flops(paths[c.spec.name], c.spec.inputs, _feeder(c)) for c in components}
-    draft = FlopsFile(parameters=sum(p.numel() for p in ck.model.parameters()), components=comps)
     spec = get_spec(ck.recipe.family)(ck.model, ck.config["model"])
+    draft = count_flops(spec, components, paths)
     pipeline = build_pipeline(model_config(ck, spec, components, int8=False), out)
     counts = counters(draft, {c.spec.name: c.spec.inputs for c in components})
     runners = {name: ort_runner(session(p)) for name, p in paths.items()}

@@ -127,9 +127,19 @@ def _timed(runner: Runner, child: Any, calls: list[tuple[Any, int, int, int]], c
         try:
             return runner(feeds)
         finally:
-            calls.append((child, t0, time.perf_counter_ns(), counter(feeds) if counter is not None else 0))
+            calls.append((child, t0, time.perf_counter_ns(), _flops(counter, feeds)))
 
     return run
+
+
+def _flops(counter: CallCounter | None, feeds: dict[str, np.ndarray]) -> int:
+    """The call's FLOPs; 0 for feeds the counter cannot read (the backend reports what is wrong with them)."""
+    if counter is None:
+        return 0
+    try:
+        return counter(feeds)
+    except (KeyError, IndexError, AttributeError):
+        return 0
 
 
 class ServingMetrics:
