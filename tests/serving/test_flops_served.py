@@ -31,7 +31,10 @@ N = 24
 
 @pytest.fixture(scope="module")
 def flops_server(reference_repository):
-    srv = start_server(reference_repository, models=MODELS, model_control_mode="explicit")
+    # no inline runs on the event loop: requests reach the queue, where batches form
+    srv = start_server(
+        reference_repository, models=MODELS, model_control_mode="explicit", grpc={"inline_when_idle": False}
+    )
     yield srv
     srv.stop()
 
