@@ -5,10 +5,10 @@ an output, at a few concrete sizes, so any graph that runs is counted without tr
 shape inference. The counts per operator type (runtime.flops states the convention) are fitted
 as integer polynomials in the symbolic axes, and the fit is checked at sizes it did not use.
 
-Why not onnx-tool: it counts MACs with its own per-op constants and its own shape inference (which
-does not follow the dynamo exporter's Shape/Slice/Reshape chains), has no Loop or Scan, and its
-GRU count leaves out the second direction's element-wise work; a counter over real shapes is ~100
-lines. Control flow (Loop, Scan, If) is refused here: the exporter emits ONNX GRU ops, never loops.
+Why not onnx-tool (1.0.1, tried): its own shape inference fails on our dynamo-exported encoders
+(ValueError in a Squeeze, seq2seq and Transformer alike), it counts MACs with its own per-op
+constants, has no Loop or Scan, and its GRU leaves out the second direction's element-wise work; a
+counter over real shapes is ~100 lines. Control flow (Loop, Scan, If) is refused here: the exporter emits ONNX GRU ops, never loops.
 """
 
 from __future__ import annotations
