@@ -8,7 +8,8 @@ as integer polynomials in the symbolic axes, and the fit is checked at sizes it 
 Why not onnx-tool (1.0.1, tried): its own shape inference fails on our dynamo-exported encoders
 (ValueError in a Squeeze, seq2seq and Transformer alike), it counts MACs with its own per-op
 constants, has no Loop or Scan, and its GRU leaves out the second direction's element-wise work; a
-counter over real shapes is ~100 lines. Control flow (Loop, Scan, If) is refused here: the exporter emits ONNX GRU ops, never loops.
+counter over real shapes is ~100 lines. Control flow (Loop, Scan, If) is refused here: the exporter
+emits ONNX GRU ops, never loops.
 """
 
 from __future__ import annotations

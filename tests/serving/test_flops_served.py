@@ -21,7 +21,6 @@ from runtime.tensors import serialize_bytes
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving.conftest import start_server
-from tests.serving.test_iteration_server import load
 from tests.serving.test_metrics import samples, scrape
 
 MODELS = ["dates-additive", "dates-transformer"]
@@ -44,6 +43,13 @@ def stub(flops_server):
     channel = grpc.insecure_channel(flops_server.address)
     yield pb_grpc.GRPCInferenceServiceStub(channel)
     channel.close()
+
+
+def load(stub, model: str, **override) -> None:
+    """Load `model` with config.yaml fields overridden (RepositoryModelLoad's `config` parameter)."""
+    request = pb.RepositoryModelLoadRequest(model_name=model)
+    request.parameters["config"].string_param = json.dumps(override)
+    stub.RepositoryModelLoad(request, timeout=120)
 
 
 def translate(stub, model: str) -> pb.ModelInferResponse:
