@@ -57,6 +57,18 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _cmd_compute(args: argparse.Namespace) -> int:
+    from models.compute import write_training_compute
+
+    paths = _checkpoint_paths(args)
+    if not paths:
+        print("name a checkpoint or pass --all", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(json.dumps({"checkpoint": str(path), **write_training_compute(path)}))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from models.evaluate import evaluate, format_markdown, format_table
 
@@ -290,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.add_argument("--markdown", action="store_true", help="print the README's table")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "compute", help="training compute of checkpoints (FLOPs per step x steps) into their metrics.json"
+    )
+    p.add_argument("checkpoint", nargs="*", type=Path)
+    p.add_argument("--all", action="store_true", help="every checkpoint under --checkpoints")
+    p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    p.set_defaults(func=_cmd_compute)
 
     p = sub.add_parser("plot", help="draw a model's attention on one input")
     p.add_argument("checkpoint", type=Path)

@@ -11,6 +11,7 @@ import platform
 import shutil
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from exporters.flops import component_flops
 from exporters.onnx import DEFAULT_OPSET, export_component
 from exporters.repository import DEFAULT_BATCHING, model_config, write_model
 from exporters.validate import (
@@ -37,10 +39,12 @@ from models.checkpoint import Checkpoint
 from models.components.spec import Component, ExportSpec, get_spec
 from runtime.config import REPORT_FILE, TORCH_DIR, DynamicBatching
 from runtime.decode import Runner
+from runtime.flops import FLOPS_FILE, FlopsFile, RequestFigures, counted, counters
 from runtime.pipelines.factory import build_pipeline
 from runtime.version import attnserve_version
 
 E2E_EXAMPLES = 500
+FLOPS_EXAMPLES = 100  # held-out requests whose FLOPs flops.json reports (each served alone)
 
 
 def versions(opset: int) -> dict[str, Any]:
@@ -148,11 +152,15 @@ def export_model(
     out.mkdir(parents=True, exist_ok=True)
     components = spec.components()
     paths, report = export_components(spec, components, out, dict(metadata or {}), opset)
+    flops = None if report.failures else count_flops(spec, components, paths)
+    if flops is not None:
+        flops.save(out / FLOPS_FILE)
     result = {
         "family": spec.family,
         "versions": versions(opset),
         "components": {c.spec.name: _component_summary(c, paths[c.spec.name]) for c in components},
         "parity": _parity_summary(report),
+        "flops": _flops_summary(flops),
         "failures": report.failures,
     }
     (out / REPORT_FILE).write_text(json.dumps(result, indent=1) + "\n")
@@ -207,6 +215,9 @@ def export_checkpoint(
                 f"end to end: the served pipeline over ONNX agrees with PyTorch on {e2e.agreement:.4f} of "
                 f"{e2e.n} held-out examples, expected 1.0; first mismatches: {e2e.mismatches}"
             )
+    flops: FlopsFile | None = None
+    if not report.failures:
+        flops = write_flops(ck, components, paths, out, test[:FLOPS_EXAMPLES])
     result: dict[str, Any] = {
         "model": ck.name,
         "version": version,
@@ -216,6 +227,7 @@ def export_checkpoint(
         "components": {c.spec.name: _component_summary(c, paths[c.spec.name]) for c in components},
         "parity": _parity_summary(report),
         "end_to_end": e2e.to_json() if e2e else {},
+        "flops": _flops_summary(flops),
         "failures": report.failures,
     }
     if timing and not report.failures:
@@ -256,6 +268,8 @@ def export_int8(
         paths[comp.spec.name] = out / fp32_paths[comp.spec.name].name
         quantize_dynamic(fp32_paths[comp.spec.name], paths[comp.spec.name], weight_type=QuantType.QInt8)
     _copy_artifacts(ck, out, with_torch=False)
+    # the same arithmetic as fp32's graphs, in int8 matrix products: the same FLOPs count
+    shutil.copy2(fp32_paths[components[0].spec.name].parent / FLOPS_FILE, out / FLOPS_FILE)
     runners = {n: ort_runner(session(p)) for n, p in paths.items()}
     pipeline = build_pipeline(model_config(ck, spec, components, int8=True), out)
     e2e = end_to_end(ck.family, ck.model, test, pipeline, runners)
@@ -276,6 +290,53 @@ def export_int8(
     (out / REPORT_FILE).write_text(json.dumps(result, indent=1) + "\n")
     write_model(repository, ck, spec, components, int8=True, batching=batching)
     return result
+
+
+def count_flops(spec: ExportSpec, components: list[Component], paths: dict[str, Path]) -> FlopsFile:
+    """Each graph's FLOPs per call as a polynomial in its axes (exporters.flops), and the parameters."""
+    comps = {c.spec.name: component_flops(paths[c.spec.name], c.spec.inputs, _feeder(c)) for c in components}
+    return FlopsFile(parameters=sum(p.numel() for p in spec.model.parameters()), components=comps)
+
+
+def write_flops(
+    ck: Checkpoint, components: list[Component], paths: dict[str, Path], out: Path, examples: list[Any]
+) -> FlopsFile:
+    """Count each graph's FLOPs per call as a polynomial in its axes (exporters.flops) and the FLOPs
+    of `examples` served alone through the model's pipeline; write `flops.json` into `out`."""
+    spec = get_spec(ck.recipe.family)(ck.model, ck.config["model"])
+    draft = count_flops(spec, components, paths)
+    pipeline = build_pipeline(model_config(ck, spec, components, int8=False), out)
+    counts = counters(draft, {c.spec.name: c.spec.inputs for c in components})
+    runners = {name: ort_runner(session(p)) for name, p in paths.items()}
+    per_request = []
+    sources = [ck.family.source(ex) for ex in examples]
+    for _, inputs in pipeline.requests(sources, 1):
+        sink: list[int] = []
+        pipeline.run(inputs, {}, counted(runners, counts, sink))
+        per_request.append(sum(sink))
+    figures = RequestFigures(
+        n=len(per_request), mean=statistics.fmean(per_request), min=min(per_request), max=max(per_request)
+    )
+    flops = draft.model_copy(update={"per_request": figures})
+    flops.save(out / FLOPS_FILE)
+    return flops
+
+
+def _feeder(component: Component) -> Callable[[Mapping[str, int]], dict[str, np.ndarray]]:
+    def feeds(dims: Mapping[str, int]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            made = component.make_inputs(dict(dims), torch.Generator().manual_seed(5))
+        return {k: v.numpy() for k, v in made.items()}
+
+    return feeds
+
+
+def _flops_summary(flops: FlopsFile | None) -> dict[str, Any]:
+    if flops is None:
+        return {}
+    calls = {name: c.total.text() for name, c in flops.components.items()}
+    figures = flops.per_request.model_dump() if flops.per_request else None
+    return {"parameters": flops.parameters, "per_call": calls, "per_request": figures}
 
 
 def _parity_summary(report: Report) -> dict[str, Any]:

@@ -93,4 +93,7 @@ def train(
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
     checkpoint.save(out_dir, recipe, family, model, model_config, metrics, extra)
+    from models.compute import write_training_compute  # it loads the saved checkpoint
+
+    metrics["training_compute"] = write_training_compute(out_dir)
     return metrics

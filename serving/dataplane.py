@@ -297,7 +297,8 @@ class DataPlane:
             self.sink.write_steps(series, rows, calls)
 
         label = f"model '{name}' version {version}"
-        instrument = lambda calls: series.timed(runners, calls)  # noqa: E731
+        counters = model.counters  # not `model`: the scheduler holds the version only weakly
+        instrument = lambda calls: series.timed(runners, calls, counters)  # noqa: E731
         policy = Policy.of(model.config, self.workers)
         inline_ok = self._alone if self.inline_when_idle else lambda: False
         if model.config.decode_batching == "iteration":

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from runtime.errors import ModelNotFound
 from runtime.tensors import TensorSpec
-from serving.repository import ModelRepository, State, check_name, version_number
+from serving.repository import LoadedVersion, ModelRepository, State, check_name, version_number
 
 SERVER_NAME = "attnserve"
 # the protocol extensions both transports offer; HTTP adds binary_tensor_data
@@ -25,6 +25,21 @@ class ModelMetadata:
     platform: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    parameters: dict[str, str]  # compute facts (`compute_facts`); KServe V2 metadata has no such field
+
+
+def compute_facts(model: LoadedVersion) -> dict[str, str]:
+    """Parameters and FLOPs of a model version, from its flops.json (runtime.flops), as strings:
+    `parameters`, `flops.<component>` (FLOPs of one call, a polynomial in its axes) and
+    `flops_per_request` (mean over held-out requests served alone); empty without flops.json."""
+    flops = model.flops
+    if flops is None:
+        return {}
+    facts = {"parameters": str(flops.parameters)}
+    facts |= {f"flops.{name}": c.total.text() for name, c in flops.components.items()}
+    if flops.per_request is not None:
+        facts["flops_per_request"] = f"{flops.per_request.mean:.0f}"
+    return facts
 
 
 def model_metadata(repository: ModelRepository, name: str, version: str = "") -> ModelMetadata:
@@ -38,6 +53,7 @@ def model_metadata(repository: ModelRepository, name: str, version: str = "") ->
         platform=PLATFORMS.get(model.default_backend, model.default_backend),
         inputs=tuple(model.pipeline.inputs),
         outputs=tuple(model.pipeline.outputs),
+        parameters=compute_facts(model),
     )
 
 

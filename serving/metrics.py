@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
 from runtime.decode import Runner
+from runtime.flops import CallCounter
 from serving.stats import StatsRegistry
 
 # 0.25 ms to 10 s, about x2 apart, with common SLO edges (1, 5, 10, 50, 100 ms, 1 s) included.
@@ -61,17 +62,25 @@ class ModelSeries:
     decode_steps: Any
     step_rows: Any
     inflight: Any
+    flops: Any
     compute_duration: Histogram  # the parent; a stage's child is bound on its first call
     values: tuple[str, ...]
     stages: dict[str, Any] = field(default_factory=dict)  # component -> child of its stage
 
-    def timed(self, runners: Mapping[str, Runner], calls: list[tuple[Any, int, int]]) -> dict[str, Runner]:
-        """Wrap component runners so each call appends (its stage's child, start ns, end ns) to `calls`.
+    def timed(
+        self,
+        runners: Mapping[str, Runner],
+        calls: list[tuple[Any, int, int, int]],
+        counters: Mapping[str, CallCounter] | None = None,
+    ) -> dict[str, Runner]:
+        """Wrap component runners so each call appends (its stage's child, start ns, end ns, FLOPs)
+        to `calls`; FLOPs from `counters` (runtime.flops), 0 for a component without one.
 
-        The histograms are observed once per executed batch, in `observe_execution`, not inside
-        the decode loop.
+        The histograms and the FLOPs counter are updated once per executed batch, in
+        `observe_execution`, not inside the decode loop.
         """
-        return {comp: _timed(runner, self._stage(comp), calls) for comp, runner in runners.items()}
+        counters = counters or {}
+        return {comp: _timed(runner, self._stage(comp), calls, counters.get(comp)) for comp, runner in runners.items()}
 
     def observe(self, seconds: float, queue_seconds: float) -> None:
         """Record a successful request: its duration and the time it waited to be computed."""
@@ -79,23 +88,30 @@ class ModelSeries:
         self.request_duration.observe(seconds)
         self.queue_duration.observe(queue_seconds)
 
-    def observe_execution(self, rows: int, calls: list[tuple[Any, int, int]]) -> int:
+    def observe_execution(self, rows: int, calls: list[tuple[Any, int, int, int]]) -> int:
         """Record one executed batch: its items and its component calls; returns the decoder steps."""
         step = self.stages.get("decoder_step")
-        steps = 0
-        for child, start, end in calls:
+        steps = flops = 0
+        for child, start, end, n in calls:
             child.observe((end - start) / 1e9)
             steps += child is step
+            flops += n
+        if flops:
+            self.flops.inc(flops)
         self.batch_size.observe(rows)
         if steps:
             self.decode_steps.observe(steps)
         return steps
 
-    def observe_steps(self, rows: Sequence[int], calls: Sequence[tuple[Any, int, int]]) -> None:
+    def observe_steps(self, rows: Sequence[int], calls: Sequence[tuple[Any, int, int, int]]) -> None:
         """Record decoder steps of an iteration-level decode batch: the rows of each, and its call."""
-        for n, (child, start, end) in zip(rows, calls, strict=True):
+        flops = 0
+        for n, (child, start, end, call_flops) in zip(rows, calls, strict=True):
             child.observe((end - start) / 1e9)
             self.step_rows.observe(n)
+            flops += call_flops
+        if flops:
+            self.flops.inc(flops)
 
     def _stage(self, component: str) -> Any:
         child = self.stages.get(component)
@@ -105,15 +121,25 @@ class ModelSeries:
         return child
 
 
-def _timed(runner: Runner, child: Any, calls: list[tuple[Any, int, int]]) -> Runner:
+def _timed(runner: Runner, child: Any, calls: list[tuple[Any, int, int, int]], counter: CallCounter | None) -> Runner:
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t0 = time.perf_counter_ns()
         try:
             return runner(feeds)
         finally:
-            calls.append((child, t0, time.perf_counter_ns()))
+            calls.append((child, t0, time.perf_counter_ns(), _flops(counter, feeds)))
 
     return run
+
+
+def _flops(counter: CallCounter | None, feeds: dict[str, np.ndarray]) -> int:
+    """The call's FLOPs; 0 for feeds the counter cannot read (the backend reports what is wrong with them)."""
+    if counter is None:
+        return 0
+    try:
+        return counter(feeds)
+    except (KeyError, IndexError, AttributeError):
+        return 0
 
 
 class ServingMetrics:
@@ -161,6 +187,12 @@ class ServingMetrics:
             "attnserve_request_failures", "Failed inference requests by reason (status code).", ("model", "code"), **kw
         )
         self.inflight = Gauge("attnserve_inflight_requests", "Requests being served now.", ("model",), **kw)
+        self.flops = Counter(
+            "attnserve_flops",
+            "Floating-point operations computed for inference requests (each component call's, from its graph's "
+            "flops.json: 2 per multiply-add; a call counts its rows times one row's).",
+            MODEL_LABELS, **kw,
+        )  # fmt: skip
         self._series: dict[ModelLabels, ModelSeries] = {}
         self._labelled: dict[str, set[ModelLabels]] = {}  # model -> label sets its series carry
         self.model_ready = Gauge(
@@ -184,6 +216,7 @@ class ServingMetrics:
                 decode_steps=self.decode_steps.labels(*values),
                 step_rows=self.step_rows.labels(*values),
                 inflight=self.inflight.labels(labels.model),
+                flops=self.flops.labels(*values),
                 compute_duration=self.compute_duration,
                 values=values,
             )
@@ -217,7 +250,7 @@ class ServingMetrics:
         for labels in [k for k in self._series if k.model == model and k not in kept]:
             self._series.pop(labels, None)
         by_model = (self.request_duration, self.queue_duration, self.compute_duration, self.decode_steps,
-                    self.step_rows, self.batch_size, self.requests, self.model_ready)  # fmt: skip
+                    self.step_rows, self.batch_size, self.requests, self.model_ready, self.flops)  # fmt: skip
         if not kept:
             for collector in (*by_model, self.failures, self.inflight):
                 collector.remove_by_labels({"model": model})

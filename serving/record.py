@@ -63,8 +63,8 @@ class RequestRecord:
     started: int = 0
     finished: int = 0  # the pipeline returned
     done: int = 0  # the response is built, or the request failed
-    # (stage child, start, end) per component call of the batch the request ran in
-    calls: list[tuple[Any, int, int]] = field(default_factory=list)
+    # (stage child, start, end, FLOPs) per component call of the batch the request ran in
+    calls: list[tuple[Any, int, int, int]] = field(default_factory=list)
     code: str = OK
     trace: Any = None  # the transport's trace context (serving.tracing.Incoming) when tracing is on
 

@@ -35,6 +35,7 @@ from runtime.errors import (
     ModelUnavailable,
     ServingError,
 )
+from runtime.flops import CallCounter, FlopsFile, counters
 from runtime.pipelines.base import Pipeline
 from runtime.pipelines.factory import build_pipeline
 from runtime.tensors import signature_mismatches
@@ -63,6 +64,8 @@ class LoadedVersion:
     pipeline: Pipeline
     backends: dict[str, dict[str, Backend]]  # backend name -> component -> backend
     missing: dict[str, str] = field(default_factory=dict)  # configured backends not installed -> why
+    flops: FlopsFile | None = None  # its flops.json (runtime.flops), when the version has one
+    counters: dict[str, CallCounter] = field(default_factory=dict)  # component -> FLOPs of a call
     _holds: int = field(default=0, init=False, repr=False)  # requests running on this version
     _retired: bool = field(default=False, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
@@ -364,6 +367,10 @@ class ModelRepository:
         missing: dict[str, str],
     ) -> LoadedVersion:
         pipeline = build_pipeline(config, path)
+        flops = FlopsFile.read(path)
+        inputs = {name: c.inputs for name, c in config.components.items()}
+        if flops is not None:
+            flops.check(inputs)
         backends: dict[str, dict[str, Backend]] = {}
         try:
             for bc in config.backends:
@@ -389,7 +396,14 @@ class ModelRepository:
                     b.close()
             raise
         return LoadedVersion(
-            config=config, version=version, path=path, pipeline=pipeline, backends=backends, missing=dict(missing)
+            config=config,
+            version=version,
+            path=path,
+            pipeline=pipeline,
+            backends=backends,
+            missing=dict(missing),
+            flops=flops,
+            counters=counters(flops, inputs) if flops is not None else {},
         )
 
 

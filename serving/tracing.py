@@ -172,7 +172,7 @@ def _stages(record: RequestRecord) -> list[tuple[str, int, int, dict[str, Any]]]
     stages.append(("compute_input", record.started, first_call, {}))
     components = {id(child): name for name, child in (record.series.stages if record.series else {}).items()}
     steps: list[tuple[int, int]] = []
-    for child, start, end in calls:
+    for child, start, end, _ in calls:
         component = components.get(id(child), "component")
         if component == DECODER_STEP:
             steps.append((start, end))

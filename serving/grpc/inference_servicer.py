@@ -17,7 +17,7 @@ from grpc import StatusCode, aio
 from runtime.config import ModelConfig
 from runtime.errors import ModelNotFound
 from serving.dataplane import DataPlane
-from serving.describe import EXTENSIONS, PLATFORMS, SERVER_NAME, model_metadata, model_ready
+from serving.describe import EXTENSIONS, PLATFORMS, SERVER_NAME, compute_facts, model_metadata, model_ready
 from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
@@ -321,6 +321,7 @@ def model_config_message(model: LoadedVersion) -> mc.ModelConfig:
         "backends": ",".join(b.name for b in cfg.backends),
         "int8": str(cfg.int8).lower(),
         "decode_batching": cfg.decode_batching,
+        **compute_facts(model),
     }
     for backend, described in model.describe().items():
         for key, value in described.items():

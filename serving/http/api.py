@@ -139,7 +139,8 @@ class RestApi:
             for specs in (md.inputs, md.outputs)
         ]
         doc = {"name": md.name, "versions": list(md.versions), "platform": md.platform}
-        return Response.json(200, doc | {"inputs": tensors[0], "outputs": tensors[1]})
+        doc |= {"inputs": tensors[0], "outputs": tensors[1]}
+        return Response.json(200, doc | ({"parameters": md.parameters} if md.parameters else {}))
 
     async def model_ready(self, name: str, version: str) -> Response:
         ready = model_ready(self.repository, name, version, self.is_draining())

@@ -13,7 +13,7 @@ from runtime.errors import DeadlineExceeded, QueueFull
 from runtime.pipelines.base import Outputs, Runners
 from serving.scheduler.policy import Policy
 
-Calls = list[tuple[Any, int, int]]  # (stage histogram child, start ns, end ns) per component call
+Calls = list[tuple[Any, int, int, int]]  # (stage histogram child, start ns, end ns, FLOPs) per component call
 Instrument = Callable[[Calls], Runners]  # the runners, timed into the given list
 Hold = Callable[[], Callable[[], None]]  # hold the model version open; returns the release
 

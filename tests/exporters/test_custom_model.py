@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from exporters.export import export_model
 from models.attention import masked_softmax
 from models.components.spec import Component, ComponentSpec, ExportSpec, TensorSpec, lengths_mask
+from runtime.flops import FlopsFile
 
 
 # 1. The user's model: a token classifier pooling with cosine-similarity attention.
@@ -77,3 +78,7 @@ def test_a_users_own_model_exports_and_verifies(tmp_path: Path):
     sess = ort.InferenceSession(str(tmp_path / "cosine" / "1" / "classify.onnx"))
     assert sess.get_modelmeta().custom_metadata_map["owner"] == "me"
     assert [d for d in sess.get_inputs()[0].shape] == ["batch", "tokens"]
+    # its FLOPs per call, a polynomial in its own axes, and its parameters
+    flops = FlopsFile.read(tmp_path / "cosine" / "1")
+    assert flops is not None and flops.parameters == sum(p.numel() for p in model.parameters())
+    assert set(flops.components["classify"].total.axes) == {"batch", "tokens"}

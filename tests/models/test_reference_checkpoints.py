@@ -43,3 +43,15 @@ def test_evaluation_reproduces_the_recorded_figure(name: str):
     [record] = evaluate([ROOT / name], threads=1)
     recorded = checkpoint.load(ROOT / name).metrics
     assert record["value"] == recorded["value"] and record["n"] == recorded["n"]
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_training_compute_is_recorded_for_the_steps_trained(name: str):
+    metrics = json.loads((ROOT / name / "metrics.json").read_text())
+    compute = metrics["training_compute"]  # `attnserve compute checkpoints/<name>` writes it
+    assert compute["steps"] == metrics["steps"] and compute["flops"] == compute["flops_per_step"] * compute["steps"]
+    assert compute["petaflop_s_days"] == pytest.approx(compute["flops"] / 8.64e19)
+    # forward + backward: backward computes about twice the forward's products
+    assert (
+        2.5 * compute["forward_flops_per_step"] <= compute["flops_per_step"] <= 3.5 * compute["forward_flops_per_step"]
+    )

@@ -76,6 +76,16 @@ def test_checkpoint_layout_and_round_trip(tiny_checkpoint: Path):
     assert ck.family.predict(ck.model, texts) == again.family.predict(again.model, texts)
 
 
+def test_training_records_its_compute(tiny_checkpoint: Path):
+    metrics = json.loads((tiny_checkpoint / "metrics.json").read_text())
+    compute = metrics["training_compute"]
+    assert compute["steps"] == TINY.train.steps and compute["batch_size"] == TINY.train.batch_size
+    assert compute["flops"] == compute["flops_per_step"] * TINY.train.steps > 0
+    # each example uses every weight but the embeddings' (a few percent here) in at least one product,
+    # at 2 FLOPs per multiply-add
+    assert compute["forward_flops_per_step"] > metrics["parameters"] * TINY.train.batch_size
+
+
 def test_no_pickle_in_the_code():
     pattern = re.compile(r"torch\.save\(|import pickle|pickle\.load|torch\.load\((?![^)]*weights_only=True)")
     offenders = [

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from runtime.flops import CallCounter, ComponentFlops, Polynomial, Term
+from runtime.tensors import TensorSpec
 from serving.metrics import ModelLabels, ServingMetrics
 
 LABELS = ModelLabels("dates-additive", "1", "additive", "onnxruntime", "cpu")
@@ -78,3 +80,20 @@ def test_series_are_bound_once_and_forgotten_with_their_model():
     assert metrics.series(LABELS._replace(backend="torch")) is not first
     metrics.forget_model("dates-additive")
     assert metrics.series(LABELS) is not first
+
+
+def test_the_flops_of_component_calls_are_counted_once_per_batch_and_step():
+    registry = CollectorRegistry()
+    series = ServingMetrics(registry).series(LABELS)
+    per_row = Polynomial(axes=("batch",), terms=(Term(coef=7, powers={"batch": 1}),))
+    counters = {"encoder": CallCounter(ComponentFlops(total=per_row), (TensorSpec.of("x", "float32", "batch"),))}
+    calls: list = []
+    timed = series.timed({"encoder": runner, "decoder_step": runner}, calls, counters)
+    timed["encoder"]({"x": np.zeros(3)})
+    timed["decoder_step"]({"x": np.zeros(3)})  # no counter: 0 FLOPs
+    assert [c[3] for c in calls] == [21, 0]
+    assert value(registry, "attnserve_flops_total") == 0  # not inside the decode loop
+    series.observe_execution(3, calls)
+    assert value(registry, "attnserve_flops_total") == 21
+    series.observe_steps([3], calls[:1])
+    assert value(registry, "attnserve_flops_total") == 42

@@ -56,7 +56,7 @@ def test_a_success_is_split_into_triton_stages_and_observed_once(sink: RecordSin
     timed["encoder"]({})
     timed["decoder_step"]({})
     encode, step = calls[0][0], calls[1][0]
-    record.calls = [(encode, 3_000, 5_000), (step, 5_500, 6_000)]  # fixed marks: exact sums below
+    record.calls = [(encode, 3_000, 5_000, 10), (step, 5_500, 6_000, 4)]  # fixed marks: exact sums below
     sink.write(record)
 
     s = sink.stats.snapshot()[("dates-additive", 1)]
@@ -72,6 +72,7 @@ def test_a_success_is_split_into_triton_stages_and_observed_once(sink: RecordSin
     assert (s.inference_count, s.execution_count, s.batch_sizes[3].ns) == (3, 1, 3_000)
     assert sample(sink, "attnserve_compute_duration_seconds_sum", **MODEL, stage="encode") == pytest.approx(2e-6)
     assert sample(sink, "attnserve_decode_steps_sum", **MODEL) == 1
+    assert sample(sink, "attnserve_flops_total", **MODEL) == 14  # its calls' FLOPs, once per batch
     assert (
         sample(sink, "attnserve_batch_size_sum", **MODEL) == 3
         and sample(sink, "attnserve_batch_size_count", **MODEL) == 1
