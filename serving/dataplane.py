@@ -262,6 +262,7 @@ class DataPlane:
         scheduler = self.schedulers.get(model, backend)
         loop = asyncio.get_running_loop()
         limit = scheduler.deadline(deadline, _timeout(params), loop.time())
+        scheduler.admit(scheduler.queued, limit)  # a full queue refuses before any preparation (submit checks again)
         start = time.perf_counter_ns()
         if _small(inputs):
             prepared = model.pipeline.prepare(inputs, params)
