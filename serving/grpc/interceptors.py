@@ -120,18 +120,26 @@ class ErrorInterceptor(aio.ServerInterceptor):
         self._guarded[details.method] = guarded
         return guarded
 
+    def _refusal(self, method: str, message_name: str) -> Callable[[Undecodable, aio.ServicerContext], Awaitable[None]]:
+        """How `method` answers a body that does not parse: INVALID_ARGUMENT, logged at most once a minute."""
+        undecodable = self._undecodable
+
+        async def refuse(request: Undecodable, context: aio.ServicerContext) -> None:
+            undecodable.warning("%s: undecodable request body (%d bytes)", method, request.size)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request body ({request.size} bytes) is not a valid {message_name} message",
+            )
+
+        return refuse
+
     def _guard(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary
-        message_name = _message_name(handler.request_deserializer)
-        undecodable = self._undecodable
+        refuse = self._refusal(method, _message_name(handler.request_deserializer))
 
         async def guarded(request: Any, context: aio.ServicerContext) -> Any:
             if isinstance(request, Undecodable):
-                undecodable.warning("%s: undecodable request body (%d bytes)", method, request.size)
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the request body ({request.size} bytes) is not a valid {message_name} message",
-                )
+                await refuse(request, context)
             try:
                 return await inner(request, context)
             except aio.AbortError:
@@ -149,16 +157,11 @@ class ErrorInterceptor(aio.ServerInterceptor):
         """`_guard` for a server-streaming method written as an async generator: a failure ends the
         stream with its status (after the messages already sent)."""
         inner = handler.unary_stream
-        message_name = _message_name(handler.request_deserializer)
-        undecodable = self._undecodable
+        refuse = self._refusal(method, _message_name(handler.request_deserializer))
 
         async def guarded(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             if isinstance(request, Undecodable):
-                undecodable.warning("%s: undecodable request body (%d bytes)", method, request.size)
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the request body ({request.size} bytes) is not a valid {message_name} message",
-                )
+                await refuse(request, context)
             try:
                 async for response in inner(request, context):
                     yield response
