@@ -17,6 +17,7 @@ one run.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -50,12 +52,14 @@ def request(model: str, inputs: dict[str, np.ndarray], backend: str) -> pb.Model
 
 
 def spawn(cmd: list[str], ready: str, **popen: Any) -> tuple[subprocess.Popen, int]:
-    """Start `cmd`; return it and the port from its first stdout line matching `ready` (one group)."""
+    """Start `cmd`; return it and the port from its first stdout line matching `ready` (one group).
+    The rest of its output is read (and dropped) by a thread: a full pipe would block the server."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
     assert proc.stdout is not None
     for line in proc.stdout:
         match = re.search(ready, line)
         if match:
+            threading.Thread(target=collections.deque, args=(proc.stdout, 0), daemon=True).start()
             return proc, int(match.group(1))
     raise RuntimeError(f"{cmd[1]} exited before it was ready")
 

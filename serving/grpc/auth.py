@@ -17,7 +17,7 @@ import grpc
 from grpc import aio
 
 from runtime.errors import ControlDisabled, ServingError
-from serving.grpc.interceptors import STATUS
+from serving.grpc.interceptors import STATUS, end_call
 from serving.security import Scope, TlsFiles, TokenTable
 from serving.settings import ServerSettings
 
@@ -92,7 +92,7 @@ def _refusal(handler: grpc.RpcMethodHandler | None, exc: ServingError) -> grpc.R
     code, message = STATUS[exc.code], exc.message
 
     async def refuse(request: Any, context: aio.ServicerContext) -> None:
-        await context.abort(code, message)
+        await end_call(context, code, message)
 
     if handler is None:  # an unknown method: refused the same way, its existence not confirmed
         return grpc.unary_unary_rpc_method_handler(refuse)

@@ -20,6 +20,8 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from serving.grpc.interceptors import end_call
+
 SHUTTING_DOWN = "attnserve is shutting down; send the call to another replica"
 # Probes keep answering while the server drains (health says NOT_SERVING, ServerReady false).
 PROBES = frozenset(
@@ -131,7 +133,7 @@ class DrainGate(aio.ServerInterceptor):
 
         async def gated(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             if not self._admit():
-                await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+                await end_call(context, grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             try:
                 async for response in inner(request, context):
                     yield response
@@ -150,7 +152,7 @@ class DrainGate(aio.ServerInterceptor):
 
         async def gated(request: Any, context: aio.ServicerContext) -> Any:
             if not self._admit(probe):
-                await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+                await end_call(context, grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             try:
                 return await inner(request, context)
             finally:

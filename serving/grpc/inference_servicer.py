@@ -24,7 +24,7 @@ from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc._gen.inference import model_config_pb2 as mc
 from serving.grpc.deadline import deadline_of
 from serving.grpc.infer_body import SplitRequest
-from serving.grpc.interceptors import status_of
+from serving.grpc.interceptors import end_call, status_of
 from serving.overrides import parse_override
 from serving.repository import LoadedVersion, ModelRepository, State, check_name
 from serving.stats import Duration, StatsRegistry
@@ -267,7 +267,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # --- not offered -----------------------------------------------------------------
 
     async def _unimplemented(self, request: Any, context: aio.ServicerContext) -> None:
-        await context.abort(StatusCode.UNIMPLEMENTED, "attnserve does not offer shared memory, trace or log settings")
+        message = "attnserve does not offer shared memory, trace or log settings"
+        await end_call(context, StatusCode.UNIMPLEMENTED, message)
 
     SystemSharedMemoryStatus = _unimplemented
     SystemSharedMemoryRegister = _unimplemented

@@ -21,6 +21,8 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from serving.grpc.interceptors import end_call
+
 DEADLINE_EXCEEDED, CANCELLED = "DEADLINE_EXCEEDED", "CANCELLED"
 DEADLINE_SLACK_S = 0.002  # a cancellation this close to the deadline is the deadline's
 
@@ -59,7 +61,7 @@ class IntakeInterceptor(aio.ServerInterceptor):
             if request is aio.EOF:
                 code = await _why_unread(context)
                 if code is None:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
+                    await end_call(context, grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
                 on_unread(code)
                 raise asyncio.CancelledError
             return await inner(request, context)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from grpc import aio
@@ -30,6 +31,23 @@ STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
+
+
+async def end_call(context: aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    """End a call with `code` and `message` (`context.abort`). A call that gRPC has already ended
+    (its deadline passed, or its client left, while the server was answering) has nobody to tell:
+    gRPC refuses the status (ExecuteBatchError, logged with a traceback per call), so the handler
+    ends as cancelled instead, quietly; the request was counted under its own code before."""
+    try:
+        await context.abort(code, message)
+    except aio.AbortError:
+        raise
+    except Exception:
+        remaining = context.time_remaining()
+        if context.done() or context.cancelled() or (remaining is not None and remaining <= 0):
+            raise asyncio.CancelledError from None
+        raise
+    raise AssertionError("context.abort returned")  # it always raises
 
 
 class RateLimitedLog:
@@ -126,7 +144,8 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
         async def refuse(request: Undecodable, context: aio.ServicerContext) -> None:
             undecodable.warning("%s: undecodable request body (%d bytes)", method, request.size)
-            await context.abort(
+            await end_call(
+                context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"the request body ({request.size} bytes) is not a valid {message_name} message",
             )
@@ -145,7 +164,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
             except aio.AbortError:
                 raise
             except Exception as exc:
-                await context.abort(*status_of(method, request, exc))
+                await end_call(context, *status_of(method, request, exc))
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -168,7 +187,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
             except aio.AbortError:
                 raise
             except Exception as exc:
-                await context.abort(*status_of(method, request, exc))
+                await end_call(context, *status_of(method, request, exc))
 
         return grpc.unary_stream_rpc_method_handler(
             guarded,
