@@ -36,15 +36,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import ROOT
+from tests.serving.conftest import LONGEST_DATES_INPUT, ROOT
 
 MODEL = "dates-additive"
 BACKEND = "torch"  # see the module's docstring
 QUEUE = 8
 DATES = [f"{d}. September 19{d + 50}" for d in range(1, 29)]
-# the model's longest input (max_input_length 64): the encoder and every attention step cost most
-SLOW_TEXT = "Mittwoch, 21. September 1951, und Donnerstag, 22. September 1952"
-assert len(SLOW_TEXT) == 64
+SLOW_TEXT = LONGEST_DATES_INPUT
 
 
 class Server:

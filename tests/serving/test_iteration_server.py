@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.repository import ModelRepository
-from tests.serving.conftest import RunningServer, start_server
+from tests.serving.conftest import LONGEST_DATES_INPUT, RunningServer, start_server
 from tests.serving.test_batching import held_out, send_all, statistics
 
 DATES, SORTER = "dates-additive", "sort-pointer"
@@ -110,9 +111,10 @@ def test_iteration_level_answers_equal_batch_one_answers(srv: RunningServer, ref
 
 
 def test_a_request_whose_client_left_leaves_the_decode_batch(srv: RunningServer):
-    """About a second of decoding (64 texts, beam 16: 1,024 rows, joining the empty batch alone),
-    cancelled once the server has it: its rows leave at the next step, before its 16th."""
-    texts = np.array([f"{d % 28 + 1}. September 19{d % 40 + 50}".encode() for d in range(64)], dtype=np.object_)
+    """About half a second of decoding (64 of the longest texts, beam 16: 1,024 rows, joining the
+    empty batch alone), cancelled once the server has it: its rows leave at the next step, before
+    its 16th."""
+    texts = np.array([LONGEST_DATES_INPUT.encode()] * 64, dtype=np.object_)
     slow = convert.infer_request(DATES, {"text": texts}, params={"beam_size": 16})
     model = srv.app.repository.get(DATES)
     scheduler = srv.app.dataplane.schedulers.get(model, model.default_backend)
@@ -122,11 +124,14 @@ def test_a_request_whose_client_left_leaves_the_decode_batch(srv: RunningServer)
     async def leave_while_decoding() -> None:
         async with grpc.aio.insecure_channel(srv.address) as channel:
             call = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(slow, timeout=120)
+            end = time.monotonic() + 30
             while not scheduler.running:  # the server has it
+                assert time.monotonic() < end and not call.done(), "the request never decoded"
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.1)
             call.cancel()
             while scheduler.running:  # its rows left; nothing else to decode
+                assert time.monotonic() < end + 30, "its rows never left the decode batch"
                 await asyncio.sleep(0.01)
 
     asyncio.run(leave_while_decoding())

@@ -23,7 +23,7 @@ from serving.grpc._gen.attnserve.v1 import attention_pb2 as apb
 from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import RunningServer, light_request, start_server
+from tests.serving.conftest import LONGEST_DATES_INPUT, RunningServer, light_request, start_server
 from tests.serving.test_tritonclient import DATES, text_input
 
 MODEL = "dates-additive"
@@ -144,8 +144,8 @@ def test_closing_the_stream_stops_its_requests(server: RunningServer):
     def stats(stub: pb_grpc.GRPCInferenceServiceStub) -> pb.InferStatistics:
         return stub.ModelStatistics(pb.ModelStatisticsRequest(name=MODEL)).model_stats[0]
 
-    texts = np.array([f"{d % 28 + 1}. September 19{d % 28 + 51}".encode() for d in range(64)], dtype=np.object_)
-    slow = convert.infer_request(MODEL, {"text": texts}, ["text"], {"beam_size": 16})  # about a second's work
+    texts = np.array([LONGEST_DATES_INPUT.encode()] * 64, dtype=np.object_)
+    slow = convert.infer_request(MODEL, {"text": texts}, ["text"], {"beam_size": 16})  # about 0.6 s of work
     open_ = threading.Event()
 
     def requests() -> Iterator[pb.ModelInferRequest]:
@@ -156,13 +156,16 @@ def test_closing_the_stream_stops_its_requests(server: RunningServer):
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         before = stats(stub)
         call = stub.ModelStreamInfer(requests())
+        end = time.monotonic() + 30
         while server.app.metrics.inflight_by_model().get(MODEL) != 1:  # the server has it
+            assert time.monotonic() < end, "the slow request never showed in flight"
             time.sleep(0.02)
         time.sleep(0.1)  # computing
         call.cancel()
         open_.set()
         # one batch at a time (dynamic batching): this one runs after the abandoned batch ended
-        answer = stub.ModelInfer(convert.infer_request(MODEL, {"text": texts[:1]}, ["text"], {}), timeout=60)
+        short = np.array([b"1. September 1951"], dtype=np.object_)
+        answer = stub.ModelInfer(convert.infer_request(MODEL, {"text": short}, ["text"], {}), timeout=60)
         assert convert.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
         after = stats(stub)
     fail, success = (after.inference_stats.fail.count - before.inference_stats.fail.count,
