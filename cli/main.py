@@ -118,8 +118,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 2
     only = set(args.quantize_models.split(",")) if args.quantize_models else None
     summaries = export_many(
-        paths, args.repository, args.version, args.opset, args.quantize, args.jobs, only, batching=batching
-    )
+        paths, args.repository, args.version, args.opset, args.quantize, args.jobs, only,
+        batching=batching, int8_keep=args.int8_keep,
+    )  # fmt: skip
     failed = [s["model"] for s in summaries if not s["ok"]]
     if failed:
         print(f"export failed for: {', '.join(failed)}", file=sys.stderr)
@@ -326,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=20)
     p.add_argument("--quantize", choices=["int8"], help="also write <name>-int8 (dynamic quantization)")
     p.add_argument("--quantize-models", help="comma-separated subset that --quantize applies to (default: all)")
+    p.add_argument("--int8-keep", choices=["auto", "always"], default="auto",
+                   help="auto: keep an int8 twin only where it is >=10%% faster at batch 1 or 16 and within 1 point "
+                        "of fp32's metric (measured at export); always: keep it anyway")  # fmt: skip
     p.add_argument("--jobs", type=int, default=2, help="export processes at a time")
     g = p.add_argument_group("dynamic batching written into every config.yaml (default: no added wait, queue 256)")
     g.add_argument("--max-queue-delay-us", type=int, metavar="US", help="max_queue_delay_microseconds (default 0)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 from exporters.onnx import DEFAULT_OPSET
 from exporters.repository import DEFAULT_BATCHING, batching_json
-from runtime.config import DynamicBatching
+from runtime.config import REPORT_FILE, DynamicBatching
 
 
 def export_many(
@@ -25,11 +26,13 @@ def export_many(
     quantize_only: set[str] | None = None,
     quiet: bool = False,
     batching: DynamicBatching | None = DEFAULT_BATCHING,
+    int8_keep: str = "auto",
 ) -> list[dict[str, Any]]:
     """Export each checkpoint in a fresh Python process, `jobs` at a time.
 
     `quantize` applies to the models named in `quantize_only` (all when None); `batching` is every
-    config.yaml's dynamic_batching (None: none).
+    config.yaml's dynamic_batching (None: none); `int8_keep` "auto" keeps an int8 twin only where it
+    pays (exporters.int8), "always" keeps it anyway.
     Returns one summary per model: {"model", "ok", "seconds", "error"?}.
     """
 
@@ -40,7 +43,7 @@ def export_many(
             "--dynamic-batching", batching_json(batching),
         ]  # fmt: skip
         if quantize and (quantize_only is None or ck.name in quantize_only):
-            cmd += ["--quantize", quantize]
+            cmd += ["--quantize", quantize, "--int8-keep", int8_keep]
         t0 = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -57,7 +60,16 @@ def export_many(
             print(f"{ck.name:<22} {status:<6} {summary['seconds']:>6.1f} s", flush=True)
             if not summary["ok"]:
                 print(summary["error"], file=sys.stderr, flush=True)
+            elif (twin := _int8_outcome(repository / ck.name / str(version))) is not None:
+                outcome = "kept" if twin["kept"] else "not written"
+                print(f"{twin['model']:<22} {outcome}: {twin['decision']}", flush=True)
         return summary
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(pool.map(one, checkpoints))
+
+
+def _int8_outcome(folder: Path) -> dict[str, Any] | None:
+    """The int8 section of an exported model's report (None: no twin was asked for)."""
+    report = folder / REPORT_FILE
+    return json.loads(report.read_text()).get("int8") if report.exists() else None

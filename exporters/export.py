@@ -20,6 +20,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from exporters import int8 as int8_speed
 from exporters.flops import component_flops
 from exporters.onnx import DEFAULT_OPSET, export_component
 from exporters.repository import DEFAULT_BATCHING, model_config, write_model
@@ -177,9 +178,11 @@ def export_checkpoint(
     examples: int = E2E_EXAMPLES,
     timing: bool = True,
     batching: DynamicBatching | None = DEFAULT_BATCHING,
+    int8_keep: str = "auto",
 ) -> dict[str, Any]:
     """Export, validate and write one model (and its int8 twin if asked) with `batching` as its
-    config.yaml's dynamic_batching; returns the report.
+    config.yaml's dynamic_batching; returns the report. The twin is kept where it pays
+    (exporters.int8; `int8_keep="always"`: kept anyway, its figures still recorded).
 
     Raises ValidationError, after writing the report, when any check fails.
     """
@@ -239,7 +242,9 @@ def export_checkpoint(
     write_model(repository, ck, spec, components, int8=False, batching=batching)
     report.raise_if_failed(ck.name)
     if quantize == "int8":
-        result["int8"] = export_int8(ck, spec, components, paths, repository, version, test, e2e, opset, batching)
+        twin = export_int8(ck, spec, components, paths, repository, version, test, e2e, opset, batching, int8_keep)
+        result["int8"] = {k: twin[k] for k in ("model", "kept", "decision", "speed", "task_metric")}
+        (out / REPORT_FILE).write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -254,8 +259,10 @@ def export_int8(
     fp32_e2e: EndToEnd | None,
     opset: int,
     batching: DynamicBatching | None = DEFAULT_BATCHING,
+    keep: str = "auto",
 ) -> dict[str, Any]:
-    """`<name>-int8`: ONNX Runtime dynamic quantization (MatMul/Gemm; GRU ops stay fp32)."""
+    """`<name>-int8`: ONNX Runtime dynamic quantization (MatMul/Gemm; GRU ops stay fp32), written
+    into the repository only where it pays (exporters.int8.decide; `keep="always"`: written anyway)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     name = f"{ck.name}-int8"
@@ -273,8 +280,19 @@ def export_int8(
     runners = {n: ort_runner(session(p)) for n, p in paths.items()}
     pipeline = build_pipeline(model_config(ck, spec, components, int8=True), out)
     e2e = end_to_end(ck.family, ck.model, test, pipeline, runners)
+    fp32_out = fp32_paths[components[0].spec.name].parent
+    fp32_pipeline = build_pipeline(model_config(ck, spec, components, int8=False), fp32_out)
+    fp32_runners = {n: ort_runner(session(p)) for n, p in fp32_paths.items()}
+    sources = [ck.family.source(ex) for ex in test]
+    speed = int8_speed.measure((fp32_pipeline, fp32_runners), (pipeline, runners), sources)
+    fp32_value = fp32_e2e.value if fp32_e2e else e2e.value
+    decision = int8_speed.decide(speed, fp32_value, e2e.value)
+    kept = decision.keep or keep == "always"
     result = {
         "model": name,
+        "kept": kept,
+        "decision": decision.reason if decision.keep or not kept else f"kept (--int8-keep always); {decision.reason}",
+        "speed": [s.model_dump() for s in speed],
         "version": version,
         "quantization": "onnxruntime.quantization.quantize_dynamic, QInt8 weights",
         "versions": versions(opset),
@@ -287,6 +305,9 @@ def export_int8(
         "agreement_with_fp32_torch": e2e.agreement,
         "size_bytes": {n: {"int8": paths[n].stat().st_size, "fp32": fp32_paths[n].stat().st_size} for n in paths},
     }
+    if not kept:  # nothing of it stays in the repository; the fp32 model's report says why
+        shutil.rmtree(repository / name)
+        return result
     (out / REPORT_FILE).write_text(json.dumps(result, indent=1) + "\n")
     write_model(repository, ck, spec, components, int8=True, batching=batching)
     return result

@@ -255,7 +255,9 @@ def test_the_slim_and_torch_images_build_outside_a_container_and_serve(prefix: P
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
             index = stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=10).models
-            assert len(index) == 13 and {m.state for m in index} == {"READY"}, index
+            # every model of the image's repository (int8 twins only where they paid when it was built)
+            built = len(list((Path(slim["root"]) / "opt" / "attnserve" / "model_repository").glob("*/config.yaml")))
+            assert built >= 11 and len(index) == built and {m.state for m in index} == {"READY"}, index
             assert translate(stub) == ("2021-03-03", "onnxruntime")
             with pytest.raises(grpc.RpcError) as err:
                 translate(stub, "torch")
@@ -264,7 +266,7 @@ def test_the_slim_and_torch_images_build_outside_a_container_and_serve(prefix: P
     finally:
         code, log = server.stop()
     assert code == 0, log[-3000:]
-    assert len(re.findall(r"backend torch skipped \(not installed\)", log)) == 11  # the 2 int8 twins list none
+    assert len(re.findall(r"backend torch skipped \(not installed\)", log)) == 11  # int8 twins list none
     assert snapshot(image_files) == before  # nothing written outside /tmp (as uid 1000 it could not be)
 
     torch = build(prefix, "torch", "repository", "wheel")

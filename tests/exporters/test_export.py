@@ -11,6 +11,7 @@ import onnx
 import pytest
 
 from cli import main as cli
+from exporters.int8 import BatchSpeed, decide
 from exporters.repository import DEFAULT_BATCHING, batching_json, exported_batching, parse_batching_json
 from models.components.spec import registered_families
 from models.recipes import RECIPES
@@ -23,7 +24,9 @@ def repository(tiny_checkpoints: dict[str, Path], tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
     paths = [str(p) for p in tiny_checkpoints.values()]
     with fixture_docs():
-        assert cli.main(["export", *paths, "--repository", str(repo), "--quantize", "int8"]) == 0
+        # tiny models gain nothing from int8: kept anyway, so that the twins' own checks run
+        options = ["--quantize", "int8", "--int8-keep", "always"]
+        assert cli.main(["export", *paths, "--repository", str(repo), *options]) == 0
     return repo
 
 
@@ -81,6 +84,13 @@ def test_int8_twin_reports_task_metric_next_to_fp32(repository: Path):
         config = ModelConfig.load(repository / f"{recipe.name}-int8" / "config.yaml")
         assert config.int8 and [b.name for b in config.backends] == ["onnxruntime"]
         assert config.dynamic_batching is None  # dynamic quantization: a row's answer depends on its batch
+        # its speed next to fp32's, at batch 1 and 16, in the twin's report and the fp32 model's
+        assert report["kept"] and report["decision"].startswith("kept (--int8-keep always)")
+        assert [s["batch"] for s in report["speed"]] == [1, 16]
+        for speed in report["speed"]:
+            assert speed["fp32_items_per_s"] > 0 and speed["int8_items_per_s"] > 0 and len(speed["rounds"]) == 5
+        fp32 = json.loads((repository / recipe.name / "1" / "export_report.json").read_text())
+        assert fp32["int8"]["speed"] == report["speed"] and fp32["int8"]["kept"]
 
 
 def test_export_options_override_the_batching_defaults(tiny_checkpoints, tmp_path: Path):
@@ -179,6 +189,10 @@ def test_every_reference_model_and_attention_variant_exports_green(reference_rep
         assert report["end_to_end"]["n"] >= 500 and report["parity"]["max_abs_diff"] <= 1e-4, name
         exported[recipe.attention] = name
     assert set(exported) == set(REGISTRY)
-    for name in ("dates-additive-int8", "debian-han-int8"):
-        metric = json.loads((reference_repository / name / "1" / "export_report.json").read_text())["task_metric"]
-        assert metric["int8"] is not None and metric["fp32"] is not None
+    # int8 twins only where they pay: each asked-for twin is in the repository exactly when the
+    # export's measurement kept it, by the rule (exporters.int8.decide) applied to the recorded figures
+    for name in ("dates-additive", "debian-han"):
+        twin = json.loads((reference_repository / name / "1" / "export_report.json").read_text())["int8"]
+        metric, speed = twin["task_metric"], [BatchSpeed(**s) for s in twin["speed"]]
+        assert twin["kept"] == decide(speed, metric["fp32"], metric["int8"]).keep, twin
+        assert (reference_repository / f"{name}-int8" / "config.yaml").exists() == twin["kept"], twin

@@ -13,7 +13,7 @@ would take minutes on the 2-core machine, and each model's first wave of 32 requ
 merges. `mode` is the scheduling under test, applied as a RepositoryModelLoad `config` override
 ({} = config.yaml as exported); another mode is one more entry in MODES.
 
-The int8 twins (dates-additive-int8, debian-han-int8) are exported without dynamic batching and
+The int8 twins (dates-additive-int8; debian-han-int8 where it pays) are exported without dynamic batching and
 left out: ONNX Runtime's dynamic quantization scales activations over the whole batch, so their
 batched answers would differ from batch-1 ones beyond 1e-4 (measured: attention up to 1.5e-2,
 probabilities up to 4e-3; texts and labels were identical).
