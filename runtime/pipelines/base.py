@@ -156,15 +156,16 @@ class Pipeline(abc.ABC):
                 raise InvalidInput(f"parameter '{key}' must be {expected.__name__}, got {value!r}")
 
 
-def decode_texts(array: np.ndarray, name: str, max_chars: int | None = None) -> list[str]:
-    """UTF-8 strings of a BYTES tensor [B]; empty, non-UTF-8 or over-long items are rejected."""
+def decode_texts(array: np.ndarray, name: str, max_chars: int | None = None, why: str = "") -> list[str]:
+    """UTF-8 strings of a BYTES tensor [B]; empty, non-UTF-8 or over-long items are rejected
+    (`why`: the reason for the length limit, appended to that refusal)."""
     texts = []
     for i, item in enumerate(array.reshape(-1)):
         raw = item if isinstance(item, bytes) else str(item).encode()
         if max_chars is not None and len(raw) > UTF8_MAX * max_chars:  # refused before it is decoded
             raise InvalidInput(
                 f"input '{name}'[{i}] has {len(raw)} bytes, more than {max_chars} characters can take; "
-                f"this model takes at most {max_chars}"
+                f"this model takes at most {max_chars}{why}"
             )
         try:
             text = raw.decode("utf-8")
@@ -173,7 +174,9 @@ def decode_texts(array: np.ndarray, name: str, max_chars: int | None = None) -> 
         if not text.strip():
             raise InvalidInput(f"input '{name}'[{i}] is empty")
         if max_chars is not None and len(text) > max_chars:
-            raise InvalidInput(f"input '{name}'[{i}] has {len(text)} characters; this model takes at most {max_chars}")
+            raise InvalidInput(
+                f"input '{name}'[{i}] has {len(text)} characters; this model takes at most {max_chars}{why}"
+            )
         texts.append(text)
     return texts
 

@@ -75,10 +75,20 @@ class TranslatePipeline(Pipeline):
             raise InvalidInput(f"max_length must be between 1 and {limit}, got {max_length}")
         return beam, max_length
 
+    def _limit_reason(self) -> str:
+        """Why this model's inputs are bounded, where the bound is its attention's (not only the
+        lengths it was trained on): location-based attention scores a fixed number of positions."""
+        if self.config.attention == "location":
+            return (
+                f": its location-based attention scores a fixed {self.config.max_input_length} source positions "
+                "(softmax(W s) has one row of W per position), so it cannot attend further"
+            )
+        return ""
+
     def prepare(self, inputs: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> Prepared:
         self.check_inputs(inputs)
         beam, max_length = self.options(params)
-        texts = decode_texts(inputs["text"], "text", self.config.max_input_length)
+        texts = decode_texts(inputs["text"], "text", self.config.max_input_length, self._limit_reason())
         ids = [self.src.encode(t) for t in texts]
         # Greedy rows are independent of how long the batch decodes (a row cut at its own
         # max_length is unchanged), so greedy requests of any max_length share a batch; a beam

@@ -77,6 +77,10 @@ def test_empty_non_utf8_and_too_long_text(stub):
     expect(stub, text_request("dates-additive", [b"\xff\xfe"]), grpc.StatusCode.INVALID_ARGUMENT, "not valid UTF-8")
     long = text_request("dates-additive", [b"x" * 65])
     expect(stub, long, grpc.StatusCode.INVALID_ARGUMENT, "65 characters; this model takes at most 64")
+    # a location-based model says why its limit is a hard one
+    located = text_request("dates-location", [b"x" * 65])
+    expect(stub, located, grpc.StatusCode.INVALID_ARGUMENT, "65 characters; this model takes at most 64: its "
+           "location-based attention scores a fixed 64 source positions")  # fmt: skip
 
 
 def test_unknown_backend_and_bad_parameters(stub):
