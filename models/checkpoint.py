@@ -81,7 +81,7 @@ def load(path: Path | str) -> Checkpoint:
     config = json.loads(read_text(path, CONFIG, "checkpoint config"))
     recipe = Recipe.model_validate(config["recipe"])
     vocabs = {role: Vocab.read(path, name) for role, name in config["vocabs"].items()}
-    family = get_family(config["family"])(recipe, vocabs)
+    family = get_family(config["family"], config.get("task"))(recipe, vocabs)
     model = family.build_model(config["model"])
     model.load_state_dict(load_file(str(regular_file(path, WEIGHTS, "weights file"))))
     model.eval()

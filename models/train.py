@@ -48,7 +48,7 @@ def train(
     steps = steps or cfg.steps
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    family_cls = get_family(recipe.family)
+    family_cls = get_family(recipe.family, recipe.task)
     data = family_cls.load_data(cfg.seed)
     family = family_cls(recipe, family_cls.build_vocabs(data))
     model_config = family.model_config()

@@ -22,6 +22,11 @@ _FAMILIES: dict[str, str] = {
     "pointer": "models.families.pointer:PointerFamily",
     "han": "models.families.classify:HanFamily",
 }
+# (family, task) -> "module:Class" where a family serves a task other than its own default
+_TASK_FAMILIES: dict[tuple[str, str], str] = {
+    ("seq2seq", "dates-in-text"): "models.families.text2text:Seq2SeqInTextFamily",
+    ("transformer", "dates-in-text"): "models.families.text2text:TransformerInTextFamily",
+}
 
 
 @dataclass
@@ -110,10 +115,10 @@ class Family(abc.ABC):
         return {"metric": self.metric, "value": hits / max(len(test), 1), "n": len(test)}
 
 
-def get_family(name: str) -> type[Family]:
-    """The Family class registered under `name`."""
+def get_family(name: str, task: str | None = None) -> type[Family]:
+    """The Family class registered under `name`, for `task` where the family serves several."""
     try:
-        module, cls = _FAMILIES[name].split(":")
+        module, cls = _TASK_FAMILIES.get((name, task or ""), _FAMILIES[name]).split(":")
     except KeyError:
         raise ValueError(f"unknown family {name!r}; known: {sorted(_FAMILIES)}") from None
     return getattr(importlib.import_module(module), cls)

@@ -135,3 +135,50 @@ class TransformerFamily(Text2TextFamily):
         from models.transformer import Transformer, TransformerConfig
 
         return Transformer(TransformerConfig(**config))
+
+
+class InTextTask:
+    """`dates-in-text` (models.data.dates_in_text) for a text-to-text family: the date inside a
+    sentence of 40-120 characters. A model whose source limit is shorter than a held-out sentence
+    (location-based attention keeps its 64 positions) cannot read it: such sentences count as
+    misses, and the metrics say how many there were and the figure on the rest."""
+
+    task = "dates-in-text"
+
+    @staticmethod
+    def load_data(seed: int) -> TaskData:
+        from models.data import dates, dates_in_text
+
+        train, test = dates_in_text.splits(seed)
+        return TaskData(train=train, test=test, meta={"locales": len(dates.LOCALES)})
+
+    def source_limit(self) -> int:
+        model = self.recipe.model  # type: ignore[attr-defined]
+        return int(model.get("max_src_len", model.get("max_len", 64)))
+
+    def batches(self, data: TaskData, batch_size: int, seed: int) -> Iterator[dict[str, Tensor]]:
+        limit = self.source_limit()
+        fits = TaskData(train=[ex for ex in data.train if len(ex[0]) <= limit], test=data.test, meta=data.meta)
+        return super().batches(fits, batch_size, seed)  # type: ignore[misc]
+
+    def evaluate(self, model: nn.Module, test: Sequence[Any], batch_size: int = 256) -> dict[str, Any]:
+        limit = self.source_limit()
+        fits = [ex for ex in test if len(ex[0]) <= limit]
+        within = super().evaluate(model, fits, batch_size)  # type: ignore[misc]
+        hits = round(within["value"] * len(fits))
+        return {
+            "metric": within["metric"],
+            "value": hits / max(len(test), 1),
+            "n": len(test),
+            "beyond_source_limit": len(test) - len(fits),
+            "source_limit": limit,
+            "value_within_limit": within["value"],
+        }
+
+
+class Seq2SeqInTextFamily(InTextTask, Seq2SeqFamily):
+    """Seq2SeqFamily on dates-in-text."""
+
+
+class TransformerInTextFamily(InTextTask, TransformerFamily):
+    """TransformerFamily on dates-in-text."""
