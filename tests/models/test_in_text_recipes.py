@@ -52,3 +52,16 @@ def test_sentences_beyond_the_source_limit_count_as_misses():
         "value_within_limit": 1.0,
     }  # fmt: skip
     assert Oracle(get_recipe("dates-in-text-dot"), {}).evaluate(nn.Identity(), test)["value"] == 1.0
+
+
+def test_the_zoo_table_says_how_many_inputs_were_beyond_the_limit():
+    from models.evaluate import format_markdown
+
+    record = {"model": "dates-in-text-location", "task": "dates-in-text", "attention": "location",
+              "metric": "exact_match", "value": 0.05, "n": 2000, "beyond_source_limit": 1860,
+              "source_limit": 64, "value_within_limit": 0.7143}  # fmt: skip
+    row = format_markdown([record]).splitlines()[-1]
+    assert row == (
+        "| dates-in-text-location | dates-in-text | location | exact_match | 0.0500 | 2000 | 1860 inputs beyond "
+        "its 64-character limit, counted wrong; 0.7143 on the others |"
+    )
