@@ -109,7 +109,8 @@ def server_without_torch(reference_repository: Path):
 def test_the_reference_repository_serves_on_onnx_runtime_alone(server_without_torch, reference_repository: Path):
     index = server_without_torch.app.repository.index()
     exported = sorted(p.parent.name for p in reference_repository.glob("*/config.yaml"))
-    assert [e.name for e in index] == exported and all(e.state is State.READY for e in index), [(e.name, e.reason) for e in index]
+    states = [(e.name, e.state, e.reason) for e in index]
+    assert [e.name for e in index] == exported and all(e.state is State.READY for e in index), states
     with grpc.insecure_channel(server_without_torch.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
