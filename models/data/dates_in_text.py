@@ -1,16 +1,16 @@
 """`dates-in-text`: the `dates` task with the date inside a sentence of 40-120 characters.
 
-"Rechnung 48213 vom Freitag, 2. September 1983 über 612,40 EUR, fällig 14:30" -> "1983-09-02".
+"Rechnung 48213; vom Freitag, 2. September 1983; Betrag 612,40 EUR; seit 1975" -> "1983-09-02".
 The date is rendered exactly as in `dates` (models.data.dates.render: the same locales, styles and
-lowercase share) and embedded in a template of its language with distractors: invoice and order
-numbers, amounts, times, other years, reference codes. The date is the only one in the sentence;
-the distractor years differ from its year. Languages without templates of their own here use the
-English set (their dates stay in their own language).
+lowercase share) and put among two to four distractor clauses of its language, in random order:
+invoice and order numbers, amounts, times, another year, reference codes. The date is the only one
+in the sentence; the distractor year differs from its year. Languages without clauses of their own
+here use the English ones (their dates stay in their own language).
 
-No leakage between train and held-out: templates are split per language into training and
-held-out families (every third template of a language is held out), so no held-out sentence
-shares a template with a training one, and no source string appears in both. Deterministic under
-a seed for the pinned babel version.
+No leakage between train and held-out: the clause wordings are split per language into training
+and held-out ones (every third wording of each list is held out), so no held-out sentence shares a
+wording with a training one, and no source string appears in both. Deterministic under a seed for
+the pinned babel version.
 """
 
 from __future__ import annotations
@@ -21,92 +21,81 @@ import random
 from models.data.dates import FIRST, LAST, LOCALES, LOWERCASE_SHARE, STYLES, render
 
 MIN_CHARS, MAX_CHARS = 40, 120
-HELD_OUT_EVERY = 3  # template i of a language is held out when i % 3 == 2
+HELD_OUT_EVERY = 3  # wording i of a list is held out when i % 3 == 2
 
-# {date} is the target; {n} a 3-6 digit number, {amount} a money amount, {time} a clock time,
-# {year} a year other than the date's, {code} a reference code.
-TEMPLATES: dict[str, tuple[str, ...]] = {
-    "en": (
-        "Invoice {n} dated {date}, amount due {amount}, ref {code}",
-        "Order {n} was shipped on {date} at {time} from depot {code}",
-        "Meeting moved to {date}, {time}, room {n}; budget {amount}",
-        "Payment of {amount} received {date} for contract {code} ({year})",
-        "Ticket {code}: flight {n} departs {date} at {time}",
-        "The {year} report, revised on {date}, lists {n} items worth {amount}",
-        "Deadline: {date}. Send form {code} with {n} copies and {amount}",
-        "Delivery note {n}, {date}, driver {code}, window {time}",
-        "Since {year} our client {code} paid {amount}; last visit {date}",
-    ),
-    "de": (
-        "Rechnung {n} vom {date} über {amount}, Kundennummer {code}",
-        "Lieferung {n} erfolgte am {date} um {time} Uhr, Lager {code}",
-        "Termin verschoben auf {date}, {time} Uhr, Raum {n}",
-        "Zahlung von {amount} eingegangen am {date}, Vertrag {code} ({year})",
-        "Der Bericht {year} wurde am {date} geändert: {n} Posten, {amount}",
-        "Frist: {date}. Formular {code} mit {n} Kopien und {amount} einreichen",
-    ),
-    "fr": (
-        "Facture {n} du {date}, montant {amount}, référence {code}",
-        "Commande {n} expédiée le {date} à {time}, dépôt {code}",
-        "Réunion reportée au {date}, {time}, salle {n}",
-        "Paiement de {amount} reçu le {date} pour le contrat {code} ({year})",
-        "Le rapport {year}, révisé le {date}, compte {n} lignes pour {amount}",
-        "Échéance : {date}. Envoyer le formulaire {code} en {n} exemplaires",
-    ),
-    "es": (
-        "Factura {n} con fecha {date}, importe {amount}, referencia {code}",
-        "Pedido {n} enviado el {date} a las {time}, almacén {code}",
-        "Reunión trasladada al {date}, {time}, sala {n}",
-        "Pago de {amount} recibido el {date} por el contrato {code} ({year})",
-        "El informe de {year}, revisado el {date}, tiene {n} partidas por {amount}",
-        "Plazo: {date}. Enviar el formulario {code} con {n} copias",
-    ),
-    "it": (
-        "Fattura {n} del {date}, importo {amount}, riferimento {code}",
-        "Ordine {n} spedito il {date} alle {time}, magazzino {code}",
-        "Riunione spostata al {date}, ore {time}, sala {n}",
-        "Pagamento di {amount} ricevuto il {date}, contratto {code} ({year})",
-        "Il rapporto {year}, rivisto il {date}, elenca {n} voci per {amount}",
-        "Scadenza: {date}. Inviare il modulo {code} in {n} copie",
-    ),
-    "nl": (
-        "Factuur {n} van {date}, bedrag {amount}, kenmerk {code}",
-        "Bestelling {n} verzonden op {date} om {time}, magazijn {code}",
-        "Vergadering verplaatst naar {date}, {time}, zaal {n}",
-        "Betaling van {amount} ontvangen op {date}, contract {code} ({year})",
-        "Het verslag van {year}, herzien op {date}, telt {n} posten",
-        "Uiterste datum: {date}. Stuur formulier {code} in {n} exemplaren",
-    ),
-    "pt": (
-        "Fatura {n} de {date}, valor {amount}, referência {code}",
-        "Encomenda {n} enviada em {date} às {time}, armazém {code}",
-        "Reunião adiada para {date}, {time}, sala {n}",
-        "Pagamento de {amount} recebido em {date}, contrato {code} ({year})",
-        "O relatório de {year}, revisto em {date}, tem {n} itens",
-        "Prazo: {date}. Enviar o formulário {code} com {n} cópias",
-    ),
-}
+# A sentence is the date's clause and two to four distractor clauses, in random order. Fields:
+# {date} the target; {n} a 3-6 digit number, {amount} a money amount, {time} a clock time,
+# {year} a year other than the date's, {code} a reference code. Every kind of distractor, a
+# year included, can stand before or after the date, in training as in held-out sentences; only
+# the wordings differ between the two.
+CLAUSES: dict[str, dict[str, tuple[str, ...]]] = {
+    "en": {
+        "date": ("dated {date}", "shipped on {date}", "last visit {date}", "due {date}", "signed {date}",
+                 "moved to {date}", "issued {date}", "paid on {date}", "opened {date}"),
+        "other": ("invoice {n}", "since {year}", "amount {amount}", "at {time}", "ref {code}", "order {n}",
+                  "the {year} report", "total {amount}", "room {n}", "window {time}", "client {code}",
+                  "founded {year}"),
+    },
+    "de": {
+        "date": ("vom {date}", "geliefert am {date}", "Termin {date}", "fällig am {date}", "unterschrieben {date}",
+                 "verschoben auf {date}"),
+        "other": ("Rechnung {n}", "seit {year}", "Betrag {amount}", "um {time} Uhr", "Zeichen {code}",
+                  "Auftrag {n}", "Bericht {year}", "Summe {amount}", "Raum {n}"),
+    },
+    "fr": {
+        "date": ("du {date}", "expédiée le {date}", "rendez-vous le {date}", "échéance {date}", "signé le {date}",
+                 "reporté au {date}"),
+        "other": ("facture {n}", "depuis {year}", "montant {amount}", "à {time}", "référence {code}",
+                  "commande {n}", "rapport {year}", "total {amount}", "salle {n}"),
+    },
+    "es": {
+        "date": ("con fecha {date}", "enviado el {date}", "cita el {date}", "vence el {date}", "firmado el {date}",
+                 "trasladada al {date}"),
+        "other": ("factura {n}", "desde {year}", "importe {amount}", "a las {time}", "referencia {code}",
+                  "pedido {n}", "informe de {year}", "total {amount}", "sala {n}"),
+    },
+    "it": {
+        "date": ("del {date}", "spedito il {date}", "appuntamento il {date}", "scadenza {date}", "firmato il {date}",
+                 "spostata al {date}"),
+        "other": ("fattura {n}", "dal {year}", "importo {amount}", "alle {time}", "riferimento {code}",
+                  "ordine {n}", "rapporto {year}", "totale {amount}", "sala {n}"),
+    },
+    "nl": {
+        "date": ("van {date}", "verzonden op {date}", "afspraak op {date}", "vervalt op {date}",
+                 "getekend op {date}", "verplaatst naar {date}"),
+        "other": ("factuur {n}", "sinds {year}", "bedrag {amount}", "om {time}", "kenmerk {code}",
+                  "bestelling {n}", "verslag {year}", "totaal {amount}", "zaal {n}"),
+    },
+    "pt": {
+        "date": ("de {date}", "enviada em {date}", "reunião em {date}", "vence em {date}", "assinado em {date}",
+                 "adiada para {date}"),
+        "other": ("fatura {n}", "desde {year}", "valor {amount}", "às {time}", "referência {code}",
+                  "encomenda {n}", "relatório de {year}", "total {amount}", "sala {n}"),
+    },
+}  # fmt: skip
+SEPARATORS = (", ", "; ", " - ", ", ")
 CURRENCIES = ("EUR", "USD", "GBP", "CHF", "SEK", "PLN", "€", "$")
 
 
 def language(locale: str) -> str:
-    """The template set of a locale: its language's, else English's."""
+    """The clause set of a locale: its language's, else English's."""
     lang = locale.split("_")[0]
-    return lang if lang in TEMPLATES else "en"
+    return lang if lang in CLAUSES else "en"
 
 
-def templates(locale: str, held_out: bool) -> list[str]:
-    """The training (or held-out) templates of a locale's language."""
-    every = TEMPLATES[language(locale)]
-    return [t for i, t in enumerate(every) if (i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1) == held_out]
+def wordings(locale: str, kind: str, held_out: bool) -> list[str]:
+    """The training (or held-out) wordings of a locale's language for the date clause ("date") or
+    the distractors ("other")."""
+    every = CLAUSES[language(locale)][kind]
+    return [w for i, w in enumerate(every) if (i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1) == held_out]
 
 
-def _fill(template: str, date: str, year: int, rng: random.Random) -> str:
+def _distractor(wording: str, year: int, rng: random.Random) -> str:
+    """A distractor clause with fresh fields; its year (if any) differs from the date's `year`."""
     other = rng.choice([y for y in range(FIRST.year, LAST.year + 1) if y != year])
     code = "".join(rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ") for _ in range(2)) + f"-{rng.randint(100, 9999)}"
     amount = f"{rng.randint(1, 9999)},{rng.randint(0, 99):02d} {rng.choice(CURRENCIES)}"
-    return template.format(
-        date=date,
+    return wording.format(
         n=rng.randint(100, 999_999),
         amount=amount,
         time=f"{rng.randint(0, 23):02d}:{rng.choice((0, 15, 30, 45)):02d}",
@@ -115,9 +104,20 @@ def _fill(template: str, date: str, year: int, rng: random.Random) -> str:
     )
 
 
+def _sentence(locale: str, date: str, year: int, held_out: bool, rng: random.Random) -> str:
+    """The date's clause among two to four distractor clauses (fewer where the language has fewer
+    wordings in the split), in random order."""
+    pool = wordings(locale, "other", held_out)
+    others = [_distractor(w, year, rng) for w in rng.sample(pool, min(rng.randint(2, 4), len(pool)))]
+    clauses = [rng.choice(wordings(locale, "date", held_out)).format(date=date), *others]
+    rng.shuffle(clauses)
+    text = rng.choice(SEPARATORS).join(clauses)
+    return text[0].upper() + text[1:]
+
+
 def generate(n: int, seed: int, held_out: bool) -> list[tuple[str, str]]:
     """`n` (sentence, ISO date) pairs with distinct sentences of MIN_CHARS to MAX_CHARS characters,
-    from the training or the held-out templates."""
+    from the training or the held-out wordings."""
     rng = random.Random(seed)
     span = (LAST - FIRST).days
     seen: dict[str, str] = {}
@@ -129,7 +129,7 @@ def generate(n: int, seed: int, held_out: bool) -> list[tuple[str, str]]:
             continue
         if rng.random() < LOWERCASE_SHARE:
             text = text.lower()
-        sentence = _fill(rng.choice(templates(locale, held_out)), text, day.year, rng)
+        sentence = _sentence(locale, text, day.year, held_out, rng)
         if MIN_CHARS <= len(sentence) <= MAX_CHARS:
             seen.setdefault(sentence, day.isoformat())
     return list(seen.items())
@@ -138,5 +138,5 @@ def generate(n: int, seed: int, held_out: bool) -> list[tuple[str, str]]:
 def splits(
     seed: int = 0, n_train: int = 60_000, n_test: int = 2_000
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Train and held-out pairs: disjoint template families, so no sentence appears in both."""
+    """Train and held-out pairs: disjoint clause wordings, so no sentence appears in both."""
     return generate(n_train, seed, held_out=False), generate(n_test, seed + 1, held_out=True)
