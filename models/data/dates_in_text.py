@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Sequence
 
 from models.data.dates import FIRST, LAST, LOCALES, LOWERCASE_SHARE, STYLES, render
 
@@ -133,6 +134,22 @@ def generate(n: int, seed: int, held_out: bool) -> list[tuple[str, str]]:
         if MIN_CHARS <= len(sentence) <= MAX_CHARS:
             seen.setdefault(sentence, day.isoformat())
     return list(seen.items())
+
+
+def field_errors(predictions: Sequence[str], targets: Sequence[str]) -> dict[str, int]:
+    """Misses by what they got wrong: the year, the month or the day of an ISO date (a miss may
+    count under several), or "malformed" when the prediction is no ISO date at all."""
+    counts = {"year": 0, "month": 0, "day": 0, "malformed": 0}
+    for predicted, target in zip(predictions, targets, strict=True):
+        if predicted == target:
+            continue
+        got, want = predicted.split("-"), target.split("-")
+        if len(got) != 3 or [len(g) for g in got] != [4, 2, 2] or not all(g.isdigit() for g in got):
+            counts["malformed"] += 1
+            continue
+        for field, g, w in zip(("year", "month", "day"), got, want, strict=True):
+            counts[field] += g != w
+    return counts
 
 
 def splits(

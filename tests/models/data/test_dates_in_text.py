@@ -15,6 +15,7 @@ from models.data.dates_in_text import (
     HELD_OUT_EVERY,
     MAX_CHARS,
     MIN_CHARS,
+    field_errors,
     generate,
     language,
     splits,
@@ -118,3 +119,9 @@ def test_every_language_with_clauses_is_drawn(held_out):
         if clauses_used(sentence, iso)[1] & set(CLAUSES[lang]["other"])
     }
     assert langs == set(CLAUSES)
+
+
+def test_misses_are_told_by_the_field_they_got_wrong():
+    predictions = ["1983-09-02", "1984-09-02", "1983-10-03", "2 Sept", "1983-09-2x"]
+    targets = ["1983-09-02"] * 5
+    assert field_errors(predictions, targets) == {"year": 1, "month": 1, "day": 1, "malformed": 2}
