@@ -73,13 +73,16 @@ def _cmd_compute(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from models.evaluate import evaluate, format_markdown, format_table
+    from models.evaluate import evaluate, format_markdown, format_table, write_metrics
 
     paths = _checkpoint_paths(args)
     if not paths:
         print("name a checkpoint folder or pass --all", file=sys.stderr)
         return 2
     records = evaluate(paths)
+    if args.write:
+        for path, record in zip(paths, records, strict=True):
+            write_metrics(path, record)
     if args.json:
         print(json.dumps(records, indent=1))
     else:
@@ -305,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.add_argument("--markdown", action="store_true", help="print the README's table")
+    p.add_argument("--write", action="store_true", help="record the figures in each checkpoint's metrics.json")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,15 @@ def evaluate(paths: Iterable[Path], threads: int = 2) -> list[dict[str, Any]]:
             record["baseline"] = baselines[key]
         results.append(record)
     return results
+
+
+def write_metrics(path: Path, record: dict[str, Any]) -> None:
+    """Record an evaluation in the checkpoint's metrics.json: its held-out figures replace those
+    there; the training figures (loss, steps, compute) stay."""
+    metrics_path = path / checkpoint.METRICS
+    metrics = json.loads(metrics_path.read_text())
+    metrics.update({k: v for k, v in record.items() if k not in ("model", "task", "attention")})
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 def format_table(records: list[dict[str, Any]]) -> str:

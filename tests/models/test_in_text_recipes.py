@@ -4,6 +4,7 @@ model's source limit counted as misses."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,3 +66,16 @@ def test_the_zoo_table_says_how_many_inputs_were_beyond_the_limit():
         "| dates-in-text-location | dates-in-text | location | exact_match | 0.0500 | 2000 | 1860 inputs beyond "
         "its 64-character limit, counted wrong; 0.7143 on the others |"
     )
+
+
+def test_evaluate_write_records_held_out_figures_and_keeps_training_ones(tmp_path):
+    from models.evaluate import write_metrics
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"steps": 10, "value": 0.5, "training_compute": {"flops": 1}}))
+    record = {"model": "m", "task": "dates-in-text", "attention": "dot", "metric": "exact_match", "value": 0.75,
+              "n": 4, "errors_by_field": {"year": 1, "month": 0, "day": 0, "malformed": 0}}  # fmt: skip
+    write_metrics(tmp_path, record)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {
+        "steps": 10, "value": 0.75, "training_compute": {"flops": 1}, "metric": "exact_match", "n": 4,
+        "errors_by_field": {"year": 1, "month": 0, "day": 0, "malformed": 0},
+    }  # fmt: skip
