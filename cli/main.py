@@ -90,6 +90,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from cli.report import build_report, write_report
+
+    report = build_report(
+        args.repository, args.checkpoints, url=args.url, metrics_url=args.metrics_url, requests=args.requests,
+        say=lambda line: print(line, file=sys.stderr),
+    )  # fmt: skip
+    for path in write_report(report, args.o):
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from models import checkpoint
     from models.plot import plot
@@ -318,6 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every checkpoint under --checkpoints")
     p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     p.set_defaults(func=_cmd_compute)
+
+    p = sub.add_parser("report", help="the variant leaderboard: quality, size, FLOPs, latency, int8, scale")
+    p.add_argument("-o", type=Path, default=Path("report"), help="output folder (default: report)")
+    p.add_argument("--repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    p.add_argument("--url", help="HOST:PORT of a running server to measure (default: start one on a free port)")
+    p.add_argument("--metrics-url", help="take latency from a running server's /metrics instead of measuring")
+    p.add_argument("--requests", type=int, default=40, help="batch-1 requests per model and backend (default 40)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("plot", help="draw a model's attention on one input")
     p.add_argument("checkpoint", type=Path)
