@@ -92,6 +92,11 @@ class Family(abc.ABC):
     def source(self, example: Any) -> Any:
         """The raw input of a held-out example."""
 
+    def readable(self, example: Any) -> bool:
+        """Whether the model can read the example's input at all (not beyond a hard source limit,
+        as location-based attention has); the server refuses the others."""
+        return True
+
     @abc.abstractmethod
     def parse(self, text: str) -> Any:
         """A raw input from command-line text (for plots)."""

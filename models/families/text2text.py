@@ -156,6 +156,9 @@ class InTextTask:
         model = self.recipe.model  # type: ignore[attr-defined]
         return int(model.get("max_src_len", model.get("max_len", 64)))
 
+    def readable(self, example: tuple[str, str]) -> bool:
+        return len(example[0]) <= self.source_limit()
+
     def batches(self, data: TaskData, batch_size: int, seed: int) -> Iterator[dict[str, Tensor]]:
         limit = self.source_limit()
         fits = TaskData(train=[ex for ex in data.train if len(ex[0]) <= limit], test=data.test, meta=data.meta)
@@ -167,7 +170,7 @@ class InTextTask:
         from models.data.dates_in_text import field_errors
 
         limit = self.source_limit()
-        fits = [ex for ex in test if len(ex[0]) <= limit]
+        fits = [ex for ex in test if self.readable(ex)]
         model.eval()
         predictions: list[str] = []
         for i in range(0, len(fits), batch_size):

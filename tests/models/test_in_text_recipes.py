@@ -53,6 +53,9 @@ def test_sentences_beyond_the_source_limit_count_as_misses():
         "value_within_limit": 1.0, "errors_by_field": {"year": 0, "month": 0, "day": 0, "malformed": 0},
     }  # fmt: skip
     assert Oracle(get_recipe("dates-in-text-dot"), {}).evaluate(nn.Identity(), test)["value"] == 1.0
+    # what export validation and the served-quality tests send: what the server accepts
+    assert [family.readable(ex) for ex in test] == [True, True, False, False]
+    assert all(Oracle(get_recipe("dates-in-text-dot"), {}).readable(ex) for ex in test)
 
 
 def test_the_zoo_table_says_how_many_inputs_were_beyond_the_limit():
