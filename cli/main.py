@@ -16,13 +16,10 @@ TOKEN_ENV = "ATTNSERVE_TOKEN"
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
-    from models.recipes import CANDIDATES, RECIPES
+    from models.recipes import RECIPES
 
     for r in RECIPES.values():
         print(f"{r.name:<26} {r.task:<14} {r.family:<12} {r.attention:<11} steps={r.train.steps}")
-    for r in CANDIDATES.values():
-        line = f"{r.name:<26} {r.task:<14} {r.family:<12} {r.attention:<11} steps={r.train.steps}"
-        print(f"{line}  (not a reference model yet)")
     return 0
 
 

@@ -13,18 +13,17 @@ from torch import nn
 from models.attention import REGISTRY
 from models.families.base import get_family
 from models.families.text2text import Seq2SeqFamily, Seq2SeqInTextFamily, TransformerInTextFamily
-from models.recipes import CANDIDATES, RECIPES, get_recipe
+from models.recipes import RECIPES, get_recipe
 
 
 def test_every_dates_variant_has_an_in_text_recipe():
     variants = {r.attention for r in RECIPES.values() if r.task == "dates"}
-    in_text = {r.attention for r in CANDIDATES.values() if r.task == "dates-in-text"}
+    in_text = {r.attention for r in RECIPES.values() if r.task == "dates-in-text"}
     assert variants == in_text and variants <= set(REGISTRY) | {"multihead"}
-    assert not set(CANDIDATES) & set(RECIPES)
-    for recipe in CANDIDATES.values():
+    for recipe in (r for r in RECIPES.values() if r.task == "dates-in-text"):
         limit = recipe.model.get("max_src_len", recipe.model.get("max_len"))
         assert limit == (64 if recipe.attention == "location" else 128), recipe.name
-    assert get_recipe("dates-in-text-dot") is CANDIDATES["dates-in-text-dot"]
+    assert get_recipe("dates-in-text-dot") is RECIPES["dates-in-text-dot"]
 
 
 def test_the_task_picks_the_family_class():
