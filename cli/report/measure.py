@@ -40,24 +40,30 @@ class Latency(BaseModel):
 def local_server(repository: Path, timeout: float = 300.0) -> Iterator[str]:
     """`attnserve serve` over `repository` in a subprocess on a free port; yields its gRPC address.
 
-    Its output is read all along (a full pipe would block the server) and shown if it exits early."""
+    Its output is read all along by a thread (a full pipe would block the server) and shown when it
+    does not start within `timeout` seconds."""
     cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(repository), "--host", "127.0.0.1",
            "--grpc-port", "0", "--metrics-port", "0", "--http-port", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
     log: list[str] = []
-    try:
-        deadline = time.monotonic() + timeout
+    port: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
         for line in proc.stdout:
             log.append(line)
             found = READY.search(line)
-            if found:
-                threading.Thread(target=log.extend, args=(proc.stdout,), daemon=True).start()
-                yield f"127.0.0.1:{found.group(1)}"
-                return
-            if time.monotonic() > deadline:
-                break
-        raise RuntimeError(f"the server did not start (exit {proc.poll()}):\n{''.join(log[-40:])}")
+            if found and not port:
+                port.append(found.group(1))
+                started.set()
+        started.set()  # the server exited
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        if not started.wait(timeout) or not port:
+            raise RuntimeError(f"the server did not start (exit {proc.poll()}):\n{''.join(log[-40:])}")
+        yield f"127.0.0.1:{port[0]}"
     finally:
         proc.terminate()
         try:
