@@ -24,12 +24,12 @@ def quality(report: Report, out: Path) -> Path:
     for offset, dataset in ((-0.2, "dates"), (0.2, "dates-in-text")):
         values = [rows[v][dataset].value if dataset in rows[v] else np.nan for v in variants]
         bars = ax.bar(x + offset, values, width=0.4, label=dataset)
-        ax.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
+        ax.bar_label(bars, fmt="%.4f", fontsize=5, padding=1)
     ax.axhline(0.95, color="grey", linewidth=0.8, linestyle="--")
     ax.set_xticks(x, variants, rotation=20, fontsize=8)
     ax.set_ylabel("held-out exact match")
     ax.set_ylim(0, 1.08)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title("Quality per attention variant", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

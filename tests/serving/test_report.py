@@ -3,6 +3,7 @@ real server (or read from its /metrics), markdown and plots written."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def test_the_weakest_in_text_variant_is_named_with_its_limiting_factor():
     ]  # fmt: skip
     report = Report(generated="now", repository="r", latency_source="s", models=models, latency={})
     text = markdown(report)
-    assert "2 of 3 variants reach 0.95 on dates-in-text (additive, dot)." in text
+    assert "2 of 3 variants reach 0.95 on dates-in-text (additive, dot); of the content-based scores, 2 of 2." in text
     assert "The weakest is **location** (dates-in-text-location, 0.3100): 1300 of its 2000 held-out sentences" in text
     assert "on the 700 it can read it scores 0.8857" in text
     assert "Of its 80 misses among the sentences it reads, the year is wrong in 70, the month in 10" in text
@@ -107,3 +108,18 @@ def test_the_command_starts_its_own_server(reference_repository: Path, tmp_path:
 def test_an_empty_repository_is_refused(tmp_path: Path):
     with pytest.raises(ValueError, match="no exported model"):
         build_report(tmp_path, ROOT / "checkpoints")
+
+
+def test_the_committed_report_is_current_and_the_readme_shows_it():
+    committed = Report.model_validate_json((ROOT / "docs" / "report" / "report.json").read_text())
+    recorded = {p.name: json.loads((p / "metrics.json").read_text())["value"] for p in (ROOT / "checkpoints").iterdir()}
+    fp32 = {m.name: m.value for m in committed.models if not m.int8}
+    assert fp32 == recorded  # every reference model, with the figure its checkpoint records
+    report = (ROOT / "docs" / "report" / "report.md").read_text()
+    assert report == markdown(committed)
+    start = report.index("| attention variant |")
+    table = report[start : report.index("\n\n", start)]
+    assert table in (ROOT / "README.md").read_text()
+    for plot in ("quality.png", "cost.png", "scale.png"):
+        assert (ROOT / "docs" / "report" / plot).read_bytes().startswith(PNG)
+        assert f"(docs/report/{plot})" in (ROOT / "README.md").read_text()
