@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli.report.figures import collect
+from cli.report.figures import ModelFigures, collect
 from cli.report.measure import Latency, from_metrics, held_out_requests, local_server, measure
 from cli.report.plots import draw_all
 from cli.report.render import Report, markdown
@@ -19,7 +19,7 @@ __all__ = ["build_report", "write_report"]
 
 
 def _latency_from_server(
-    address: str, report_models: list[Any], checkpoints: Path, requests: int, say: Callable[[str], None]
+    address: str, report_models: list[ModelFigures], checkpoints: Path, requests: int, say: Callable[[str], None]
 ) -> dict[str, dict[str, Latency]]:
     cache: dict[Any, list[Any]] = {}
     latency: dict[str, dict[str, Latency]] = {}
