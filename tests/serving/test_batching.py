@@ -7,8 +7,9 @@ the same pipeline's answer to that request computed alone in this process: text,
 orders identical, attention within 1e-4. ModelStatistics must show that requests were merged,
 and Prometheus must count the same executed batches.
 
-Size: 2,000 held-out inputs in total, split evenly over the reference models (181 each; the dates
-models take successive slices of the dates test split, so 1,629 distinct dates): 2,000 per model
+Size: 2,000 held-out inputs in total, split evenly over the reference models (100 each; the models
+of one task take successive slices of its test split, so 900 distinct dates, and 900 sentences of
+dates-in-text, the location model's among those it can read): 2,000 per model
 would take minutes on the 2-core machine, and each model's first wave of 32 requests already
 merges. `mode` is the scheduling under test, applied as a RepositoryModelLoad `config` override
 ({} = config.yaml as exported); another mode is one more entry in MODES.
@@ -70,8 +71,10 @@ def held_out_cache() -> dict[tuple[type, int], list[Any]]:
     return {}
 
 
-def held_out(model: str, cache: dict[tuple[type, int], list[Any]]) -> tuple[str, list[dict[str, np.ndarray]]]:
-    """The model's task and one batch-1 request per held-out input, as a client sends them: its own
+def held_out(
+    model: str, cache: dict[tuple[type, int], list[Any]], n: int = PER_MODEL
+) -> tuple[str, list[dict[str, np.ndarray]]]:
+    """The model's task and `n` batch-1 requests of held-out inputs, as a client sends them: its own
     slice of the task's held-out examples (the models of one task take successive slices)."""
     recipe = RECIPES[model]
     family = checkpoint.load(ROOT / "checkpoints" / model).family
@@ -80,8 +83,8 @@ def held_out(model: str, cache: dict[tuple[type, int], list[Any]]) -> tuple[str,
         cache[key] = type(family).held_out(recipe.train.seed, HELD_OUT_TOTAL)
     pool = [ex for ex in cache[key] if family.readable(ex)]  # a location-based model refuses longer inputs
     rank = [m for m in MODELS if RECIPES[m].task == recipe.task].index(model)
-    start = rank * PER_MODEL if (rank + 1) * PER_MODEL <= len(pool) else 0
-    examples = pool[start : start + PER_MODEL]
+    start = rank * n if (rank + 1) * n <= len(pool) else 0
+    examples = pool[start : start + n]
     task = TASKS[recipe.task]
     return task, [inputs for _, inputs in pipeline_class(task).requests([family.source(ex) for ex in examples], 1)]
 

@@ -70,8 +70,8 @@ def step_rows(server: RunningServer, model: str) -> dict[float, int]:
 
 
 def test_iteration_level_answers_equal_batch_one_answers(srv: RunningServer, reference_repository: Path):
-    _, dates = held_out(DATES, {})
-    dates = dates[:REQUESTS]
+    _, dates = held_out(DATES, {}, REQUESTS)
+    assert len(dates) == REQUESTS
     sorts = sort_inputs(REQUESTS)
     params = [TRANSLATE_PARAMS[i % len(TRANSLATE_PARAMS)] for i in range(len(dates))]
     local = ModelRepository(reference_repository, get_backend)

@@ -34,12 +34,16 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 @dataclass
 class Served:
-    """A `python -m cli.main serve` subprocess; `log` holds its output lines read so far."""
+    """A `python -m cli.main serve` subprocess; `log` holds its output lines read so far.
+
+    Once it serves, a thread reads its output all along: a pipe nobody reads fills, and the server
+    then blocks in its next log call."""
 
     proc: subprocess.Popen
     port: int = 0
     metrics_port: int = 0
     log: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     def inflight(self, model: str) -> float:
         """The attnserve_inflight_requests gauge of `model`, read from /metrics."""
@@ -50,7 +54,10 @@ class Served:
 
     def rest_of_log(self) -> str:
         """Every output line, once the process has exited."""
-        self.log.extend(self.proc.stdout)
+        if self.reader is None:
+            self.log.extend(self.proc.stdout)
+        else:
+            self.reader.join(timeout=60)
         return "".join(self.log)
 
 
@@ -67,6 +74,8 @@ def serve(args: list[str], env: dict[str, str] | None = None, wait_port: bool = 
         match = re.search(r"serving gRPC on port (\d+), metrics on port (\d+)", line)
         if match:
             served.port, served.metrics_port = int(match.group(1)), int(match.group(2))
+            served.reader = threading.Thread(target=served.log.extend, args=(proc.stdout,), daemon=True)
+            served.reader.start()
             return served
     raise AssertionError("server did not start:\n" + "".join(served.log))
 
