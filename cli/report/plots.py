@@ -15,6 +15,13 @@ from matplotlib import ticker
 from cli.report.render import PLOTS, Report, variant_rows
 
 
+def _save(fig: plt.Figure, out: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def quality(report: Report, out: Path) -> Path:
     """Grouped bars: held-out exact match on dates and dates-in-text per attention variant."""
     rows = variant_rows(report.models)
@@ -31,10 +38,7 @@ def quality(report: Report, out: Path) -> Path:
     ax.set_ylim(0, 1.08)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title("Quality per attention variant", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def cost(report: Report, out: Path) -> Path:
@@ -64,10 +68,7 @@ def cost(report: Report, out: Path) -> Path:
     ax.set_ylabel("served p50 (ms, batch 1)")
     ax.legend(fontsize=8)
     ax.set_title("Compute and latency per model", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def scale(report: Report, out: Path) -> Path:
@@ -94,10 +95,7 @@ def scale(report: Report, out: Path) -> Path:
     fig.suptitle(
         "attnserve's reference models (blue) beside the seed's models (orange, published figures)", fontsize=10
     )
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def draw_all(report: Report, out_dir: Path) -> list[Path]:

@@ -109,14 +109,18 @@ class Family(abc.ABC):
         """A non-neural reference figure on the same split, where the task has one."""
         return None
 
+    def predictions(self, model: nn.Module, examples: Sequence[Any], batch_size: int = 256) -> list[Any]:
+        """The model's predictions for the examples' inputs, `batch_size` at a time."""
+        model.eval()
+        out: list[Any] = []
+        for i in range(0, len(examples), batch_size):
+            out += self.predict(model, [self.source(ex) for ex in examples[i : i + batch_size]])
+        return out
+
     def evaluate(self, model: nn.Module, test: Sequence[Any], batch_size: int = 256) -> dict[str, Any]:
         """Held-out metric: exact match / accuracy of predictions against targets."""
-        model.eval()
-        hits = 0
-        for i in range(0, len(test), batch_size):
-            chunk = test[i : i + batch_size]
-            preds = self.predict(model, [self.source(ex) for ex in chunk])
-            hits += sum(p == self.target(ex) for p, ex in zip(preds, chunk, strict=True))
+        preds = self.predictions(model, test, batch_size)
+        hits = sum(p == self.target(ex) for p, ex in zip(preds, test, strict=True))
         return {"metric": self.metric, "value": hits / max(len(test), 1), "n": len(test)}
 
 

@@ -160,8 +160,7 @@ class InTextTask:
         return len(example[0]) <= self.source_limit()
 
     def batches(self, data: TaskData, batch_size: int, seed: int) -> Iterator[dict[str, Tensor]]:
-        limit = self.source_limit()
-        fits = TaskData(train=[ex for ex in data.train if len(ex[0]) <= limit], test=data.test, meta=data.meta)
+        fits = TaskData(train=[ex for ex in data.train if self.readable(ex)], test=data.test, meta=data.meta)
         return super().batches(fits, batch_size, seed)  # type: ignore[misc]
 
     def evaluate(self, model: nn.Module, test: Sequence[Any], batch_size: int = 256) -> dict[str, Any]:
@@ -171,14 +170,11 @@ class InTextTask:
 
         limit = self.source_limit()
         fits = [ex for ex in test if self.readable(ex)]
-        model.eval()
-        predictions: list[str] = []
-        for i in range(0, len(fits), batch_size):
-            predictions += self.predict(model, [ex[0] for ex in fits[i : i + batch_size]])  # type: ignore[attr-defined]
+        predictions = self.predictions(model, fits, batch_size)  # type: ignore[attr-defined]
         targets = [ex[1] for ex in fits]
         hits = sum(p == t for p, t in zip(predictions, targets, strict=True))
         return {
-            "metric": "exact_match",
+            "metric": self.metric,  # type: ignore[attr-defined]
             "value": hits / max(len(test), 1),
             "n": len(test),
             "beyond_source_limit": len(test) - len(fits),
