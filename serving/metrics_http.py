@@ -56,6 +56,8 @@ class MetricsEndpoint:
         self.ssl_context = ssl_context
         self.active = 0  # connections being served now (read on other threads by tests and benchmarks)
         self.refused = 0  # connections answered 503 because `max_connections` were open
+        self.accepted = 0  # connections taken off the listening socket (served or refused)
+        self.peak = 0  # the most connections served at once
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -102,12 +104,14 @@ class MetricsEndpoint:
             loop.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         if self.active >= self.max_connections:
             self.refused += 1
             writer.write(BUSY)
             writer.close()
             return
         self.active += 1
+        self.peak = max(self.peak, self.active)
         answered = False
         try:
             async with asyncio.timeout(self.timeout):

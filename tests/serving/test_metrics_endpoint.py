@@ -76,15 +76,23 @@ def wait_until(condition, timeout: float = 10.0) -> bool:
 def test_idle_connections_are_bounded_and_hold_no_threads(server: RunningServer):
     endpoint = server.app.metrics_server
     threads = threading.active_count()
-    refused_before = endpoint.refused
+    accepted_before, refused_before = endpoint.accepted, endpoint.refused
     sockets = [socket.create_connection(("127.0.0.1", server.app.metrics_port)) for _ in range(40)]
     try:
-        assert wait_until(lambda: endpoint.active + endpoint.refused - refused_before == 40)
-        assert endpoint.active == MAX_CONNECTIONS  # the rest were answered 503 and closed
+        assert wait_until(lambda: endpoint.accepted - accepted_before == 40)
+        # a held connection ends after TIMEOUT, so on a slow machine a later one may take its place:
+        # what holds is the bound, and that every connection is either served (held) or answered 503
+        assert endpoint.peak == MAX_CONNECTIONS
         assert threading.active_count() <= threads + 1
-        busy = [s for s in sockets if s.recv(64).startswith(b"HTTP/1.1 503")]
-        assert len(busy) == 40 - MAX_CONNECTIONS
-        # the held ones send nothing: each is closed after the timeout, and the endpoint serves again
+        refused = endpoint.refused - refused_before
+        assert refused >= 40 - 2 * MAX_CONNECTIONS
+        for s in sockets:
+            s.settimeout(TIMEOUT * 10)
+        answers = [s.recv(64) for s in sockets]
+        busy = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
+        assert len(busy) == refused
+        # the held ones send nothing: each is closed after the timeout, with nothing answered
+        assert all(a == b"" for a in answers if not a.startswith(b"HTTP/1.1 503"))
         assert wait_until(lambda: endpoint.active == 0, timeout=TIMEOUT * 5)
     finally:
         for s in sockets:
