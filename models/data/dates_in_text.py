@@ -161,4 +161,9 @@ def splits(
     seed: int = 0, n_train: int = 60_000, n_test: int = 2_000
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Train and held-out pairs on disjoint dates, so no sentence (nor date) appears in both."""
-    return generate(n_train, seed, held_out=False), generate(n_test, seed + 1, held_out=True)
+    return generate(n_train, seed, held_out=False), held_out_split(seed, n_test)
+
+
+def held_out_split(seed: int = 0, n_test: int = 2_000) -> list[tuple[str, str]]:
+    """The held-out pairs of `splits(seed)`, without generating the training ones."""
+    return generate(n_test, seed + 1, held_out=True)

@@ -152,6 +152,13 @@ class InTextTask:
         train, test = dates_in_text.splits(seed)
         return TaskData(train=train, test=test, meta={"locales": len(dates.LOCALES)})
 
+    @classmethod
+    def held_out(cls, seed: int, n: int) -> list[Any]:
+        """The first `n` held-out sentences, without the training ones (their dates are disjoint)."""
+        from models.data import dates_in_text
+
+        return dates_in_text.held_out_split(seed)[:n]
+
     def source_limit(self) -> int:
         model = self.recipe.model  # type: ignore[attr-defined]
         return int(model.get("max_src_len", model.get("max_len", 64)))

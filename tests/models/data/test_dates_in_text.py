@@ -16,6 +16,7 @@ from models.data.dates_in_text import (
     MIN_CHARS,
     field_errors,
     generate,
+    held_out_split,
     is_held_out,
     language,
     splits,
@@ -104,6 +105,14 @@ def test_the_wordings_around_held_out_dates_are_the_trained_ones():
 def test_deterministic_under_a_seed():
     assert generate(50, seed=3, held_out=False) == generate(50, seed=3, held_out=False)
     assert generate(50, seed=3, held_out=False) != generate(50, seed=4, held_out=False)
+
+
+def test_the_held_out_split_alone_is_the_one_splits_gives():
+    """What export validation and the served-quality tests read: the same sentences, in order."""
+    from models.families.text2text import InTextTask
+
+    assert held_out_split(0, 400) == TEST
+    assert InTextTask.held_out(0, 50) == splits(seed=0, n_train=10)[1][:50]
 
 
 @pytest.mark.parametrize("held_out", [False, True])
