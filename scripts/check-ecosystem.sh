@@ -45,7 +45,7 @@ echo "torch==$torch_version" > "$VENV/constraints.txt"
 step "attnserve[serve,onnx-cpu,train] + $ECOSYSTEM"
 # shellcheck disable=SC2086  # ECOSYSTEM is a list of requirements
 "$PY" -m pip install "${PIP[@]}" -c "$VENV/constraints.txt" ".[serve,onnx-cpu,train]" $ECOSYSTEM \
-    pytest "hypothesis>=6" "packaging>=14.1"
+    pytest "pytest-timeout==2.4.0" "hypothesis>=6" "packaging>=14.1"
 
 step "pip check"
 "$PY" -m pip check
