@@ -146,6 +146,7 @@ class IterationScheduler(BaseScheduler):
         self._lock = threading.Lock()  # guards _waiting, _driving and a job's track
         self._waiting: deque[_Job] = deque()  # requests waiting to join
         self._driving = False
+        self.steps = 0  # decoder steps run since it was built (written by the driver only)
         self._mail: list[_Outbox] = []  # posted by the driver, not yet delivered (under the lock)
         self._mail_due = False  # a delivery is scheduled on the loop
 
@@ -412,6 +413,7 @@ class IterationScheduler(BaseScheduler):
             out.results += [(t.handle, exc) for t in batch.tracks]
             return DecodeBatch(self.decode, self.decoder)
         if step_rows:  # the step ran (not only cancelled rows leaving)
+            self.steps += 1
             call = calls.pop()
             out.step_rows.append(step_rows.pop())
             out.step_calls.append(call)

@@ -112,8 +112,8 @@ def test_iteration_level_answers_equal_batch_one_answers(srv: RunningServer, ref
 
 def test_a_request_whose_client_left_leaves_the_decode_batch(srv: RunningServer):
     """About half a second of decoding (64 of the longest texts, beam 16: 1,024 rows, joining the
-    empty batch alone), cancelled once the server has it: its rows leave at the next step, before
-    its 16th."""
+    empty batch alone), cancelled once its first decoder step has run: its rows leave at the next
+    step, before its 16th."""
     texts = np.array([LONGEST_DATES_INPUT.encode()] * 64, dtype=np.object_)
     slow = convert.infer_request(DATES, {"text": texts}, params={"beam_size": 16})
     model = srv.app.repository.get(DATES)
@@ -125,10 +125,10 @@ def test_a_request_whose_client_left_leaves_the_decode_batch(srv: RunningServer)
         async with grpc.aio.insecure_channel(srv.address) as channel:
             call = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(slow, timeout=120)
             end = time.monotonic() + 30
-            while not scheduler.running:  # the server has it
+            steps = scheduler.steps
+            while scheduler.steps == steps:  # it decodes (cancelled before its first step, it would leave before any)
                 assert time.monotonic() < end and not call.done(), "the request never decoded"
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.1)
+                await asyncio.sleep(0.005)
             call.cancel()
             while scheduler.running:  # its rows left; nothing else to decode
                 assert time.monotonic() < end + 30, "its rows never left the decode batch"
