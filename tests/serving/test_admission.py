@@ -432,7 +432,10 @@ def test_a_call_that_ends_before_its_request_is_read_is_counted(srv, end):
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         before = unattributed(srv)
         code = asyncio.run(headers_only())
-        time.sleep(0.1)  # the server learns of the end asynchronously (serving/grpc/intake.py)
+        # the server learns of the end asynchronously (serving/grpc/intake.py): wait for it, bounded
+        end_by = time.monotonic() + (0.5 if end == "no-message" else 10)
+        while unattributed(srv) == before and time.monotonic() < end_by:
+            time.sleep(0.05)
         stub.ServerLive(pb.ServerLiveRequest(), timeout=10)  # the loop has recorded the call by now
         after = unattributed(srv)
     expected = {"deadline": "DEADLINE_EXCEEDED", "cancel": "CANCELLED", "no-message": "INVALID_ARGUMENT"}[end]
