@@ -27,6 +27,7 @@ pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="the prometheus binary is not installed here (.ci/run installs Debian's package)"
 )
 MODELS = ["dates-additive", "dates-dot"]
+ITERATION_MODEL = "dates-dot"
 SENT = {("dates-additive", "onnxruntime"): 7, ("dates-additive", "torch"): 4,
         ("dates-dot", "onnxruntime"): 5, ("dates-dot", "torch"): 3}  # fmt: skip
 
@@ -58,8 +59,14 @@ def wait_for(check, timeout: float = 60.0, what: str = ""):
 
 @pytest.fixture(scope="module")
 def stack(reference_repository: Path, tmp_path_factory):
-    srv = start_server(reference_repository, models=MODELS)
     work = tmp_path_factory.mktemp("prometheus")
+    # dates-additive batches by request, dates-dot decodes by iteration: every batching panel has data
+    for model in MODELS:
+        shutil.copytree(reference_repository / model, work / "repo" / model)
+    config_path = work / "repo" / ITERATION_MODEL / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config_path.write_text(yaml.safe_dump({**config, "decode_batching": "iteration"}, sort_keys=False))
+    srv = start_server(work / "repo", models=MODELS)
     shutil.copy(ROOT / "deploy" / "prometheus" / "rules.yml", work / "rules.yml")
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
