@@ -85,7 +85,11 @@ def test_int8_twin_reports_task_metric_next_to_fp32(repository: Path):
         assert config.int8 and [b.name for b in config.backends] == ["onnxruntime"]
         assert config.dynamic_batching is None  # dynamic quantization: a row's answer depends on its batch
         # its speed next to fp32's, at batch 1 and 16, in the twin's report and the fp32 model's
-        assert report["kept"] and report["decision"].startswith("kept (--int8-keep always)")
+        # kept: on its merits where the tiny twin happened to measure faster (a noisy machine can make it so),
+        # otherwise because --int8-keep always said so; the reason follows from the recorded figures either way
+        rule = decide([BatchSpeed(**s) for s in report["speed"]], metric["fp32"], metric["int8"])
+        assert report["kept"]
+        assert report["decision"] == (rule.reason if rule.keep else f"kept (--int8-keep always); {rule.reason}")
         assert [s["batch"] for s in report["speed"]] == [1, 16]
         for speed in report["speed"]:
             assert speed["fp32_items_per_s"] > 0 and speed["int8_items_per_s"] > 0 and len(speed["rounds"]) == 5
