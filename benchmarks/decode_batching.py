@@ -3,12 +3,14 @@
 N closed-loop clients on one event loop submit mixed traffic (sort-pointer with 5-15 values,
 dates-additive with max_length 4-16, alternately) to the schedulers the server builds for them:
 `serving.scheduler.Scheduler` (dynamic batching, no added delay) or `IterationScheduler`
-(`decode_batching: iteration`), over ONNX Runtime. Modes alternate from round to round. Reports
-requests/s, CPU time per request (this process, all threads), and for iteration-level the decoder
-steps, their mean rows (occupancy) and the requests per admission. Figures are ratios from one run
+(`decode_batching: iteration`; `iteration@1`: newcomers join before every decoder step), over ONNX
+Runtime. The order of the modes rotates from round to round. Reports requests/s, CPU time per
+request (this process, all threads), latency p50 / p99 (submit to answer; p50 per model too), and
+for iteration-level the decoder steps, their mean rows (occupancy) and the requests per admission;
+then the ratios of the modes, per round and their median. Figures are ratios from one run
 on one machine, never asserted in tests.
 
-    python benchmarks/decode_batching.py --repository model_repository --clients 32 --seconds 3 --rounds 2
+    python benchmarks/decode_batching.py --repository model_repository --clients 32 --seconds 3 --rounds 3
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Recorder:
 
 
 def build(mode: str, version: LoadedVersion, executor: ThreadPoolExecutor, recorder: Recorder) -> Any:
+    """`mode`: "request", or "iteration" (as the model's config says), or "iteration@K" (newcomers
+    join a decoding batch at most K decoder steps apart; 1: before every step)."""
     _, runners = version.runners("onnxruntime")
 
     def instrument(calls: Calls) -> dict[str, Any]:
@@ -76,7 +80,7 @@ def build(mode: str, version: LoadedVersion, executor: ThreadPoolExecutor, recor
     name, pipeline = version.config.name, version.pipeline
     if mode == "request":
         return Scheduler(name, pipeline, instrument, policy, executor, recorder.executions.append)
-    return IterationScheduler(
+    scheduler = IterationScheduler(
         name,
         pipeline,
         instrument,
@@ -85,6 +89,10 @@ def build(mode: str, version: LoadedVersion, executor: ThreadPoolExecutor, recor
         recorder.executions.append,
         recorder.steps,  # type: ignore[arg-type]
     )
+    if "@" in mode:
+        steps = int(mode.partition("@")[2])
+        scheduler.joins = scheduler.joins.model_copy(update={"max_waiting_steps": steps})
+    return scheduler
 
 
 async def closed_loop(mode: str, versions: dict[str, LoadedVersion], requests: dict[str, list[Prepared]],
@@ -93,6 +101,7 @@ async def closed_loop(mode: str, versions: dict[str, LoadedVersion], requests: d
     with ThreadPoolExecutor(4) as executor:
         schedulers = {m: build(mode, v, executor, recorder) for m, v in versions.items()}
         answered = 0
+        latencies: dict[str, list[float]] = {m: [] for m in versions}  # ms, submit to answer
         end = time.perf_counter() + seconds
 
         async def client(index: int) -> None:
@@ -101,17 +110,43 @@ async def closed_loop(mode: str, versions: dict[str, LoadedVersion], requests: d
                 if time.perf_counter() >= end:
                     return
                 model = MODELS[i % len(MODELS)]
+                sent = time.perf_counter()
                 await schedulers[model].submit(requests[model][i % len(requests[model])])
+                latencies[model].append(1e3 * (time.perf_counter() - sent))
                 answered += 1
 
         cpu, start = time.process_time(), time.perf_counter()
         await asyncio.gather(*(client(i) for i in range(clients)))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    row: dict[str, Any] = {"mode": mode, "clients": clients, "rps": answered / wall, "cpu_ms": 1e3 * cpu / answered}
+    every = np.concatenate([np.asarray(v) for v in latencies.values()])
+    row: dict[str, Any] = {
+        "mode": mode,
+        "clients": clients,
+        "rps": answered / wall,
+        "cpu_ms": 1e3 * cpu / answered,
+        "p50_ms": float(np.percentile(every, 50)),
+        "p99_ms": float(np.percentile(every, 99)),
+    }
+    row |= {f"p50_ms_{m}": float(np.percentile(v, 50)) for m, v in latencies.items() if v}  # fmt: skip
     if recorder.step_rows:
         row |= {"steps": len(recorder.step_rows), "mean_rows": float(np.mean(recorder.step_rows)),
                 "requests_per_admission": float(np.mean([e.requests for e in recorder.executions]))}  # fmt: skip
     return row
+
+
+def ratios(runs: list[dict[str, Any]], modes: list[str]) -> list[str]:
+    """Each later mode over each earlier one, per round, and the median of the rounds."""
+    by_round: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in runs:
+        by_round.setdefault(row["round"], {})[row["mode"]] = row
+    lines = []
+    for i, a in enumerate(modes):
+        for b in modes[:i]:
+            for key in ("rps", "p50_ms", "p99_ms", "cpu_ms"):
+                per_round = [r[a][key] / r[b][key] for r in by_round.values()]
+                rounds = ", ".join(f"{x:.2f}" for x in per_round)
+                lines.append(f"{key} {a} / {b}: median {float(np.median(per_round)):.2f} (rounds {rounds})")
+    return lines
 
 
 def main() -> None:
@@ -120,6 +155,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--modes",
+        default="request,iteration@1,iteration",
+        help="request, iteration (as config.yaml says) or iteration@K (see build)",
+    )
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args()
     repository = ModelRepository(args.repository, get_backend)
@@ -130,13 +170,16 @@ def main() -> None:
             versions[model] = loaded[max(loaded)]
         requests = {m: prepared_requests(v, 64, seed=i) for i, (m, v) in enumerate(versions.items())}
         runs = []
+        modes = args.modes.split(",")
         for r in range(args.rounds):
-            for mode in ("request", "iteration") if r % 2 == 0 else ("iteration", "request"):
+            for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:  # the order rotates
                 row = asyncio.run(closed_loop(mode, versions, requests, args.clients, args.seconds))
                 runs.append({"round": r, **row})
                 print(json.dumps(runs[-1]), flush=True)
     finally:
         repository.close()
+    for line in ratios(runs, modes):
+        print(line)
     if args.json:
         args.json.write_text(json.dumps({"runs": runs}, indent=1))
 

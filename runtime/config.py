@@ -101,6 +101,21 @@ class DynamicBatching(_Strict):
         return sorted(set(v))
 
 
+class IterationBatching(_Strict):
+    """When the requests waiting to join a running decode batch join it (`decode_batching: iteration`).
+
+    Joining runs the newcomers' encoder, one call for all of them, so newcomers that join together
+    cost less than newcomers that join one step after another. As text-generation-inference's
+    router does (`max_waiting_tokens`, `waiting_served_ratio`), they wait for a join while the batch
+    decodes, at most `max_waiting_steps` decoder steps since the last join; they join at once when
+    the batch is empty, or when their rows reach `waiting_served_ratio` times the rows decoding,
+    or fill the rows free in `max_batch_size`. 1: join before every step.
+    """
+
+    max_waiting_steps: int = Field(4, ge=1, le=1000)
+    waiting_served_ratio: float = Field(1.0, gt=0)
+
+
 class ModelConfig(_Strict):
     """Everything the server needs to serve one model."""
 
@@ -124,6 +139,7 @@ class ModelConfig(_Strict):
     # and leave between decoder steps (encoder + decoder_step models whose loop allows it);
     # "request": each batch decodes alone, from its first step to its last
     decode_batching: DecodeBatching = "request"
+    iteration_batching: IterationBatching = IterationBatching()  # when newcomers join (iteration only)
     version_policy: VersionPolicy = VersionPolicy()
     source_checkpoint: str = ""
     int8: bool = False

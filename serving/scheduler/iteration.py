@@ -1,18 +1,21 @@
 """Iteration-level decode batching for one model version on one backend (`decode_batching: iteration`).
 
 One running decode batch (runtime.stepwise.DecodeBatch), driven by one worker thread while the model
-has work. Before each decoder step the driver admits the requests waiting to join, oldest first, as
+has work. Before a decoder step the driver admits the requests waiting to join, oldest first, as
 many as fit in `max_batch_size` rows (a request brings its items times its beam; one larger than
 that joins an empty batch alone): their encoders run together and their rows decode from this step
-on. A request that finishes is answered at once and leaves; one whose caller left leaves before the
-next step. With nothing left to decode the driver stops, and the next request starts it again at
+on. An empty batch admits at once; a decoding one every `iteration_batching.max_waiting_steps`
+steps, or sooner when the waiting rows reach `waiting_served_ratio` times its rows or fill its free
+rows (runtime.config.IterationBatching): newcomers that join together share one encoder call. A
+request that finishes is answered at once and leaves; one whose caller left leaves before the next
+step. With nothing left to decode the driver stops, and the next request starts it again at
 once: no added wait at low load. A lone single-item request (nothing else in the server, the model
 idle, no step callback) is decoded on the event loop thread as the request-level scheduler decodes
 it (`Pipeline.execute`: the same answer, without the thread hand-offs and the per-request
 arithmetic of a shared batch), under the same adaptive gate (serving.scheduler.inline: company
 seen by a driver in a thread closes it); it is recorded as here, one admission and its steps.
-`max_queue_delay_microseconds` and `preferred_batch_size` do not apply here (the batch takes
-newcomers at every step).
+`max_queue_delay_microseconds` and `preferred_batch_size` do not apply here (`iteration_batching`
+says when newcomers join).
 
 Admission and deadlines are the request-level scheduler's (`BaseScheduler`): `max_queue_size`
 bounds the requests waiting to join, and a request's deadline bounds its wait to join; once it
@@ -135,6 +138,7 @@ class IterationScheduler(BaseScheduler):
             raise ValueError(f"{name}: its decode loop cannot batch decoder steps across requests")
         self.pipeline = pipeline
         self.decode = config.decode
+        self.joins = config.iteration_batching  # when newcomers join a decoding batch
         self.decoder = next(c.signature for c in config.component_list() if c.name == "decoder_step")
         self.instrument = instrument
         self.executor = executor
@@ -314,10 +318,11 @@ class IterationScheduler(BaseScheduler):
         out = _Outbox()
         streams: list[tuple[_Job, np.ndarray, np.ndarray]] = []  # step callbacks of the step just run
         admitted = 0
+        since_join = 0  # decoder steps since newcomers last joined
         try:
             while True:
                 with self._lock:
-                    joining, expired = self._take(loop, batch.rows, streams)
+                    joining, expired = self._take(loop, batch.rows, streams, since_join)
                     if not joining and not batch.tracks:
                         self._driving = False
                 for job in expired:
@@ -327,8 +332,10 @@ class IterationScheduler(BaseScheduler):
                 admitted += len(joining)
                 if joining:
                     batch = self._join(batch, joining, encoder, calls, out)
+                    since_join = 0
                 if batch.tracks:
                     batch = self._step(batch, decode, calls, step_rows, out)
+                    since_join += 1
                     out.streams += streams  # delivered before the answers of the same step
                     streams.clear()
                 if out.urgent():
@@ -341,13 +348,28 @@ class IterationScheduler(BaseScheduler):
         finally:
             self._post(loop, out)
 
+    def _due(self, rows: int, since_join: int) -> bool:
+        """(Under the lock.) Whether the waiting requests join a batch decoding `rows` rows now."""
+        rule = self.joins
+        if not rows or since_join >= rule.max_waiting_steps:
+            return True
+        waiting = sum(job.prepared.rows * self.pipeline.plan(job.prepared).beam for job in self._waiting)
+        return bool(waiting) and waiting >= min(rule.waiting_served_ratio * rows, self.policy.max_batch_size - rows)
+
     def _take(
-        self, loop: asyncio.AbstractEventLoop, rows: int, streams: list[tuple[_Job, np.ndarray, np.ndarray]]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        rows: int,
+        streams: list[tuple[_Job, np.ndarray, np.ndarray]],
+        since_join: int,
     ) -> tuple[list[_Job], list[_Job]]:
-        """(Under the lock.) The waiting requests that join now, and those whose deadline passed."""
+        """(Under the lock.) The waiting requests that join now, and those whose deadline passed
+        (those that wait for a later join expire by their timers)."""
         now, limit = loop.time(), self.policy.max_batch_size
         joining: list[_Job] = []
         expired: list[_Job] = []
+        if not self._due(rows, since_join):
+            return joining, expired
         try:
             while self._waiting:
                 job = self._waiting[0]

@@ -1,4 +1,4 @@
-"""benchmarks/decode_batching.py runs end to end (a short round of each mode) and writes its JSON.
+"""benchmarks/decode_batching.py runs end to end (a short round of each mode), writes its JSON and its ratios.
 
 No timing is asserted: speed is read from the benchmark's own output, never tested.
 """
@@ -14,15 +14,18 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 
-def test_decode_batching_benchmark_measures_both_modes(reference_repository: Path, tmp_path: Path):
+def test_decode_batching_benchmark_measures_every_mode(reference_repository: Path, tmp_path: Path):
     out = tmp_path / "decode_batching.json"
     cmd = [sys.executable, "benchmarks/decode_batching.py", "--repository", str(reference_repository),
            "--clients", "4", "--seconds", "0.3", "--rounds", "1", "--json", str(out)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300)
     runs = {r["mode"]: r for r in json.loads(out.read_text())["runs"]}
-    assert set(runs) == {"request", "iteration"}
-    assert all(r["rps"] > 0 and r["cpu_ms"] > 0 for r in runs.values())
-    iteration = runs["iteration"]
-    assert iteration["steps"] > 0 and iteration["mean_rows"] >= 1 and iteration["requests_per_admission"] >= 1
+    assert set(runs) == {"request", "iteration@1", "iteration"}
+    assert all(r["rps"] > 0 and r["cpu_ms"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] for r in runs.values())
+    for mode in ("iteration@1", "iteration"):
+        row = runs[mode]
+        assert row["steps"] > 0 and row["mean_rows"] >= 1 and row["requests_per_admission"] >= 1
     assert "steps" not in runs["request"]
+    # the ratios of every pair of modes close the output
+    assert "rps iteration / iteration@1: median" in done.stdout and "p50_ms iteration / request: median" in done.stdout

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from runtime.config import ModelConfig
+from runtime.config import IterationBatching, ModelConfig
 from runtime.decode import Runner
 from runtime.errors import BackendFailure, DeadlineExceeded, QueueFull
 from runtime.pipelines.base import Pipeline, bytes_tensor
@@ -50,10 +50,21 @@ def pipeline_of(repository: Path, kind: str) -> Pipeline:
     return build_pipeline(fake.config, repository / fake.name / "1")
 
 
-class Harness:
-    """An IterationScheduler whose decoder steps wait for the test (`step()`), unless `free`."""
+EVERY_STEP = IterationBatching(max_waiting_steps=1)  # newcomers join before every decoder step
 
-    def __init__(self, pipeline: Pipeline, runners: dict[str, Runner], inline: bool = False, **policy: Any) -> None:
+
+class Harness:
+    """An IterationScheduler whose decoder steps wait for the test (`step()`), unless `free`.
+    Newcomers join as `joins` says (by default before every step, which most tests follow)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        runners: dict[str, Runner],
+        inline: bool = False,
+        joins: IterationBatching = EVERY_STEP,
+        **policy: Any,
+    ) -> None:
         self.pipeline = pipeline
         self.runners = runners
         self.permits = threading.Semaphore(0)
@@ -71,6 +82,7 @@ class Harness:
             Policy(**{"max_batch_size": 8, "batching": False, "concurrency": 1, **policy}),
             self.executor, self.executions.append, self.record_steps, lambda: inline,
         )  # fmt: skip
+        self.scheduler.joins = joins
 
     def instrument(self, calls: Calls) -> dict[str, Runner]:
         def timed(name: str, runner: Runner) -> Runner:
@@ -148,11 +160,12 @@ def assert_same(want: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> None
             np.testing.assert_array_equal(got[name], expected, err_msg=name)
 
 
-def noisy(repository: Path, **policy: Any) -> Harness:
+def noisy(repository: Path, joins: IterationBatching = EVERY_STEP, **policy: Any) -> Harness:
     """copy-gru deciding by logits seeded from each row's whole history: any mix-up of rows or of
     beam hypotheses changes the answer."""
     _, tgt = translate_vocabs()
-    return Harness(pipeline_of(repository, "copy-gru"), seq2seq_runners(random_policy(len(tgt), seed=7)), **policy)
+    runners = seq2seq_runners(random_policy(len(tgt), seed=7))
+    return Harness(pipeline_of(repository, "copy-gru"), runners, joins=joins, **policy)
 
 
 def run(coro: Any) -> Any:
@@ -183,6 +196,30 @@ def test_requests_join_between_steps_leave_when_done_and_answer_as_alone(fake_re
         first = done[0]  # its encoder call, then every step until its EOS
         assert [c[0] for c in first.calls] == ["encoder"] + ["decoder_step"] * int(first.outputs["output_lengths"][0])
         assert h.scheduler.queued == 0
+
+    run(go())
+
+
+def test_newcomers_wait_a_few_steps_to_join_together_or_join_when_they_are_many(fake_repository: Path):
+    """iteration_batching: a decoding batch admits every max_waiting_steps steps, or sooner when the
+    waiting rows reach waiting_served_ratio times its rows; an empty batch admits at once."""
+
+    async def go() -> None:
+        joins = IterationBatching(max_waiting_steps=3, waiting_served_ratio=2.0)
+        h = Harness(pipeline_of(fake_repository, "copy-gru"), copy_gru().runners, joins=joins)  # upper-cases
+        first = h.submit(["hello world"])  # the batch is empty: it joins at once (12 steps)
+        await h.step(0)
+        late = h.submit(["x"])  # 1 row waiting, 1 decoding: it waits for the third step since the join
+        await h.step(3)
+        many = h.submit(["ab", "cd", "ef", "gh"])  # 4 rows waiting, 2 decoding: they join at once
+        await h.step(1)
+        await h.go()
+        done = await asyncio.gather(first, late, many)
+        for texts, d in zip((["hello world"], ["x"], ["ab", "cd", "ef", "gh"]), done, strict=True):
+            assert_same(h.alone(texts), d.outputs)
+        await h.idle()
+        assert [(e.requests, e.rows) for e in h.executions] == [(1, 1), (1, 1), (1, 4)]
+        assert h.step_rows[:6] == [1, 1, 1, 2, 6, 5]  # "x" decodes X and EOS, and leaves
 
     run(go())
 
@@ -377,6 +414,11 @@ def test_a_greedy_request_streams_each_step_and_a_beam_request_does_not(fake_rep
 def test_decode_batching_is_read_from_config_yaml_and_refused_where_it_cannot_work(monkeypatch):
     raw = copy_gru().config.model_dump()
     assert ModelConfig.model_validate(raw).decode_batching == "request"
+    assert ModelConfig.model_validate(raw).iteration_batching == IterationBatching(max_waiting_steps=4)
+    joins = {"max_waiting_steps": 2, "waiting_served_ratio": 0.5}
+    assert ModelConfig.model_validate({**raw, "iteration_batching": joins}).iteration_batching.max_waiting_steps == 2
+    with pytest.raises(ValidationError, match="max_waiting_steps"):
+        ModelConfig.model_validate({**raw, "iteration_batching": {"max_waiting_steps": 0}})
     assert ModelConfig.model_validate({**raw, "decode_batching": "iteration"}).decode_batching == "iteration"
     with pytest.raises(ValidationError, match="Input should be 'iteration' or 'request'"):
         ModelConfig.model_validate({**raw, "decode_batching": "step"})
