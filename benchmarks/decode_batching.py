@@ -1,6 +1,7 @@
 """Request-level dynamic batching vs iteration-level decode batching, in process (no gRPC).
 
-N closed-loop clients on one event loop submit mixed traffic (sort-pointer with 5-15 values,
+N closed-loop clients (or, with --rate, requests arriving at that rate whether or not the earlier
+ones are answered) on one event loop submit mixed traffic (sort-pointer with 5-15 values,
 dates-additive with max_length 4-16, alternately) to the schedulers the server builds for them:
 `serving.scheduler.Scheduler` (dynamic batching, no added delay) or `IterationScheduler`
 (`decode_batching: iteration`; `iteration@1`: newcomers join before every decoder step), over ONNX
@@ -100,12 +101,10 @@ async def closed_loop(mode: str, versions: dict[str, LoadedVersion], requests: d
     recorder = Recorder()
     with ThreadPoolExecutor(4) as executor:
         schedulers = {m: build(mode, v, executor, recorder) for m, v in versions.items()}
-        answered = 0
         latencies: dict[str, list[float]] = {m: [] for m in versions}  # ms, submit to answer
         end = time.perf_counter() + seconds
 
         async def client(index: int) -> None:
-            nonlocal answered
             for i in range(index, 10**9, clients):
                 if time.perf_counter() >= end:
                     return
@@ -113,17 +112,49 @@ async def closed_loop(mode: str, versions: dict[str, LoadedVersion], requests: d
                 sent = time.perf_counter()
                 await schedulers[model].submit(requests[model][i % len(requests[model])])
                 latencies[model].append(1e3 * (time.perf_counter() - sent))
-                answered += 1
 
         cpu, start = time.process_time(), time.perf_counter()
         await asyncio.gather(*(client(i) for i in range(clients)))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return summary({"mode": mode, "clients": clients}, latencies, wall, cpu, recorder)
+
+
+async def open_loop(mode: str, versions: dict[str, LoadedVersion], requests: dict[str, list[Prepared]],
+                    rate: float, seconds: float, seed: int) -> dict[str, Any]:  # fmt: skip
+    """Requests arrive at `rate` per second (Poisson, the models alternating), whether or not the
+    earlier ones are answered: the latency a request meets at that load."""
+    recorder = Recorder()
+    gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=int(rate * seconds * 2) + 16)
+    with ThreadPoolExecutor(4) as executor:
+        schedulers = {m: build(mode, v, executor, recorder) for m, v in versions.items()}
+        latencies: dict[str, list[float]] = {m: [] for m in versions}
+
+        async def one(i: int) -> None:
+            model = MODELS[i % len(MODELS)]
+            sent = time.perf_counter()
+            await schedulers[model].submit(requests[model][i % len(requests[model])])
+            latencies[model].append(1e3 * (time.perf_counter() - sent))
+
+        cpu, start = time.process_time(), time.perf_counter()
+        tasks, due = [], start
+        for i, gap in enumerate(gaps):
+            due += gap
+            if due >= start + seconds:
+                break
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.ensure_future(one(i)))
+        await asyncio.gather(*tasks)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return summary({"mode": mode, "rate": rate}, latencies, wall, cpu, recorder)
+
+
+def summary(
+    row: dict[str, Any], latencies: dict[str, list[float]], wall: float, cpu: float, recorder: Recorder
+) -> dict[str, Any]:
     every = np.concatenate([np.asarray(v) for v in latencies.values()])
-    row: dict[str, Any] = {
-        "mode": mode,
-        "clients": clients,
-        "rps": answered / wall,
-        "cpu_ms": 1e3 * cpu / answered,
+    row |= {
+        "rps": len(every) / wall,
+        "cpu_ms": 1e3 * cpu / len(every),
         "p50_ms": float(np.percentile(every, 50)),
         "p99_ms": float(np.percentile(every, 99)),
     }
@@ -160,6 +191,12 @@ def main() -> None:
         default="request,iteration@1,iteration",
         help="request, iteration (as config.yaml says) or iteration@K (see build)",
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open loop: requests per second arriving (Poisson) instead of --clients closed-loop clients",
+    )
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args()
     repository = ModelRepository(args.repository, get_backend)
@@ -173,7 +210,10 @@ def main() -> None:
         modes = args.modes.split(",")
         for r in range(args.rounds):
             for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:  # the order rotates
-                row = asyncio.run(closed_loop(mode, versions, requests, args.clients, args.seconds))
+                if args.rate:
+                    row = asyncio.run(open_loop(mode, versions, requests, args.rate, args.seconds, seed=r))
+                else:
+                    row = asyncio.run(closed_loop(mode, versions, requests, args.clients, args.seconds))
                 runs.append({"round": r, **row})
                 print(json.dumps(runs[-1]), flush=True)
     finally:
