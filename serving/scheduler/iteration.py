@@ -353,8 +353,13 @@ class IterationScheduler(BaseScheduler):
         rule = self.joins
         if not rows or since_join >= rule.max_waiting_steps:
             return True
-        waiting = sum(job.prepared.rows * self.pipeline.plan(job.prepared).beam for job in self._waiting)
-        return bool(waiting) and waiting >= min(rule.waiting_served_ratio * rows, self.policy.max_batch_size - rows)
+        enough = min(rule.waiting_served_ratio * rows, self.policy.max_batch_size - rows)
+        waiting = 0
+        for job in self._waiting:  # every step, under the lock: it stops once there are enough
+            waiting += job.prepared.rows * self.pipeline.plan(job.prepared).beam
+            if waiting >= enough:
+                return True
+        return False
 
     def _take(
         self,
