@@ -96,6 +96,15 @@ def build(mode: str, version: LoadedVersion, executor: ThreadPoolExecutor, recor
     return scheduler
 
 
+async def timed_submit(schedulers: dict[str, Any], requests: dict[str, list[Prepared]],
+                       latencies: dict[str, list[float]], i: int) -> None:  # fmt: skip
+    """Submit request `i` (the models alternating) and record its latency in ms, submit to answer."""
+    model = MODELS[i % len(MODELS)]
+    sent = time.perf_counter()
+    await schedulers[model].submit(requests[model][i % len(requests[model])])
+    latencies[model].append(1e3 * (time.perf_counter() - sent))
+
+
 async def closed_loop(mode: str, versions: dict[str, LoadedVersion], requests: dict[str, list[Prepared]],
                       clients: int, seconds: float) -> dict[str, Any]:  # fmt: skip
     recorder = Recorder()
@@ -108,10 +117,7 @@ async def closed_loop(mode: str, versions: dict[str, LoadedVersion], requests: d
             for i in range(index, 10**9, clients):
                 if time.perf_counter() >= end:
                     return
-                model = MODELS[i % len(MODELS)]
-                sent = time.perf_counter()
-                await schedulers[model].submit(requests[model][i % len(requests[model])])
-                latencies[model].append(1e3 * (time.perf_counter() - sent))
+                await timed_submit(schedulers, requests, latencies, i)
 
         cpu, start = time.process_time(), time.perf_counter()
         await asyncio.gather(*(client(i) for i in range(clients)))
@@ -128,13 +134,6 @@ async def open_loop(mode: str, versions: dict[str, LoadedVersion], requests: dic
     with ThreadPoolExecutor(4) as executor:
         schedulers = {m: build(mode, v, executor, recorder) for m, v in versions.items()}
         latencies: dict[str, list[float]] = {m: [] for m in versions}
-
-        async def one(i: int) -> None:
-            model = MODELS[i % len(MODELS)]
-            sent = time.perf_counter()
-            await schedulers[model].submit(requests[model][i % len(requests[model])])
-            latencies[model].append(1e3 * (time.perf_counter() - sent))
-
         cpu, start = time.process_time(), time.perf_counter()
         tasks, due = [], start
         for i, gap in enumerate(gaps):
@@ -142,7 +141,7 @@ async def open_loop(mode: str, versions: dict[str, LoadedVersion], requests: dic
             if due >= start + seconds:
                 break
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            tasks.append(asyncio.ensure_future(one(i)))
+            tasks.append(asyncio.ensure_future(timed_submit(schedulers, requests, latencies, i)))
         await asyncio.gather(*tasks)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return summary({"mode": mode, "rate": rate}, latencies, wall, cpu, recorder)
