@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 
 import pytest
 import yaml
@@ -24,9 +25,17 @@ def _rows(base: str, expr: str) -> list[tuple[dict, float]] | None:
     return rows if rows and all(math.isfinite(v) for _, v in rows) else None
 
 
+def _scraped_since(base: str, since: float) -> bool:
+    """Prometheus holds a scrape of the server that started after `since` (Unix seconds)."""
+    return any(float(r["value"][1]) > since for r in query(base, 'timestamp(up{job="attnserve"})'))
+
+
 def test_adapter_and_keda_queries_answer_per_replica(stack):  # noqa: F811
     srv, base = stack
     send(srv.address, {("dates-additive", "onnxruntime"): 3, ("dates-dot", "onnxruntime"): 2})
+    # a scrape taken while those requests ran saw them in flight: read the values of one taken after
+    sent = time.time()
+    wait_for(lambda: _scraped_since(base, sent), timeout=30, what="a scrape after the requests")
     values = {}
     for rule in _adapter_rules():
         expr = adapter_query(rule, 'job="attnserve"', "instance")
