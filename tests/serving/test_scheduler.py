@@ -157,7 +157,11 @@ def test_without_batching_requests_run_alone_and_concurrently():
     async def go() -> None:
         h = Harness(Policy(max_batch_size=8, batching=False, concurrency=2))
         tasks = [h.submit(i) for i in range(3)]
-        await asyncio.sleep(0.05)
+        for _ in range(2000):  # the executor's threads start them (bounded: 2 s)
+            if len(h.pipeline.batches) == 2:
+                break
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)  # a third would have started by now if it could
         assert len(h.pipeline.batches) == 2 and h.scheduler.queued == 1  # two run at once
         await h.release(*tasks)
         assert sorted(map(tuple, h.pipeline.batches)) == [(0,), (1,), (2,)]
