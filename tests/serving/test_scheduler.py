@@ -19,6 +19,9 @@ from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners, T
 from serving.scheduler import Execution, Policy, Scheduler
 from serving.scheduler.inline import PROBE_EVERY, PROBE_LEN, QUIET_TO_INLINE, InlineGate
 from tests.fakes import copy_gru
+from tests.serving.test_iteration import Harness as IterationHarness
+
+until = IterationHarness.until  # bounded poll of a condition another thread makes true
 
 
 class Gated(Pipeline):
@@ -157,10 +160,7 @@ def test_without_batching_requests_run_alone_and_concurrently():
     async def go() -> None:
         h = Harness(Policy(max_batch_size=8, batching=False, concurrency=2))
         tasks = [h.submit(i) for i in range(3)]
-        for _ in range(2000):  # the executor's threads start them (bounded: 2 s)
-            if len(h.pipeline.batches) == 2:
-                break
-            await asyncio.sleep(0.001)
+        await until(lambda: len(h.pipeline.batches) == 2, "the executor's threads never started two requests")
         await asyncio.sleep(0.01)  # a third would have started by now if it could
         assert len(h.pipeline.batches) == 2 and h.scheduler.queued == 1  # two run at once
         await h.release(*tasks)
