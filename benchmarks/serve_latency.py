@@ -38,9 +38,9 @@ from latency_inputs import INPUTS
 from markdown_section import write_section
 
 from backends.loader import get_backend
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.repository import ModelRepository
 
 BLOCK = 10  # requests of one kind in a row
@@ -48,7 +48,7 @@ DEFAULT_MODELS = ["dates-additive", "dates-transformer", "debian-han", "sort-poi
 
 
 def request(model: str, inputs: dict[str, np.ndarray], backend: str) -> pb.ModelInferRequest:
-    return convert.infer_request(model, inputs, params={"backend": backend})
+    return codec.infer_request(model, inputs, params={"backend": backend})
 
 
 def spawn(cmd: list[str], ready: str, **popen: Any) -> tuple[subprocess.Popen, int]:

@@ -14,14 +14,14 @@ from typing import Any
 
 from grpc import StatusCode, aio
 
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import model_config_pb2 as mc
 from runtime.config import ModelConfig
 from runtime.errors import ModelNotFound
 from serving.dataplane import DataPlane
 from serving.describe import EXTENSIONS, PLATFORMS, SERVER_NAME, compute_facts, model_metadata, model_ready
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-from serving.grpc._gen.inference import model_config_pb2 as mc
 from serving.grpc.deadline import deadline_of
 from serving.grpc.infer_body import SplitRequest
 from serving.grpc.interceptors import end_call, status_of
@@ -105,8 +105,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             # the serving model checks the tensors' headers before any data is read, and bounds
             # each BYTES element before it is copied: a hostile request costs its headers
             pipeline = self.dataplane.pipeline(request.model_name, request.model_version)
-            inputs = convert.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes, raw)
-            params = convert.parameters(request.parameters)
+            inputs = codec.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes, raw)
+            params = codec.parameters(request.parameters)
             requested = [o.name for o in request.outputs]
             result = await self.dataplane.infer(
                 request.model_name, request.model_version, inputs, params, requested,
@@ -116,7 +116,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 model_name=result.model.config.name, model_version=str(result.model.version), id=request.id
             )
             response.parameters["backend"].string_param = result.backend
-            convert.response_outputs(response, result.outputs)
+            codec.response_outputs(response, result.outputs)
             return response
 
     async def ModelStreamInfer(
@@ -168,8 +168,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             with self.dataplane.track(request.model_name) as record:  # one request, however many parts
                 pipeline = self.dataplane.pipeline(request.model_name, request.model_version)
-                inputs = convert.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes)
-                params = convert.parameters(request.parameters)
+                inputs = codec.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes)
+                params = codec.parameters(request.parameters)
                 params.pop(EMPTY_FINAL, None)  # our last response always has outputs: never an empty one
                 requested = [o.name for o in request.outputs]
                 parts = self.dataplane.infer_stream(
@@ -183,7 +183,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         )
                         response.parameters["backend"].string_param = part.backend
                         response.parameters[FINAL].bool_param = part.final
-                        convert.response_outputs(response, part.outputs)
+                        codec.response_outputs(response, part.outputs)
                         send(pb.ModelStreamInferResponse(infer_response=response))
                         final = part.final
         except Exception as exc:  # counted by the record; answered in the stream, which goes on

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.client import Client, ClientError
+from client import Client, ClientError
 from tests.serving.conftest import ROOT
 from tests.serving.test_lifecycle import Served, onnx_only, serve
 from tests.serving.test_prometheus import free_port, query, wait_for

@@ -27,8 +27,8 @@ import tritonclient.http as th
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.http.server import SHUTTING_DOWN, TOO_MANY
 from tests.serving.conftest import RunningServer, start_server
 from tests.serving.pki import make_pki
