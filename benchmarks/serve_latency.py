@@ -168,6 +168,7 @@ def bench(
             base_stub = pb_grpc.GRPCInferenceServiceStub(channels[-1])
         results: dict[str, Any] = {
             "commit": commit_of(Path(__file__).resolve().parents[1]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "baseline": str(baseline) if baseline else None,
             "baseline_commit": commit_of(baseline) if baseline else None,
             "startup_seconds": startup,
@@ -248,7 +249,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
     lines = [
         "# Serving latency at batch 1",
         "",
-        f"Measured by `{command}` at commit {results['commit']} on {platform.machine()} with {os.cpu_count()} cores "
+        f"Measured by `{command}` on {results.get('date', 'an unrecorded date')} at commit {results['commit']} "
+        f"on {platform.machine()} with {os.cpu_count()} cores "
         f"(Python {platform.python_version()}); load average at the start "
         f"{results['load_average_at_start']:.2f}. One run, in rotating blocks of {BLOCK} requests: the "
         "pipeline in process (ONNX Runtime), the same request served over gRPC on loopback with ONNX "

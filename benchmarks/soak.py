@@ -10,7 +10,7 @@ requests. Growth is measured from the sample after warm-up (the first SAMPLE req
     python benchmarks/soak.py --repository model_repository --requests 100000 --clients 8 \
         --json runs/soak.json
 
-Not run in CI (minutes of load); the issue's bar: 0 errors, answers equal, RSS growth <= 20 MB.
+Not run in CI (minutes of load); its bar: 0 errors, answers equal, RSS growth <= 20 MB.
 """
 
 from __future__ import annotations

@@ -259,6 +259,14 @@ def _cmd_client(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
+    if args.corpus == "translations":
+        from models.data import translations
+
+        path = translations.build(args.out, args.lang, lists_dir=args.lists, fetch_lists=not args.no_fetch)
+        print(path)
+        if args.write_sample:
+            print(translations.write_heldout_sample(path, args.lang))
+        return 0
     from models.data import debian
 
     print(debian.build(args.out))
@@ -414,8 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--plot", type=Path, metavar="PNG", help="draw the returned attention into this file")
     p.set_defaults(func=_cmd_client, default_timeout=30.0)
 
-    p = sub.add_parser("data", help="build the debian-docs corpus from the apt lists")
+    p = sub.add_parser("data", help="build a corpus from Debian's lists: debian-docs or translations")
+    p.add_argument("corpus", nargs="?", choices=["debian-docs", "translations"], default="debian-docs")
     p.add_argument("--out", type=Path, default=Path("data"))
+    p.add_argument("--lang", default="de", help="translations: the language paired with English (de, fr, ...)")
+    p.add_argument("--lists", type=Path, help="translations: the private apt lists folder (default OUT/apt-lists)")
+    p.add_argument("--no-fetch", action="store_true", help="translations: build from the lists already there")
+    p.add_argument("--write-sample", action="store_true",
+                   help="translations: also rewrite the committed held-out sample from the new corpus")  # fmt: skip
     p.set_defaults(func=_cmd_data)
     return parser
 

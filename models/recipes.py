@@ -99,7 +99,7 @@ RECIPES: dict[str, Recipe] = {
             # One thread: ~0.1 s/step vs ~0.35 s/step with two on the shared 2-core box.
             train=TrainConfig(steps=2500, batch_size=32, lr=5e-3, threads=1),
         ),
-        # dates-in-text (issue 13): sources ~70 characters, about 2.5x the dates task's cost per step;
+        # dates-in-text: sources ~70 characters, about 2.5x the dates task's cost per step;
         # 1 thread, on the shared 2-core machine two trained at once: 210-690 s each
         _in_text("concat", 1500),
         _in_text("additive", 1500),

@@ -71,7 +71,7 @@ class ExportSpec(abc.ABC):
     family: ClassVar[str]
     task: ClassVar[Task | None] = None  # the runtime pipeline that serves the family; None: export only
     decode: DecodeLoop | None = None  # encoder + decoder_step families
-    #: sizes of the example the exporter traces with (>= 2 everywhere, see onnx-export.md G6)
+    #: sizes of the example the exporter traces with (>= 2 everywhere: docs/export-pitfalls.md, G6)
     example: ClassVar[Dims]
     #: sizes the validator checks; must include a length of 1 and lengths above the example's
     check_shapes: ClassVar[list[Dims]]

@@ -101,7 +101,7 @@ def test_the_default_target_and_the_tags_deploy_k8s_expects():
     stages = load_runner().parse()
     assert list(stages)[-1] == "slim"  # `docker build .` builds the last stage
     text = (ROOT / "Dockerfile").read_text()
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "deployment.md").read_text()  # the images' doc
     for command in (
         f"docker build -t attnserve:{VERSION} .",
         f"docker build --target torch -t attnserve:{VERSION}-torch .",

@@ -180,8 +180,9 @@ async def on_idle_model(address: str, work) -> tuple[object, bool]:
         ({"params": {"timeout": 10_000}}, True),
         # the client's gRPC deadline, while the model computes other requests
         ({"deadline": None}, True),
-        # issue 10's case on an idle model: the first request starts at once and its deadline passes
-        # while it computes (it stops at its next decoder step); the others pass theirs in the queue
+        # the throughput criteria's overload case on an idle model: the first request starts at once
+        # and its deadline passes while it computes (it stops at its next decoder step); the others
+        # pass theirs in the queue
         ({"deadline": None}, False),
     ],
     ids=["timeout-parameter-10ms", "grpc-deadline-queued", "grpc-deadline-computing"],
@@ -219,12 +220,12 @@ def test_expired_requests_are_dropped_before_compute_and_counted(srv, slow_secon
 
 
 def test_a_burst_of_10ms_deadlines_is_counted_whole(srv, slow_seconds):
-    """Issue 10's case as sent: 50 slow requests at once with a 10 ms deadline. The server takes in
-    a call in 0.15-0.4 ms of its loop, so the later calls' deadlines pass inside gRPC before their
-    message is read: gRPC then cancels the handler during the read. Every call is still counted
-    as DEADLINE_EXCEEDED: under the model when its message was read in time, with empty model
-    labels when not (serving/grpc/intake.py). Measured before the read's cancellation was
-    counted: the model 7-21 of 50, nothing else."""
+    """The throughput criteria's overload case as sent (benchmarks/throughput_report.py): 50 slow requests at once
+    with a 10 ms deadline. The server takes in a call in 0.15-0.4 ms of its loop, so the later calls' deadlines pass
+    inside gRPC before their message is read: gRPC then cancels the handler during the read. Every call is still
+    counted as DEADLINE_EXCEEDED: under the model when its message was read in time, with empty model labels when
+    not (serving/grpc/intake.py). Measured before the read's cancellation was counted: the model 7-21 of 50, nothing
+    else."""
     with grpc.insecure_channel(srv.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         load(stub, max_queue_size=256)

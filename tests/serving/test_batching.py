@@ -1,4 +1,4 @@
-"""Batched answers over real gRPC equal batch-1 answers (issue 10's acceptance bar).
+"""Batched answers over real gRPC equal batch-1 answers (the bar dynamic batching must meet).
 
 Every reference model gets its own held-out inputs (the test split the export check uses, through
 `Family.held_out`), one request each, translate requests with varied `max_length` and `beam_size`,

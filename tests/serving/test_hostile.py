@@ -168,7 +168,7 @@ def test_the_typed_service_checks_the_count_before_building_strings(channel):
 
 
 def hostile_body() -> pb.ModelInferRequest:
-    """The 50 MB body of the issue: 8.7 M two-byte BYTES items in one [8.7 M] tensor."""
+    """A 50 MB body: 8.7 M two-byte BYTES items in one [8.7 M] tensor."""
     count = 8_700_000
     raw = (struct.pack("<I", 2) + b"ab") * count
     req = pb.ModelInferRequest(model_name="dates-additive")

@@ -293,7 +293,7 @@ def test_unknown_version_endpoint_and_method(server):
     assert (status, doc["ready"]) == (503, False)
     status, _, doc = call(server.http_address, "GET", "/v2/models/no-such-model/ready")
     assert status == 404 and "unknown model" in doc["error"]
-    status, _, doc = call(server.http_address, "GET", "/v2/models/dates-additive/stats")
+    status, _, doc = call(server.http_address, "GET", "/v2/models/dates-additive/trace/setting")
     assert status == 404 and "no endpoint" in doc["error"]
     status, headers, doc = call(server.http_address, "GET", "/v2/models/dates-additive/infer")
     assert (status, headers["allow"]) == (405, "POST")
