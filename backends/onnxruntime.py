@@ -60,15 +60,6 @@ def _tensor_spec(arg: Any, path: Path) -> TensorSpec:
     return TensorSpec(name=arg.name, dtype=_DTYPES[arg.type], axes=axes)
 
 
-def _coerce_options(cls: type[Backend], options: BackendOptions | Mapping[str, Any] | None) -> Any:
-    if isinstance(options, cls.Options):
-        return options
-    if options is None:
-        return cls.Options()
-    data = options.model_dump(exclude_unset=True) if isinstance(options, BackendOptions) else dict(options)
-    return cls.Options.model_validate(data)
-
-
 class FeedCheck:
     """Missing inputs, non-arrays and inconsistent sizes of one symbolic axis (e.g. two batch sizes).
 
@@ -131,7 +122,7 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def load(cls, artifact_dir: Path, component: Component, device: Device, options: BackendOptions) -> Self:
-        opts: OnnxRuntimeOptions = _coerce_options(cls, options)
+        opts: OnnxRuntimeOptions = cls.coerce_options(options)
         path = artifact_file(artifact_dir, component.file)
         if device not in ("cpu", "cuda"):
             raise ModelLoadError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
