@@ -17,7 +17,7 @@ from serving.grpc import convert
 from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.grpc.convert import infer_request as _infer_request
 from serving.grpc.convert import response_tensors as _infer_outputs
-from tests.serving.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 TRANSLATE, SORT, CLASSIFY = "dates-transformer", "sort-pointer", "debian-han"
 DATES = ["Freitag, 2. September 1983", "14 de març 2003", "perjantai 7. kesäkuuta 1957"]

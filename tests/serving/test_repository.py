@@ -17,7 +17,7 @@ from runtime.pipelines.classify import ClassifyPipeline
 from runtime.pipelines.sort import SortPipeline
 from runtime.pipelines.translate import TranslatePipeline
 from serving.repository import ModelRepository, State, check_name
-from tests.fakes import FAKES, BackendPool, copy_gru, write_model, write_repository
+from tests.helpers.fakes import FAKES, BackendPool, copy_gru, write_model, write_repository
 
 
 @pytest.fixture
