@@ -310,10 +310,11 @@ def model_config_message(model: LoadedVersion) -> mc.ModelConfig:
         msg.version_policy.specific.versions.extend(cfg.version_policy.specific)
     else:
         msg.version_policy.latest.num_versions = cfg.version_policy.latest or 1
-    for t in model.pipeline.inputs:
-        msg.input.add(name=t.name, data_type=_config_type(t.datatype), dims=list(t.shape))
-    for t in model.pipeline.outputs:
-        msg.output.add(name=t.name, data_type=_config_type(t.datatype), dims=list(t.shape))
+    pipeline = model.pipeline
+    for t in pipeline.inputs:
+        msg.input.add(name=t.name, data_type=_config_type(t.datatype), dims=pipeline.config_dims(t))
+    for t in pipeline.outputs:
+        msg.output.add(name=t.name, data_type=_config_type(t.datatype), dims=pipeline.config_dims(t))
     facts = {
         "task": cfg.task,
         "family": cfg.family,
