@@ -59,6 +59,10 @@ def import_onnx(
     version.mkdir(parents=True)
     try:
         shutil.copyfile(file, version / GRAPH_FILE)
+        for data in external_data(file):  # beside the graph, under the names the graph gives them
+            target = version / data
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file.parent / data, target)
         backend = OnnxRuntimeBackend.load(
             version,
             Component(COMPONENT, GRAPH_FILE, Signature(inputs=(), outputs=())),
@@ -87,6 +91,30 @@ def import_onnx(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return Imported(folder, config, batching + "".join(f"; {n}" for n in notes), ran)
+
+
+def external_data(file: Path) -> list[str]:
+    """The files a graph keeps its large tensors in (ONNX external data, e.g. `model.onnx.data` as
+    torch.onnx.export writes it), as relative paths beside the graph; ValueError for one outside."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    def tensors(graph: onnx.GraphProto):  # initializers and attribute tensors, subgraphs included
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                yield from ([attr.t] if attr.HasField("t") else [])
+                yield from attr.tensors
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    yield from tensors(sub)
+
+    model = onnx.load(str(file), load_external_data=False)
+    names = sorted({ExternalDataInfo(t).location for t in tensors(model.graph) if uses_external_data(t)})
+    for name in names:
+        path = (file.parent / name).resolve()
+        if Path(name).is_absolute() or not path.is_relative_to(file.parent.resolve()) or not path.is_file():
+            raise ValueError(f"{file.name} keeps tensors in {name!r}, which is not a file beside it")
+    return names
 
 
 def _run_once(signature: Signature, run, batched: bool) -> str:

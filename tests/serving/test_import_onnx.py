@@ -12,7 +12,7 @@ import yaml
 from backends.loader import get_backend
 from cli import main as cli
 from serving.repository import ModelRepository, State
-from tests.onnx_graphs import backend_test_data, masked_attention
+from tests.onnx_graphs import backend_test_data, dense, masked_attention
 
 
 def test_import_a_batchable_graph_then_pad_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -63,3 +63,20 @@ def test_a_graph_onnx_runtime_cannot_load_is_not_imported(tmp_path: Path, capsys
     assert "Gradient" in capsys.readouterr().err
     assert not (repository / "grad").exists()  # nothing half-written
     shutil.rmtree(repository)
+
+
+def test_a_graph_with_external_data_is_imported_with_it(tmp_path: Path):
+    """torch.onnx.export (dynamo) keeps the weights beside the graph, in `<file>.data`."""
+    import onnx
+
+    graph = dense(tmp_path / "build" / "dense.onnx", layers=1)
+    model = onnx.load(str(graph))
+    onnx.save(model, str(tmp_path / "dense.onnx"), save_as_external_data=True, location="dense.onnx.data")
+    repository = tmp_path / "repository"
+    assert (
+        cli.main(["import", "onnx", str(tmp_path / "dense.onnx"), "--name", "dense", "--repository", str(repository)])
+        == 0
+    )
+    assert (repository / "dense" / "1" / "dense.onnx.data").read_bytes() == (tmp_path / "dense.onnx.data").read_bytes()
+    repo = ModelRepository(repository, get_backend)
+    assert repo.load_all() == {} and repo.get("dense").config.max_batch_size == 4
