@@ -93,7 +93,9 @@ class ExportSpec(abc.ABC):
         checkpoint's models.families.Family, for labels)."""
         if self.task is None:
             raise TypeError(f"{type(self).__name__} declares no task: it exports, but attnserve cannot serve it")
-        return {"task": self.task, "decode": self.decode, "max_input_length": self.max_input_length()}
+        facts = {"task": self.task, "decode": self.decode, "max_input_length": self.max_input_length()}
+        longest = getattr(family, "max_output_length", None)  # where the task decodes longer than the default
+        return facts if longest is None else {**facts, "max_output_length": int(longest)}
 
 
 _SPECS: dict[str, type[ExportSpec]] = {}
