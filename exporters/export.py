@@ -1,6 +1,6 @@
 """Export one checkpoint into a model repository version folder, verified, with its report.
 
-Runs in its own process (see exporters.cli): the GRU export workaround must not leak
+Runs in its own process (see exporters.parallel): the GRU export workaround must not leak
 between models (docs/export-pitfalls.md, G1).
 """
 

@@ -14,9 +14,9 @@ import pytest
 
 from models import checkpoint
 from models.recipes import RECIPES
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.pipelines.factory import pipeline_class
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = 64
@@ -42,8 +42,8 @@ def served(stub, model: str, task: str, sources: list, backend: str) -> list:
     pipeline = pipeline_class(task)
     got: list = [None] * len(sources)
     for rows, inputs in pipeline.requests(sources, BATCH):
-        req = convert.infer_request(model, inputs, OUTPUTS[task], {"backend": backend})
-        outputs = convert.response_tensors(stub.ModelInfer(req, timeout=120))
+        req = codec.infer_request(model, inputs, OUTPUTS[task], {"backend": backend})
+        outputs = codec.response_tensors(stub.ModelInfer(req, timeout=120))
         for i, answer in zip(rows, pipeline.answers(outputs), strict=True):
             got[i] = answer
     return got
