@@ -128,20 +128,21 @@ def _infer(client, module, model: str, feeds: dict[str, np.ndarray]) -> dict[str
 
 def test_a_graph_without_config_is_ready_and_configured_by_triton_rule(grpc, http):
     assert grpc.is_model_ready("dense") and http.is_model_ready("dense")
-    config = grpc.get_model_config("dense", as_json=True)["config"]
-    assert int(config["max_batch_size"]) == 4  # the server's default_max_batch_size (Triton's too)
-    assert "dynamic_batching" in config
-    dims = {t["name"]: [int(d) for d in t.get("dims", [])] for t in config["input"] + config["output"]}
-    assert dims == {"x": [WIDTH], "y": [WIDTH], "argmax": []}  # without the batch axis, as Triton
-    assert {t["name"]: t["data_type"] for t in config["output"]} == {"y": "TYPE_FP32", "argmax": "TYPE_INT64"}
-    assert config["parameters"]["attention"]["string_value"] == "external"
+    for config in (grpc.get_model_config("dense", as_json=True)["config"], http.get_model_config("dense")):
+        assert int(config["max_batch_size"]) == 4  # the server's default_max_batch_size (Triton's too)
+        assert "dynamic_batching" in config
+        dims = {t["name"]: [int(d) for d in t.get("dims", [])] for t in config["input"] + config["output"]}
+        assert dims == {"x": [WIDTH], "y": [WIDTH], "argmax": []}  # without the batch axis, as Triton
+        assert {t["name"]: t["data_type"] for t in config["output"]} == {"y": "TYPE_FP32", "argmax": "TYPE_INT64"}
+        assert config["parameters"]["attention"]["string_value"] == "external"
     for md in (grpc.get_model_metadata("dense", as_json=True), http.get_model_metadata("dense")):
         shapes = {t["name"]: [int(d) for d in t["shape"]] for t in md["inputs"] + md["outputs"]}
         assert shapes == {"x": [-1, WIDTH], "y": [-1, WIDTH], "argmax": [-1]}
     # a fixed first axis: not batched, dims as the graph has them
-    conv = grpc.get_model_config("test_Conv2d", as_json=True)["config"]
-    assert int(conv.get("max_batch_size", 0)) == 0 and "dynamic_batching" not in conv
-    assert [int(d) for d in conv["input"][0]["dims"]] == list(reference_case(_reference("test_Conv2d"))[0][0].shape)
+    shape = list(reference_case(_reference("test_Conv2d"))[0][0].shape)
+    for conv in (grpc.get_model_config("test_Conv2d", as_json=True)["config"], http.get_model_config("test_Conv2d")):
+        assert int(conv.get("max_batch_size", 0)) == 0 and "dynamic_batching" not in conv
+        assert [int(d) for d in conv["input"][0]["dims"]] == shape
 
 
 def _reference(name: str) -> Path:
@@ -175,8 +176,9 @@ def test_backend_test_models_answer_their_reference_outputs(case, repository, gr
             np.testing.assert_allclose(answer, want, rtol=RTOL, atol=ATOL)
 
 
-def test_what_cannot_load_is_listed_unavailable_with_the_reason(grpc):
+def test_what_cannot_load_is_listed_unavailable_with_the_reason(grpc, http):
     index = {m["name"]: m for m in grpc.get_model_repository_index(as_json=True)["models"]}
+    assert {m["name"]: m for m in http.get_model_repository_index()} == index
     for name, cause in UNLOADABLE.items():
         assert index[name]["state"] == "UNAVAILABLE" and cause in index[name]["reason"]
     assert "no config.yaml and no <version>/model.onnx" in index["empty"]["reason"]
