@@ -23,6 +23,7 @@ from serving.http.api import RestApi
 from serving.http.server import HttpServer
 from serving.metrics import ServingMetrics, TritonCompatCollector
 from serving.metrics_http import MetricsEndpoint
+from serving.model_control import ModelControl
 from serving.repository import ModelRepository, State
 from serving.settings import ServerSettings
 from serving.stats import StatsRegistry
@@ -64,8 +65,9 @@ class App:
         self.ready = False
         self.started = False  # start() finished: readiness follows the models from now on
         self.draining = False  # a stop began: never ready again
+        control = ModelControl(self.repository, self.executor, self._model_changed)
         inference = InferenceServicer(
-            self.repository, self.dataplane, self.stats, attnserve_version(), lambda: self.ready, self._model_changed,
+            self.repository, self.dataplane, self.stats, attnserve_version(), lambda: self.ready, control,
             is_draining=lambda: self.draining,
         )  # fmt: skip
         self.grpc = GrpcServer(
@@ -82,8 +84,11 @@ class App:
         self.http: HttpServer | None = None  # KServe V2 REST, over the same data plane
         if settings.http.enabled:
             h = settings.http
-            api = RestApi(self.repository, self.dataplane, attnserve_version(), lambda: self.ready,
-                          lambda: self.draining, h.max_body_bytes, h.max_json_bytes, self.access.tokens)  # fmt: skip
+            api = RestApi(
+                self.repository, self.dataplane, attnserve_version(), lambda: self.ready, lambda: self.draining,
+                h.max_body_bytes, h.max_json_bytes, self.access.tokens, self.stats,
+                control if self.access.model_control else None,
+            )  # fmt: skip
             # the same tokens, certificate and client-certificate policy as the gRPC port
             self.http = HttpServer(h, api, self.access.tls.ssl_context() if self.access.tls else None)
         self.http_port = 0
