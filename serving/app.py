@@ -174,6 +174,7 @@ class App:
         )  # fmt: skip
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        self.dataplane.drain()  # requests still queued (their calls outlived the grace) are refused
         self.repository.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.tracer is not None:
