@@ -26,6 +26,8 @@ _FAMILIES: dict[str, str] = {
 _TASK_FAMILIES: dict[tuple[str, str], str] = {
     ("seq2seq", "dates-in-text"): "models.families.text2text:Seq2SeqInTextFamily",
     ("transformer", "dates-in-text"): "models.families.text2text:TransformerInTextFamily",
+    ("seq2seq", "debian-translate"): "models.families.translation:Seq2SeqTranslateFamily",
+    ("transformer", "debian-translate"): "models.families.translation:TransformerTranslateFamily",
 }
 
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration  # each test exports real graphs with torch
 
 
 class OneHotPositions(nn.Module):
-    """Hard attention written with F.one_hot(idx, S): the exporter freezes S (onnx-export.md G2)."""
+    """Hard attention written with F.one_hot(idx, S): the exporter freezes S (docs/export-pitfalls.md, G2)."""
 
     def forward(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         idx = scores.masked_fill(~mask, -1e9).argmax(-1)  # [B]

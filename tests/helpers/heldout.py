@@ -11,10 +11,10 @@ import numpy as np
 
 from models import checkpoint
 from models.recipes import RECIPES
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.pipelines.factory import pipeline_class
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.helpers.paths import ROOT
 
 CLIENTS = 32
@@ -51,7 +51,7 @@ async def send_all(address: str, requests: list[pb.ModelInferRequest]) -> list[d
 
         async def client() -> None:
             for i in todo:
-                answers[i] = convert.response_tensors(await stub.ModelInfer(requests[i], timeout=120))
+                answers[i] = codec.response_tensors(await stub.ModelInfer(requests[i], timeout=120))
 
         await asyncio.gather(*(client() for _ in range(CLIENTS)))
     return answers

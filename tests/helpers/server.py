@@ -13,10 +13,10 @@ from typing import Any
 import grpc
 import numpy as np
 
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.tensors import serialize_bytes
 from serving.app import App
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.settings import ServerSettings
 
 # dates-additive's longest input (max_input_length 64): its encoder and every attention step cost

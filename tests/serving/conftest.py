@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.helpers.metrics import query
 from tests.helpers.paths import ROOT
 from tests.helpers.processes import Processes, free_port

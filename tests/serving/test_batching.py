@@ -1,4 +1,4 @@
-"""Batched answers over real gRPC equal batch-1 answers (issue 10's acceptance bar).
+"""Batched answers over real gRPC equal batch-1 answers (the bar dynamic batching must meet).
 
 Every reference model gets its own held-out inputs (the test split the export check uses, through
 `Family.held_out`), one request each, translate requests with varied `max_length` and `beam_size`,
@@ -34,9 +34,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backends.loader import get_backend
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.repository import ModelRepository
 from tests.helpers.heldout import MODELS, PER_MODEL, held_out, send_all, statistics
 from tests.helpers.metrics import scrape
@@ -94,7 +94,7 @@ def test_batched_answers_equal_batch_one_answers(server, local: ModelRepository,
     _, runners = version.runners("onnxruntime")
     alone = [version.pipeline.run(x, p, runners) for x, p in zip(inputs, params, strict=True)]
 
-    requests = [convert.infer_request(model, x, params=p) for x, p in zip(inputs, params, strict=True)]
+    requests = [codec.infer_request(model, x, params=p) for x, p in zip(inputs, params, strict=True)]
     if override:
         load(server.address, model, override)
     try:

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import yaml
 
+from protocol.gen.inference import grpc_service_pb2 as pb
 from runtime.tensors import serialize_bytes
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from tests.helpers.server import RunningServer, start_server
 
 MODEL = "victim"

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2 as pb
 
 
 def bytes_raw(items: list[bytes]) -> bytes:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2 as pb
 from tests.helpers.server import RunningServer, start_server
 from tests.helpers.wait import wait_until
 

@@ -9,8 +9,8 @@ import grpc
 import pytest
 import yaml
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.helpers.metrics import query
 from tests.helpers.paths import ROOT
 from tests.helpers.server import send_dates

@@ -15,8 +15,8 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.helpers.server import RunningServer, grpc_stub, light_request, slow_request, start_server
 from tests.helpers.wait import wait_until
 

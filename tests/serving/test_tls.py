@@ -19,7 +19,7 @@ import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
 from cli.main import main
-from serving.client import Client, ClientError
+from client import Client, ClientError
 from tests.helpers.paths import ROOT
 from tests.helpers.pki import Pki, make_pki
 from tests.helpers.server import RunningServer, start_server
