@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers.paths import REPOSITORY, ROOT
 from tests.helpers.processes import Processes
+from tests.helpers.server import RunningServer
 from tests.helpers.tiers import TIMEOUTS, tier_of
 
 
@@ -22,6 +23,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(getattr(pytest.mark, tier))
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(TIMEOUTS[tier]))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test that starts a server (in process or as a process) fails, naming what to do: the
+    unit tier stays fast because nothing in it waits for a server."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(
+            "a unit test started a server: use the `server` or `processes` fixture, or declare the test's tier "
+            "(@pytest.mark.integration or system; tests/helpers/tiers.py)"
+        )
+
+    monkeypatch.setattr(RunningServer, "__init__", refuse)
+    monkeypatch.setattr(Processes, "serve", refuse)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,12 +1,16 @@
 """The test suite's own rules: no test module imports another (what two need lives in
-tests/helpers/), and every fixture that decides a tier exists."""
+tests/helpers/), every fixture that decides a tier exists, and a unit test starts no server."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.paths import ROOT
+from tests.helpers.processes import Processes
+from tests.helpers.server import start_server
 from tests.helpers.tiers import TIERS, tier_of
 
 TESTS = ROOT / "tests"
@@ -73,3 +77,10 @@ def test_the_highest_tier_wins():
 def test_a_declared_tier_raises_but_never_lowers():
     assert tier_of(["tmp_path"], {"integration", "parametrize"}) == "integration"
     assert tier_of(["processes"], {"unit"}) == "system"
+
+
+def test_a_unit_test_cannot_start_a_server(tmp_path: Path):
+    with pytest.raises(AssertionError, match="a unit test started a server"):
+        start_server(tmp_path)
+    with pytest.raises(AssertionError, match="a unit test started a server"):
+        Processes().serve(["--repository", str(tmp_path)])

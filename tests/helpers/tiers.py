@@ -21,7 +21,7 @@ from collections.abc import Iterable
 TIERS: dict[str, frozenset[str]] = {
     "unit": frozenset(),
     "integration": frozenset(
-        {"reference_repository", "debian_corpus", "tiny_checkpoints", "tiny_checkpoint", "model_dir"}
+        {"reference_repository", "server", "debian_corpus", "tiny_checkpoints", "tiny_checkpoint", "model_dir"}
     ),
     "system": frozenset({"processes", "prometheus_binary", "haproxy"}),
     "packaging": frozenset({"image_prefix", "echo_site", "rendered"}),

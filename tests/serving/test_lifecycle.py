@@ -207,6 +207,7 @@ def readiness(address: str) -> tuple[bool, bool, int]:
         )
 
 
+@pytest.mark.integration  # a server in process
 @pytest.mark.parametrize("kind", ["missing", "empty"])
 def test_not_ready_while_the_repository_is_missing_or_empty(tmp_path: Path, kind: str):
     repo = tmp_path / "repo"
