@@ -18,7 +18,7 @@ def fake_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def served(fake_repository: Path) -> Callable[[str], Served]:
-    """kind in tests.fakes.FAKES -> its pipeline (vocabularies read from the repository) and runners."""
+    """kind in tests.helpers.fakes.FAKES -> its pipeline (vocabularies read from the repository) and runners."""
 
     def make(kind: str) -> Served:
         fake = FAKES[kind]()

@@ -1,4 +1,4 @@
-"""ModelRepository over a tiny repository of fake models served by the numpy backend (tests/fakes.py):
+"""ModelRepository over a tiny repository of fake models served by the numpy backend (tests/helpers/fakes.py):
 loading, the config/graph signature check, version policies, unload and reload."""
 
 from __future__ import annotations
