@@ -6,10 +6,8 @@ while the process runs is found by the next lookup.
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint
-
 from backends.base import ENTRY_POINT_GROUP, Backend
-from runtime.registry import Registry, subclass_of
+from runtime.registry import Entry, Registry, subclass_of
 
 
 def backends() -> Registry[type[Backend]]:
@@ -17,9 +15,9 @@ def backends() -> Registry[type[Backend]]:
     return Registry(ENTRY_POINT_GROUP, "backend", subclass_of(Backend))
 
 
-def available_backends() -> dict[str, EntryPoint]:
-    """Installed backends: name -> entry point (not imported), sorted by name."""
-    return {name: eps[0] for name, eps in backends().entry_points().items()}
+def available_backends() -> dict[str, Entry]:
+    """Installed backends: name -> entry (not imported), sorted by name."""
+    return {name: entries[0] for name, entries in backends().entries().items()}
 
 
 def get_backend(name: str) -> type[Backend]:

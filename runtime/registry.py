@@ -13,9 +13,11 @@ no plugin.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from runtime.errors import PluginLoadError, UnknownPlugin
@@ -32,17 +34,42 @@ BACKEND_GROUP = "attnserve.backends"  # backend name -> a backends.base.Backend 
 OWN_DISTRIBUTION = "attnserve"
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One registration: `name` -> "module:attribute", from the distribution `package` (None: unknown)."""
+
+    name: str
+    value: str
+    package: str | None
+
+    @property
+    def module(self) -> str:
+        return self.value.split(":")[0].strip()
+
+    def load(self) -> Any:
+        return EntryPoint(self.name, self.value, "").load()
+
+
+def _installed(group: str) -> list[Entry]:
+    return [Entry(ep.name, ep.value, ep.dist.name if ep.dist is not None else None) for ep in entry_points(group=group)]
+
+
+def _from_source(group: str) -> list[Entry]:
+    """attnserve's own entries as its source tree's pyproject.toml lists them: read only when the
+    installed metadata lists none in `group` (an editable install made before the group existed)."""
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        project = tomllib.loads(pyproject.read_text()).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    if project.get("name") != OWN_DISTRIBUTION:
+        return []
+    listed = project.get("entry-points", {}).get(group, {})
+    return [Entry(name, value, OWN_DISTRIBUTION) for name, value in listed.items()]
+
+
 def _as_is(name: str, value: Any, source: str) -> Any:
     return value
-
-
-def _distribution(ep: EntryPoint) -> str | None:
-    dist = getattr(ep, "dist", None)
-    return dist.name if dist is not None else None
-
-
-def _top_module(ep: EntryPoint) -> str:
-    return ep.value.split(":")[0].split(".")[0].strip()
 
 
 @dataclass(frozen=True)
@@ -57,24 +84,26 @@ class Registry(Generic[T]):
     kind: str
     check: Callable[[str, Any, str], T] = field(default=_as_is)
 
-    def entry_points(self) -> dict[str, list[EntryPoint]]:
-        """Every registered name with its entry points (more than one: an ambiguous name)."""
-        found: dict[str, list[EntryPoint]] = {}
-        for ep in entry_points(group=self.group):
-            same = found.setdefault(ep.name, [])
-            if all(e.value != ep.value for e in same):  # one distribution seen twice on sys.path
-                same.append(ep)
+    def entries(self) -> dict[str, list[Entry]]:
+        """Every registered name with its entries (more than one: an ambiguous name), sorted by name."""
+        listed = _installed(self.group)
+        if not any(e.package == OWN_DISTRIBUTION for e in listed):
+            listed += _from_source(self.group)
+        found: dict[str, list[Entry]] = {}
+        for entry in listed:
+            same = found.setdefault(entry.name, [])
+            if all(e.value != entry.value for e in same):  # one distribution seen twice on sys.path
+                same.append(entry)
         return dict(sorted(found.items()))
 
     def names(self, package: str | None = None) -> list[str]:
         """The registered names, sorted (nothing is imported); only `package`'s where given."""
-        found = self.entry_points()
-        return [n for n, eps in found.items() if package is None or _distribution(eps[0]) == package]
+        return [n for n, entries in self.entries().items() if package is None or entries[0].package == package]
 
     def provider(self, name: str) -> str | None:
         """The distribution that registers `name` (None: unknown, or not from a distribution)."""
-        eps = self.entry_points().get(name)
-        return _distribution(eps[0]) if eps else None
+        entries = self.entries().get(name)
+        return entries[0].package if entries else None
 
     def load(self, name: str, package: str | None = None) -> T:
         """Import what `name` is registered as.
@@ -83,7 +112,7 @@ class Registry(Generic[T]):
         that provided it when the artifact was made, where known), PluginLoadError when the name
         is ambiguous, fails to import, or the object fails `check`.
         """
-        found = self.entry_points()
+        found = self.entries()
         if name not in found:
             known = sorted(found)
             if package and package != OWN_DISTRIBUTION:
@@ -92,17 +121,17 @@ class Registry(Generic[T]):
                     f"(pip install {package}); known: {known}"
                 )
             raise UnknownPlugin(f"unknown {self.kind} {name!r}; known: {known}{self._stale_hint(found)}")
-        eps = found[name]
-        if len(eps) > 1:
+        entries = found[name]
+        if len(entries) > 1:
             raise PluginLoadError(
-                f"{self.kind} {name!r} is registered more than once: {', '.join(e.value for e in eps)}; "
+                f"{self.kind} {name!r} is registered more than once: {', '.join(e.value for e in entries)}; "
                 "uninstall one of the distributions"
             )
-        return self.load_entry_point(eps[0])
+        return self.load_entry(entries[0])
 
-    def _stale_hint(self, found: dict[str, list[EntryPoint]]) -> str:
+    def _stale_hint(self, found: dict[str, list[Entry]]) -> str:
         """Every group holds some of attnserve's own: none at all means its install predates them."""
-        if any(_distribution(ep) == OWN_DISTRIBUTION for eps in found.values() for ep in eps):
+        if any(e.package == OWN_DISTRIBUTION for entries in found.values() for e in entries):
             return ""
         return (
             f" (the installed attnserve registers nothing in {self.group!r}: its install is older than its "
@@ -111,26 +140,27 @@ class Registry(Generic[T]):
 
     def load_reference(self, reference: str, package: str | None = None) -> T:
         """Import a "module:attribute" reference (what a user names on the command line) and check it
-        as this group's entry points are; `package`, where known, is named if its module is missing."""
+        as this group's entries are; `package`, where known, is named if its module is missing."""
         if ":" not in reference:
             raise UnknownPlugin(f"{self.kind} reference {reference!r} is not of the form 'package.module:Name'")
-        return self.load_entry_point(EntryPoint(reference.rsplit(":", 1)[-1], reference, self.group), package)
+        return self.load_entry(Entry(reference.rsplit(":", 1)[-1], reference, package))
 
-    def load_entry_point(self, ep: EntryPoint, package: str | None = None) -> T:
-        dist = _distribution(ep) or package
-        source = f"{ep.value}" + (f", from the package {dist!r}" if dist else "")
+    def load_entry(self, entry: Entry) -> T:
+        """Import one entry and check it."""
+        source = entry.value + (f", from the package {entry.package!r}" if entry.package else "")
         try:
-            value = ep.load()
+            value = entry.load()
         except ModuleNotFoundError as exc:
             missing = exc.name or "?"
-            hint = f"the package {dist!r}" if dist and missing.split(".")[0] == _top_module(ep) else "it"
+            ours = entry.package is not None and missing.split(".")[0] == entry.module.split(".")[0]
+            what = f"the package {entry.package!r}" if ours else "it"
             raise PluginLoadError(
-                f"{self.kind} {ep.name!r} ({source}) cannot be imported: no module named {missing!r}; "
-                f"install {hint} into the environment attnserve runs in"
+                f"{self.kind} {entry.name!r} ({source}) cannot be imported: no module named {missing!r}; "
+                f"install {what} into the environment attnserve runs in"
             ) from exc
         except Exception as exc:
-            raise PluginLoadError(f"{self.kind} {ep.name!r} ({source}) failed to import: {exc!r}") from exc
-        return self.check(ep.name, value, f"{self.kind} {ep.name!r} ({source})")
+            raise PluginLoadError(f"{self.kind} {entry.name!r} ({source}) failed to import: {exc!r}") from exc
+        return self.check(entry.name, value, f"{self.kind} {entry.name!r} ({source})")
 
 
 def subclass_of(base: type, concrete: bool = True) -> Callable[[str, Any, str], Any]:

@@ -129,8 +129,11 @@ def test_unknown_backend_lists_installed_ones():
         get_backend("nope")
 
 
-def _eps(*pairs: tuple[str, str]):
-    return lambda group: [EntryPoint(n, v, group) for n, v in pairs] if group == ENTRY_POINT_GROUP else []
+def _only(monkeypatch, *pairs: tuple[str, str]) -> None:
+    """The backends group lists exactly `pairs` (attnserve's own pyproject.toml is not read either)."""
+    eps = [EntryPoint(n, v, ENTRY_POINT_GROUP) for n, v in pairs]
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps if group == ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(registry, "_from_source", lambda group: [])
 
 
 @pytest.mark.parametrize(
@@ -144,22 +147,19 @@ def _eps(*pairs: tuple[str, str]):
     ],
 )
 def test_bad_entry_point_is_a_load_error(monkeypatch, value: str, message: str):
-    monkeypatch.setattr(registry, "entry_points", _eps(("bad", value)))
+    _only(monkeypatch, ("bad", value))
     assert list(available_backends()) == ["bad"]
     with pytest.raises(ModelLoadError, match=message):
         get_backend("bad")
 
 
 def test_ambiguous_entry_point_is_a_load_error(monkeypatch):
-    monkeypatch.setattr(
-        registry,
-        "entry_points",
-        _eps(
-            ("torch", "backends.torch:TorchBackend"),
-            ("torch", "backends.torch:TorchBackend"),  # the same distribution seen twice: fine
-            ("onnxruntime", "backends.onnxruntime:OnnxRuntimeBackend"),
-            ("onnxruntime", "other_pkg:OnnxRuntimeBackend"),
-        ),
+    _only(
+        monkeypatch,
+        ("torch", "backends.torch:TorchBackend"),
+        ("torch", "backends.torch:TorchBackend"),  # the same distribution seen twice: fine
+        ("onnxruntime", "backends.onnxruntime:OnnxRuntimeBackend"),
+        ("onnxruntime", "other_pkg:OnnxRuntimeBackend"),
     )
     assert get_backend("torch").name == "torch"
     with pytest.raises(ModelLoadError, match="registered more than once"):
