@@ -102,9 +102,15 @@ def export_specs() -> Registry[type[ExportSpec]]:
     return Registry(EXPORT_SPEC_GROUP, "export spec", subclass_of(ExportSpec))
 
 
-def get_spec(family: str) -> type[ExportSpec]:
-    """The ExportSpec registered for `family`."""
-    return export_specs().load(family)
+def get_spec(family: str, reference: str | None = None, package: str | None = None) -> type[ExportSpec]:
+    """The ExportSpec registered for `family`, or the one `reference` ("package.module:Spec", what
+    `attnserve export --spec` was given) names; `package`, where known, is named if it is missing."""
+    if reference is None:
+        return export_specs().load(family, package)
+    spec = export_specs().load_reference(reference, package)
+    if spec.family != family:
+        raise ValueError(f"export spec {reference} is for the family {spec.family!r}, not {family!r}")
+    return spec
 
 
 def registered_families() -> list[str]:

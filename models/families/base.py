@@ -117,11 +117,16 @@ def families() -> Registry[type[Family]]:
     return Registry(FAMILY_GROUP, "family", subclass_of(Family))
 
 
-def get_family(name: str, task: str | None = None) -> type[Family]:
-    """The Family class registered under `name`, for `task` where the family serves several."""
-    registry = families()
+def get_family(name: str, task: str | None = None, package: str | None = None) -> type[Family]:
+    """The Family class registered under `name`, for `task` where the family serves several;
+    `package`: the distribution that registered it when the checkpoint was saved (named if missing)."""
+    return families().load(family_entry(name, task), package)
+
+
+def family_entry(name: str, task: str | None = None) -> str:
+    """The registered name of `name` on `task`: "family/task" where one is registered, else the family."""
     per_task = f"{name}/{task}"
-    return registry.load(per_task if task and per_task in registry.names() else name)
+    return per_task if task and per_task in families().names() else name
 
 
 def family_names() -> list[str]:

@@ -12,6 +12,6 @@ def test_the_closed_list_equals_the_registry():
 
 def test_labels_come_from_the_closed_set():
     assert attention_label("additive") == "additive"
-    assert attention_label("cosine") == OTHER  # a custom model's own variant
+    assert attention_label("cosine") == OTHER  # a custom model's own variant, no package registers
     assert attention_label("x" * 1000) == OTHER
     assert OTHER not in ATTENTION_VARIANTS
