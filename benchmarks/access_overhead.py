@@ -26,9 +26,9 @@ import grpc
 from latency_inputs import INPUTS
 from serve_latency import rotate, spawn, summary
 
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving.pki import make_pki
 
 MODEL = "sort-pointer"
@@ -58,7 +58,7 @@ def main() -> int:
         "infer token over TLS": ({"ATTNSERVE_AUTH__INFER_TOKEN": token, **tls_env}, True, token),
     }
     procs, kinds = [], {}
-    infer = convert.infer_request(MODEL, INPUTS["sort"])
+    infer = codec.infer_request(MODEL, INPUTS["sort"])
     try:
         for name, (env, tls, tok) in configs.items():
             proc, port = serve(args.repository, env)

@@ -1,6 +1,7 @@
 """How many short-deadline calls a grpc.aio server gets to see at all, by the Python work each costs.
 
-Issue 10 asks that 50 requests sent at once with a 10 ms deadline all be counted under their model.
+The throughput benchmark's overload criteria ask that 50 requests sent at once with a 10 ms deadline
+all be counted under their model (benchmarks/throughput_report.py).
 A call reaches Python only when grpc.aio's accept loop, one task on the server's event loop, asks
 gRPC core for it; a call whose deadline passes before that is ended inside core, and no
 interceptor or handler of any kind runs for it (serving/grpc/intake.py counts the calls that were

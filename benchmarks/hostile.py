@@ -44,8 +44,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 
 MODELS = "dates-additive,sort-pointer"
 ITEMS = 8_700_000  # two-byte items: 4-byte length + 2 bytes each = 52.2 MB

@@ -38,9 +38,9 @@ from latency_inputs import INPUTS
 from markdown_section import write_section
 
 from backends.loader import get_backend
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.repository import ModelRepository
 
 BLOCK = 10  # requests of one kind in a row
@@ -48,7 +48,7 @@ DEFAULT_MODELS = ["dates-additive", "dates-transformer", "debian-han", "sort-poi
 
 
 def request(model: str, inputs: dict[str, np.ndarray], backend: str) -> pb.ModelInferRequest:
-    return convert.infer_request(model, inputs, params={"backend": backend})
+    return codec.infer_request(model, inputs, params={"backend": backend})
 
 
 def spawn(cmd: list[str], ready: str, **popen: Any) -> tuple[subprocess.Popen, int]:
@@ -168,6 +168,7 @@ def bench(
             base_stub = pb_grpc.GRPCInferenceServiceStub(channels[-1])
         results: dict[str, Any] = {
             "commit": commit_of(Path(__file__).resolve().parents[1]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "baseline": str(baseline) if baseline else None,
             "baseline_commit": commit_of(baseline) if baseline else None,
             "startup_seconds": startup,
@@ -248,7 +249,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
     lines = [
         "# Serving latency at batch 1",
         "",
-        f"Measured by `{command}` at commit {results['commit']} on {platform.machine()} with {os.cpu_count()} cores "
+        f"Measured by `{command}` on {results.get('date', 'an unrecorded date')} at commit {results['commit']} "
+        f"on {platform.machine()} with {os.cpu_count()} cores "
         f"(Python {platform.python_version()}); load average at the start "
         f"{results['load_average_at_start']:.2f}. One run, in rotating blocks of {BLOCK} requests: the "
         "pipeline in process (ONNX Runtime), the same request served over gRPC on loopback with ONNX "

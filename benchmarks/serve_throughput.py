@@ -10,9 +10,9 @@ limit (the pipeline on a batch of that many items, no server) and the empty-RPC 
 (ServerLive). Clients are tritonclient.grpc.aio, in this process; every server runs in its own
 process on loopback, and only the one measured is busy. Then the overload scenarios: slow
 requests whose 10 ms deadline passes (the server's CPU afterwards, from /proc; the counts from
-ModelStatistics and Prometheus), and 200 slow requests against a queue of 8. Last, issue 10's
-acceptance criteria, pass or fail. About 10 minutes on the 2-core machine (3 rounds of 3 s cells),
-plus a few minutes the first time, to create the MLServer venv:
+ModelStatistics and Prometheus), and 200 slow requests against a queue of 8. Last, the acceptance
+criteria of benchmarks/throughput_report.py, pass or fail. About 10 minutes on the 2-core machine
+(3 rounds of 3 s cells), plus a few minutes the first time, to create the MLServer venv:
 
     python benchmarks/serve_throughput.py --markdown docs/performance.md --json runs/serve_throughput.json
 

@@ -21,7 +21,7 @@ from throughput_servers import Server, cpu_seconds, prometheus, read_config, wri
 
 @dataclass(frozen=True)
 class Overload:
-    """The scenarios' sizes: the issue's, or small ones for --quick."""
+    """The scenarios' sizes: the acceptance criteria's, or small ones for --quick."""
 
     abandoned: int = 50  # requests sent at once with `deadline_s`
     abandoned_texts: int = 64  # texts per request ...

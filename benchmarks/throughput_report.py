@@ -1,5 +1,5 @@
-"""What benchmarks/serve_throughput.py reports: the acceptance figures of issue 10 (ratios of one
-run, pass or fail per criterion) and its markdown section."""
+"""What benchmarks/serve_throughput.py reports: its acceptance criteria (ratios of one run against
+the targets below, and the overload bars; pass or fail per criterion) and its markdown section."""
 
 from __future__ import annotations
 
@@ -201,7 +201,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"Empty-RPC ceiling (ServerLive on the dynamic server, requests/s by clients): {', '.join(empty)}.",
             "",
         ]
-    lines += ["Acceptance figures of issue 10 (ratios: the median over the rounds of each round's ratio):", ""]
+    lines += ["Acceptance criteria (ratios: the median over the rounds of each round's ratio):", ""]
     lines += [*criteria_table(criteria(results)), ""]
     if results.get("abandoned"):
         lines += ["Overload, dates-additive:", ""]

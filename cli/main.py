@@ -100,8 +100,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
+    from client.plot import plot
     from models import checkpoint
-    from models.plot import plot
 
     ck = checkpoint.load(args.checkpoint)
     amap = ck.family.attention_map(ck.model, ck.family.parse(args.input))
@@ -113,7 +113,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from exporters.cli import export_many
+    from exporters.parallel import export_many
     from exporters.repository import exported_batching
 
     paths = [p.parent if p.is_file() else p for p in _checkpoint_paths(args)]  # a weights file: its folder
@@ -148,7 +148,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from serving.grpc_core import apply_experiments
+    from serving.grpc.core import apply_experiments
     from serving.settings import load_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -179,7 +179,7 @@ def _cmd_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from serving.client import Client
+    from client import Client
 
     conn = _connection(args)
     with Client(**conn) as client:  # its channel: the same TLS options and token as `attnserve client`
@@ -214,7 +214,7 @@ def _plot_path(out: Path, index: int, count: int) -> Path:
 
 
 def _cmd_client(args: argparse.Namespace) -> int:
-    from serving.client import Client, ClientError
+    from client import Client, ClientError
 
     plot_to: Path | None = getattr(args, "plot", None)
     want_maps = plot_to is not None
@@ -248,7 +248,7 @@ def _cmd_client(args: argparse.Namespace) -> int:
         print(f"attnserve client: {exc}", file=sys.stderr)
         return 1
     if plot_to is not None:
-        from models.plot import plot
+        from client.plot import plot
 
         if all(amap is None for amap in maps):
             print("attnserve client: the server returned no attention to plot", file=sys.stderr)
@@ -259,6 +259,14 @@ def _cmd_client(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
+    if args.corpus == "translations":
+        from models.data import translations
+
+        path = translations.build(args.out, args.lang, lists_dir=args.lists, fetch_lists=not args.no_fetch)
+        print(path)
+        if args.write_sample:
+            print(translations.write_heldout_sample(path, args.lang))
+        return 0
     from models.data import debian
 
     print(debian.build(args.out))
@@ -291,6 +299,27 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
         "key": getattr(args, "key", None),
         "token": getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None,
     }
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from cli.import_onnx import import_onnx
+    from runtime.errors import ServingError
+
+    try:
+        done = import_onnx(args.file, args.name, args.repository, args.default_max_batch_size)
+    except ServingError as exc:
+        print(f"attnserve import onnx: {exc.message}", file=sys.stderr)
+        return 1
+    config = done.config
+    print(f"imported {args.file} as model '{config.name}' in {done.folder}")
+    for kind, specs in (("input", config.components["model"].inputs), ("output", config.components["model"].outputs)):
+        for t in specs:
+            print(f"  {kind:<6} {t.name} {t.datatype} {list(t.shape)}")
+    print(f"  {done.batching}")
+    print(f"  max_batch_size {config.max_batch_size}, dynamic batching {'on' if config.dynamic_batching else 'off'}")
+    print(f"  {done.ran}")
+    print(f"edit {done.folder / 'config.yaml'} as you like; serve with: attnserve serve --repository {args.repository}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,6 +395,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-dynamic-batching", action="store_true", help="write none: every request runs alone")
     p.set_defaults(func=_cmd_export)
 
+    p = sub.add_parser("import", help="put a model made elsewhere into a model repository")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    k = kinds.add_parser("onnx", help="any ONNX graph: copied in, probed, with a commented config.yaml to edit")
+    k.add_argument("file", type=Path, help="the .onnx file")
+    k.add_argument("--name", required=True, help="the model's name (its folder in the repository)")
+    k.add_argument("--repository", type=Path, default=Path("model_repository"))
+    k.add_argument(
+        "--default-max-batch-size", type=int, default=4, metavar="N",
+        help="max_batch_size written when the graph batches (as the server's default_max_batch_size)",
+    )  # fmt: skip
+    k.set_defaults(func=_cmd_import)
+
     p = sub.add_parser("serve", help="serve a model repository over gRPC (Open Inference Protocol)")
     p.add_argument("--repository", type=Path, help="model repository (default: model_repository)")
     p.add_argument("--config", type=Path, help="YAML file of server settings")
@@ -416,8 +457,14 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--plot", type=Path, metavar="PNG", help="draw the returned attention into this file")
     p.set_defaults(func=_cmd_client, default_timeout=30.0)
 
-    p = sub.add_parser("data", help="build the debian-docs corpus from the apt lists")
+    p = sub.add_parser("data", help="build a corpus from Debian's lists: debian-docs or translations")
+    p.add_argument("corpus", nargs="?", choices=["debian-docs", "translations"], default="debian-docs")
     p.add_argument("--out", type=Path, default=Path("data"))
+    p.add_argument("--lang", default="de", help="translations: the language paired with English (de, fr, ...)")
+    p.add_argument("--lists", type=Path, help="translations: the private apt lists folder (default OUT/apt-lists)")
+    p.add_argument("--no-fetch", action="store_true", help="translations: build from the lists already there")
+    p.add_argument("--write-sample", action="store_true",
+                   help="translations: also rewrite the committed held-out sample from the new corpus")  # fmt: skip
     p.set_defaults(func=_cmd_data)
     return parser
 

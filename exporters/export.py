@@ -1,7 +1,7 @@
 """Export one checkpoint into a model repository version folder, verified, with its report.
 
-Runs in its own process (see exporters.cli): the GRU export workaround must not leak
-between models (onnx-export.md G1).
+Runs in its own process (see exporters.parallel): the GRU export workaround must not leak
+between models (docs/export-pitfalls.md, G1).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """torch -> ONNX for one component: dynamo exporter, named dims, metadata_props, full checker.
 
-Every export is wrapped in torch's GRU while-loop decomposition (onnx-export.md G1: without
+Every export is wrapped in torch's GRU while-loop decomposition (docs/export-pitfalls.md, G1: without
 it the dynamo exporter silently freezes GRU time axes) and should run in its own process;
-`exporters.cli` starts one subprocess per model.
+`exporters.parallel` starts one subprocess per model.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def export_component(
     args = tuple(feeds[name] for name in component.spec.input_names)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), _gru_patch():
-        warnings.simplefilter("ignore")  # the exporter's known-harmless warnings (G6)
+        warnings.simplefilter("ignore")  # the exporter's known-harmless warnings (docs/export-pitfalls.md, G6)
         torch.onnx.export(
             component.module,
             args,

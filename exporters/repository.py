@@ -10,8 +10,8 @@ from models.checkpoint import Checkpoint
 from models.components.spec import Component, ExportSpec
 from runtime.config import CONFIG_FILE, TORCH_DIR, BackendConfig, ComponentConfig, DynamicBatching, ModelConfig
 
-# Dynamic batching as exported. It must keep batch-1 latency (issue 10: at 1 client attnserve must
-# stay as fast as with batching off) and bound the work a burst can pile up:
+# Dynamic batching as exported. It must keep batch-1 latency (at 1 client attnserve must stay as fast
+# as with batching off: benchmarks/throughput_report.py's criteria) and bound the work a burst can pile up:
 # - max_queue_delay_microseconds 0: an idle model runs a request at once, and requests that arrive
 #   while a batch computes form the next one; the wait is the running batch, never a timer.
 # - preferred_batch_size empty: take every compatible queued request up to max_batch_size (64).
@@ -21,7 +21,7 @@ from runtime.config import CONFIG_FILE, TORCH_DIR, BackendConfig, ComponentConfi
 #   request per client, far below the bound; 256 batch-1 requests are 4 full batches of 64, so a
 #   request that is admitted waits at most about 4 batch times (a few hundred ms on the 2-core
 #   machine for dates-additive), and a burst beyond that gets RESOURCE_EXHAUSTED at once instead
-#   of waiting tens of seconds (issue 10: 200 slow requests once waited up to 36 s).
+#   of waiting tens of seconds (200 slow requests once waited up to 36 s).
 # - default_timeout_microseconds 0: no server-side limit; the client's deadline or `timeout` rules.
 DEFAULT_BATCHING = DynamicBatching(max_queue_delay_microseconds=0, max_queue_size=256)
 

@@ -42,7 +42,7 @@ class Report:
 
 
 def session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    """A CPU session with one intra-op thread (see onnx-export.md, Runtime)."""
+    """A CPU session with one intra-op thread (docs/export-pitfalls.md, Runtime)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

@@ -14,13 +14,15 @@ ATTENTION_VARIANTS: frozenset[str] = frozenset(
     {"concat", "additive", "bilinear", "dot", "scaled-dot", "location", "local-p", "hard", "multihead"}
 )
 OTHER = "other"  # the label of any attention outside the registry (e.g. a custom model's own)
+# the attention of a graph attnserve did not build (task tensors), unless its config names a variant
+EXTERNAL = "external"
 
 
 def attention_label(attention: str) -> str:
-    """The metrics label of a config's `attention`: attnserve's variant, an attention an installed
-    package registers (the `attnserve.attention` entry-point group: installing is the operator's
-    act, as the config is), or "other". A name outside attnserve's scans the installed packages:
-    decide it once per model load, not per request."""
-    if attention in ATTENTION_VARIANTS:
+    """The metrics label of a config's `attention`: attnserve's variant, "external", an attention an
+    installed package registers (the `attnserve.attention` entry-point group: installing is the
+    operator's act, as the config is), or "other". A name outside attnserve's scans the installed
+    packages: decide it once per model load, not per request."""
+    if attention in ATTENTION_VARIANTS or attention == EXTERNAL:
         return attention
     return attention if attention in Registry(ATTENTION_GROUP, "attention").names() else OTHER

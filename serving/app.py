@@ -23,6 +23,7 @@ from serving.http.api import RestApi
 from serving.http.server import HttpServer
 from serving.metrics import ServingMetrics, TritonCompatCollector
 from serving.metrics_http import MetricsEndpoint
+from serving.model_control import ModelControl
 from serving.repository import ModelRepository, State
 from serving.settings import ServerSettings
 from serving.stats import StatsRegistry
@@ -49,8 +50,9 @@ class App:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ServingMetrics(self.registry, tuple(settings.metrics.buckets))
         self.repository = ModelRepository(
-            settings.repository, get_backend, settings.backend, settings.device, limits=settings.overrides
-        )
+            settings.repository, get_backend, settings.backend, settings.device, limits=settings.overrides,
+            default_max_batch_size=settings.default_max_batch_size,
+        )  # fmt: skip
         self.tracer = RequestTracer(settings.tracing, span_exporter) if settings.tracing.enabled else None
         self.dataplane = DataPlane(
             self.repository, self.executor, self.stats, self.metrics, settings.grpc.inline_when_idle,
@@ -64,8 +66,9 @@ class App:
         self.ready = False
         self.started = False  # start() finished: readiness follows the models from now on
         self.draining = False  # a stop began: never ready again
+        control = ModelControl(self.repository, self.executor, self._model_changed)
         inference = InferenceServicer(
-            self.repository, self.dataplane, self.stats, attnserve_version(), lambda: self.ready, self._model_changed,
+            self.repository, self.dataplane, self.stats, attnserve_version(), lambda: self.ready, control,
             is_draining=lambda: self.draining,
         )  # fmt: skip
         self.grpc = GrpcServer(
@@ -82,8 +85,11 @@ class App:
         self.http: HttpServer | None = None  # KServe V2 REST, over the same data plane
         if settings.http.enabled:
             h = settings.http
-            api = RestApi(self.repository, self.dataplane, attnserve_version(), lambda: self.ready,
-                          lambda: self.draining, h.max_body_bytes, h.max_json_bytes, self.access.tokens)  # fmt: skip
+            api = RestApi(
+                self.repository, self.dataplane, attnserve_version(), lambda: self.ready, lambda: self.draining,
+                h.max_body_bytes, h.max_json_bytes, self.access.tokens, self.stats,
+                control if self.access.model_control else None,
+            )  # fmt: skip
             # the same tokens, certificate and client-certificate policy as the gRPC port
             self.http = HttpServer(h, api, self.access.tls.ssl_context() if self.access.tls else None)
         self.http_port = 0
@@ -168,6 +174,7 @@ class App:
         )  # fmt: skip
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        self.dataplane.drain()  # requests still queued (their calls outlived the grace) are refused
         self.repository.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.tracer is not None:

@@ -32,6 +32,20 @@ def reference_repository() -> Path:
 
 
 @pytest.fixture(scope="session")
+def translation_corpus() -> Path:
+    """The full en-de translation corpus (data/translations-de.jsonl), fetched from Debian's archive
+    into a private lists folder when absent; a test that needs it skips, saying why, where the
+    archive cannot be reached."""
+    from models.data import translations
+
+    path = translations.default_path("de")
+    try:
+        return translations.ensure("de", path if path.is_absolute() else ROOT / path)
+    except (RuntimeError, FileNotFoundError) as exc:
+        pytest.skip(f"needs the en-de translation corpus, which cannot be fetched here: {exc}")
+
+
+@pytest.fixture(scope="session")
 def debian_corpus() -> Path:
     """The full debian-docs corpus (data/debian-docs.jsonl), built from the apt lists when absent;
     a test that needs it skips, saying why, where it cannot be built (no root, no apt lists)."""

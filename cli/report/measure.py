@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cli import stats
 from cli.report.figures import ModelFigures
-from serving.client import Client
+from client import Client
 
 WARMUP = 3  # requests per backend before timing (sessions, caches, the first batch's allocations)
 READY = re.compile(r"serving gRPC on port (\d+)")

@@ -145,7 +145,7 @@ class PointerSpec(_EncoderDecoder):
     def max_input_length(self) -> int:
         from models.data import sorting
 
-        return 2 * sorting.MAX_LEN  # twice the trained length: it generalises (data.md §4)
+        return 2 * sorting.MAX_LEN  # twice the trained length: it generalises (docs/data.md)
 
     def serving_facts(self, family: Any) -> dict[str, Any]:
         return {**super().serving_facts(family), "value_range": (0, int(self.config["max_value"]))}

@@ -72,7 +72,7 @@ class ExportSpec(abc.ABC):
     family: ClassVar[str]
     task: ClassVar[Task | None] = None  # the runtime pipeline that serves the family; None: export only
     decode: DecodeLoop | None = None  # encoder + decoder_step families
-    #: sizes of the example the exporter traces with (>= 2 everywhere, see onnx-export.md G6)
+    #: sizes of the example the exporter traces with (>= 2 everywhere: docs/export-pitfalls.md, G6)
     example: ClassVar[Dims]
     #: sizes the validator checks; must include a length of 1 and lengths above the example's
     check_shapes: ClassVar[list[Dims]]
@@ -94,7 +94,9 @@ class ExportSpec(abc.ABC):
         checkpoint's models.families.Family, for labels)."""
         if self.task is None:
             raise TypeError(f"{type(self).__name__} declares no task: it exports, but attnserve cannot serve it")
-        return {"task": self.task, "decode": self.decode, "max_input_length": self.max_input_length()}
+        facts = {"task": self.task, "decode": self.decode, "max_input_length": self.max_input_length()}
+        longest = getattr(family, "max_output_length", None)  # where the task decodes longer than the default
+        return facts if longest is None else {**facts, "max_output_length": int(longest)}
 
 
 def export_specs() -> Registry[type[ExportSpec]]:

@@ -1,6 +1,6 @@
 """The `debian-docs` task: Debian package descriptions labelled by archive section.
 
-Recipe (docs in /work/shared/notes/data.md §2): join `apt-cache dumpavail` with the
+Recipe (provenance and figures: docs/data.md): join `apt-cache dumpavail` with the
 English long descriptions of Translation-en on `Description-md5`, keep eight sections,
 one package per source package, at least three long-description sentences, no
 near-duplicates, and split train/test by a hash of the source package name.

@@ -18,6 +18,7 @@ from grpc import aio
 
 from runtime.errors import ControlDisabled, ServingError
 from serving.grpc.interceptors import STATUS, end_call
+from serving.model_control import CONTROL_DISABLED
 from serving.security import Scope, TlsFiles, TokenTable
 from serving.settings import ServerSettings
 
@@ -35,11 +36,6 @@ CONTROL = MODEL_CONTROL | {
         "TraceSetting", "LogSettings",
     )
 }  # fmt: skip
-CONTROL_DISABLED = (
-    "model control is disabled on this server (model_control_mode: none): "
-    "start it with --model-control-mode explicit (or ATTNSERVE_MODEL_CONTROL_MODE=explicit) "
-    "to load and unload models through the API"
-)
 
 
 def scope_of(method: str) -> Scope | None:

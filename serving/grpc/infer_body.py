@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2 as pb
 
 RAW_FIELD = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER
 SPLIT_BYTES = 1 << 20  # smaller bodies are parsed by protobuf directly

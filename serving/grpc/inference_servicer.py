@@ -12,22 +12,29 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from google.protobuf import json_format
 from grpc import StatusCode, aio
 
-from runtime.config import ModelConfig
-from runtime.errors import ModelNotFound
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import model_config_pb2 as mc
 from serving.dataplane import DataPlane
-from serving.describe import EXTENSIONS, PLATFORMS, SERVER_NAME, compute_facts, model_metadata, model_ready
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-from serving.grpc._gen.inference import model_config_pb2 as mc
+from serving.describe import (
+    EXTENSIONS,
+    SERVER_NAME,
+    model_config,
+    model_metadata,
+    model_ready,
+    model_statistics,
+    repository_index,
+)
 from serving.grpc.deadline import deadline_of
 from serving.grpc.infer_body import SplitRequest
 from serving.grpc.interceptors import end_call, status_of
-from serving.overrides import parse_override
-from serving.repository import LoadedVersion, ModelRepository, State, check_name
-from serving.stats import Duration, StatsRegistry
+from serving.model_control import ModelControl
+from serving.repository import ModelRepository
+from serving.stats import StatsRegistry
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         stats: StatsRegistry,
         version: str,
         is_ready: Callable[[], bool],
-        on_model_change: Callable[[str], None],
+        control: ModelControl,
         is_draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.repository = repository
@@ -54,7 +61,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.stats = stats
         self.version = version
         self.is_ready = is_ready
-        self.on_model_change = on_model_change
+        self.control = control  # load / unload
         self.is_draining = is_draining  # shutting down: no model reports ready
 
     # --- health and metadata ---------------------------------------------------------
@@ -92,7 +99,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: aio.ServicerContext) -> pb.ModelConfigResponse:
         model = self.repository.get(request.name, request.version)
-        return pb.ModelConfigResponse(config=model_config_message(model))
+        return pb.ModelConfigResponse(config=json_format.ParseDict(model_config(model), mc.ModelConfig()))
 
     # --- inference -------------------------------------------------------------------
 
@@ -105,8 +112,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             # the serving model checks the tensors' headers before any data is read, and bounds
             # each BYTES element before it is copied: a hostile request costs its headers
             pipeline = self.dataplane.pipeline(request.model_name, request.model_version)
-            inputs = convert.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes, raw)
-            params = convert.parameters(request.parameters)
+            inputs = codec.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes, raw)
+            params = codec.parameters(request.parameters)
             requested = [o.name for o in request.outputs]
             result = await self.dataplane.infer(
                 request.model_name, request.model_version, inputs, params, requested,
@@ -116,7 +123,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 model_name=result.model.config.name, model_version=str(result.model.version), id=request.id
             )
             response.parameters["backend"].string_param = result.backend
-            convert.response_outputs(response, result.outputs)
+            codec.response_outputs(response, result.outputs)
             return response
 
     async def ModelStreamInfer(
@@ -168,8 +175,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             with self.dataplane.track(request.model_name) as record:  # one request, however many parts
                 pipeline = self.dataplane.pipeline(request.model_name, request.model_version)
-                inputs = convert.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes)
-                params = convert.parameters(request.parameters)
+                inputs = codec.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes)
+                params = codec.parameters(request.parameters)
                 params.pop(EMPTY_FINAL, None)  # our last response always has outputs: never an empty one
                 requested = [o.name for o in request.outputs]
                 parts = self.dataplane.infer_stream(
@@ -183,7 +190,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         )
                         response.parameters["backend"].string_param = part.backend
                         response.parameters[FINAL].bool_param = part.final
-                        convert.response_outputs(response, part.outputs)
+                        codec.response_outputs(response, part.outputs)
                         send(pb.ModelStreamInferResponse(infer_response=response))
                         final = part.final
         except Exception as exc:  # counted by the record; answered in the stream, which goes on
@@ -195,73 +202,34 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             failed.id = request.id
             send(pb.ModelStreamInferResponse(error_message=message, infer_response=failed))
 
-    # --- statistics ------------------------------------------------------------------
+    # --- statistics ---------------------------------------------------------------
 
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
-        if request.name:
-            check_name(request.name)
-            if self.repository.entry(request.name) is None:
-                raise ModelNotFound(f"unknown model '{request.name}'")
-        response = pb.ModelStatisticsResponse()
-        snapshot = self.stats.snapshot()
-        for entry in self.repository.index():
-            if request.name and entry.name != request.name:
-                continue
-            for version in sorted(entry.versions):
-                if request.version and request.version != str(version):
-                    continue
-                s = snapshot.get((entry.name, version))
-                stat = response.model_stats.add(name=entry.name, version=str(version))
-                if s is None:
-                    continue
-                stat.last_inference = s.last_inference_ms
-                stat.inference_count = s.inference_count
-                stat.execution_count = s.execution_count
-                inf = stat.inference_stats
-                for field in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
-                    _duration(getattr(inf, field), getattr(s, field))
-                for size, d in sorted(s.batch_sizes.items()):
-                    b = stat.batch_stats.add(batch_size=size)
-                    _duration(b.compute_infer, d)
-        return response
+        stats = model_statistics(self.repository, self.stats, request.name, request.version)
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
     # --- repository ------------------------------------------------------------------
 
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: aio.ServicerContext
     ) -> pb.RepositoryIndexResponse:
-        response = pb.RepositoryIndexResponse()
-        for entry in self.repository.index():
-            if request.ready and entry.state is not State.READY:
-                continue
-            if entry.versions:
-                for v in sorted(entry.versions):
-                    response.models.add(name=entry.name, version=str(v), state=entry.state.value)
-            else:
-                response.models.add(name=entry.name, state=entry.state.value, reason=entry.reason)
-        return response
+        return json_format.ParseDict(
+            {"models": repository_index(self.repository, request.ready)}, pb.RepositoryIndexResponse()
+        )
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: aio.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
-        override = None
-        if "config" in request.parameters:
-            override = parse_override(request.parameters["config"].string_param)
-            self.repository.check_client_override(override)  # before the model's state changes
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self.dataplane.executor, self.repository.load, request.model_name, override)
-        finally:
-            self.on_model_change(request.model_name)
+        config = request.parameters["config"].string_param if "config" in request.parameters else None
+        await self.control.load(request.model_name, config)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: aio.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
-        self.repository.unload(request.model_name)
-        self.on_model_change(request.model_name)
+        self.control.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     # --- not offered -----------------------------------------------------------------
@@ -278,58 +246,3 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     CudaSharedMemoryUnregister = _unimplemented
     TraceSetting = _unimplemented
     LogSettings = _unimplemented
-
-
-def _config_type(datatype: str) -> int:
-    """Triton's config DataType of a protocol datatype (BYTES is TYPE_STRING there)."""
-    return mc.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
-
-
-def _duration(msg: pb.StatisticDuration, d: Duration) -> None:
-    msg.count, msg.ns = d.count, d.ns
-
-
-def model_config_message(model: LoadedVersion) -> mc.ModelConfig:
-    """Triton's ModelConfig for a loaded model; backend facts (e.g. the ORT provider) in parameters."""
-    cfg: ModelConfig = model.config
-    msg = mc.ModelConfig(
-        name=cfg.name,
-        platform=PLATFORMS.get(model.default_backend, model.default_backend),
-        backend=model.default_backend,
-        max_batch_size=cfg.max_batch_size,
-    )
-    if cfg.dynamic_batching is not None:
-        batching = cfg.dynamic_batching
-        msg.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_size)
-        msg.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_microseconds
-        policy = msg.dynamic_batching.default_queue_policy
-        policy.max_queue_size = batching.max_queue_size
-        policy.default_timeout_microseconds = batching.default_timeout_microseconds
-        policy.allow_timeout_override = True  # the `timeout` request parameter
-    if cfg.version_policy.specific is not None:
-        msg.version_policy.specific.versions.extend(cfg.version_policy.specific)
-    else:
-        msg.version_policy.latest.num_versions = cfg.version_policy.latest or 1
-    for t in model.pipeline.inputs:
-        msg.input.add(name=t.name, data_type=_config_type(t.datatype), dims=list(t.shape))
-    for t in model.pipeline.outputs:
-        msg.output.add(name=t.name, data_type=_config_type(t.datatype), dims=list(t.shape))
-    facts = {
-        "task": cfg.task,
-        "family": cfg.family,
-        "attention": cfg.attention,
-        "device": cfg.device,
-        "backends": ",".join(b.name for b in cfg.backends),
-        "int8": str(cfg.int8).lower(),
-        "decode_batching": cfg.decode_batching,
-        **compute_facts(model),
-    }
-    for backend, described in model.describe().items():
-        for key, value in described.items():
-            if key != "backend":
-                facts[f"{backend}.{key}"] = ",".join(value) if isinstance(value, list) else str(value)
-    for key, value in facts.items():
-        msg.parameters[key].string_value = value
-    kind = mc.ModelInstanceGroup.KIND_GPU if cfg.device == "cuda" else mc.ModelInstanceGroup.KIND_CPU
-    msg.instance_group.add(name=cfg.name, kind=kind, count=1)
-    return msg

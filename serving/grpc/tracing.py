@@ -13,8 +13,8 @@ from contextvars import ContextVar
 import grpc
 from grpc import aio
 
-from serving.grpc._gen.attnserve.v1 import attention_pb2
-from serving.grpc._gen.inference import grpc_service_pb2
+from protocol.gen.attnserve.v1 import attention_pb2
+from protocol.gen.inference import grpc_service_pb2
 from serving.tracing import Incoming
 
 

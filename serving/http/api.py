@@ -4,9 +4,15 @@
     GET  /v2/health/live | /v2/health/ready          200, or 503 when not ready (or draining)
     GET  /v2/models/{name}[/versions/{v}]            model metadata
     GET  /v2/models/{name}[/versions/{v}]/ready      200, or 503 when not ready
+    GET  /v2/models/{name}[/versions/{v}]/config     Triton's model configuration
+    GET  /v2/models[/{name}[/versions/{v}]]/stats    Triton's inference statistics
     POST /v2/models/{name}[/versions/{v}]/infer      inference (serving.http.codec)
+    POST /v2/repository/index                        the repository's models and their state
+    POST /v2/repository/models/{name}/load | unload  model control (the `control` scope)
 
-Errors answer {"error": message} with the status of serving.http.errors.
+The answers are Triton's HTTP API's, from the same descriptions as the gRPC answers
+(serving.describe, serving.model_control). Errors answer {"error": message} with the status
+of serving.http.errors.
 """
 
 from __future__ import annotations
@@ -16,16 +22,28 @@ import json
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote
 
-from runtime.errors import InvalidInput
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+
+from runtime.errors import ControlDisabled, InvalidInput
 from serving.dataplane import DataPlane
-from serving.describe import EXTENSIONS, SERVER_NAME, model_metadata, model_ready
+from serving.describe import (
+    EXTENSIONS,
+    SERVER_NAME,
+    model_config,
+    model_metadata,
+    model_ready,
+    model_statistics,
+    repository_index,
+)  # fmt: skip
 from serving.http import codec
 from serving.http.errors import HttpError
+from serving.model_control import CONTROL_DISABLED, ModelControl
 from serving.repository import ModelRepository
 from serving.security import Scope, TokenTable
+from serving.stats import StatsRegistry
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
@@ -56,12 +74,33 @@ class Response:
 
 @dataclass(frozen=True)
 class Route:
-    """A resolved endpoint: `handle(request)`. Probes keep answering while the server stops; open
-    routes (server liveness and readiness, as over gRPC) need no token."""
+    """A resolved endpoint: `handle(request)`. Probes keep answering while the server stops;
+    `scope` is what a token must grant (None: open, as server liveness and readiness over gRPC)."""
 
     handle: Callable[[Request], Awaitable[Response]]
     probe: bool = False
-    open: bool = False
+    scope: Scope | None = Scope.INFER
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+_B = TypeVar("_B", bound=_Body)
+
+
+class IndexBody(_Body):
+    """POST /v2/repository/index (Triton's RepositoryIndexRequest)."""
+
+    repository_name: Annotated[StrictStr, Field(max_length=256)] = ""
+    ready: StrictBool = False
+
+
+class LoadBody(_Body):
+    """POST .../load and .../unload: `parameters.config` (load) is a JSON string of config.yaml
+    fields; other parameters (`unload_dependents`, files) are accepted and unused, as over gRPC."""
+
+    parameters: dict[str, Any] = {}
 
 
 class RestApi:
@@ -77,9 +116,13 @@ class RestApi:
         max_body_bytes: int,
         max_json_bytes: int,
         tokens: TokenTable | None = None,
+        stats: StatsRegistry | None = None,
+        control: ModelControl | None = None,
     ) -> None:
         self.repository = repository
         self.tokens = tokens  # bearer tokens (serving.security); None: every endpoint is open
+        self.stats = stats if stats is not None else StatsRegistry()
+        self.control = control  # None: model control is off (model_control_mode: none)
         self.dataplane = dataplane
         self.version = version
         self.is_ready = is_ready
@@ -100,7 +143,9 @@ class RestApi:
         if rest in ([], [""]):
             return _only("GET", method, Route(self.server_metadata))
         if rest[0] == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
-            return _only("GET", method, Route(self.live if rest[1] == "live" else self.ready, probe=True, open=True))
+            return _only("GET", method, Route(self.live if rest[1] == "live" else self.ready, probe=True, scope=None))
+        if rest == ["models", "stats"]:
+            return _only("GET", method, Route(lambda r: self.statistics("", "")))
         if rest[0] == "models" and len(rest) >= 2:
             name, version, tail = rest[1], "", rest[2:]
             if tail[:1] == ["versions"] and len(tail) >= 2:
@@ -111,13 +156,25 @@ class RestApi:
                 return _only("GET", method, Route(lambda r: self.model_ready(name, version), probe=True))
             if tail == ["infer"]:
                 return _only("POST", method, Route(lambda r: self.infer(r, name, version)))
+            if tail == ["config"]:
+                return _only("GET", method, Route(lambda r: self.model_config(name, version)))
+            if tail == ["stats"]:
+                return _only("GET", method, Route(lambda r: self.statistics(name, version)))
+        if rest == ["repository", "index"]:
+            return _only("POST", method, Route(self.repository_index))
+        if rest[0] == "repository" and len(rest) == 4 and rest[1] == "models" and rest[3] in ("load", "unload"):
+            name, action = rest[2], self.load if rest[3] == "load" else self.unload
+            return _only("POST", method, Route(lambda r: action(r, name), scope=Scope.CONTROL))
         raise HttpError(404, f"no endpoint {path[:200]!r}")
 
     def authorize(self, route: Route, method: str, path: str, authorization: str | None) -> None:
-        """Unauthenticated / PermissionDenied unless the `authorization` header's bearer token grants
-        the `infer` scope (when tokens protect it); open routes pass. There is no control endpoint."""
-        if self.tokens is not None and not route.open:
-            self.tokens.authorize(authorization, Scope.INFER, f"{method} {path[:200]}")
+        """Before the body is read, as gRPC's access interceptor: Unauthenticated / PermissionDenied
+        unless the `authorization` header's bearer token grants the route's scope (when tokens
+        protect it; open routes pass), then ControlDisabled for load/unload while model control is off."""
+        if self.tokens is not None and route.scope is not None:
+            self.tokens.authorize(authorization, route.scope, f"{method} {path[:200]}")
+        if route.scope is Scope.CONTROL and self.control is None:
+            raise ControlDisabled(CONTROL_DISABLED)
 
     # --- health and metadata ---------------------------------------------------------
 
@@ -145,6 +202,47 @@ class RestApi:
     async def model_ready(self, name: str, version: str) -> Response:
         ready = model_ready(self.repository, name, version, self.is_draining())
         return Response.json(200 if ready else 503, {"name": name, "ready": ready})
+
+    async def model_config(self, name: str, version: str) -> Response:
+        return Response.json(200, model_config(self.repository.get(name, version)))
+
+    async def statistics(self, name: str, version: str) -> Response:
+        return Response.json(200, {"model_stats": model_statistics(self.repository, self.stats, name, version)})
+
+    # --- repository ------------------------------------------------------------------
+
+    async def repository_index(self, request: Request) -> Response:
+        body = await self._json_body(request, IndexBody)
+        return Response.json(200, repository_index(self.repository, body.ready))
+
+    async def load(self, request: Request, name: str) -> Response:
+        body = await self._json_body(request, LoadBody)
+        config = body.parameters.get("config")
+        if config is not None and not isinstance(config, str):
+            raise InvalidInput("parameter 'config' must be a string: a JSON object of config.yaml fields")
+        assert self.control is not None  # authorize() refused the call otherwise
+        await self.control.load(name, config)
+        return Response(200, [])
+
+    async def unload(self, request: Request, name: str) -> Response:
+        await self._json_body(request, LoadBody)
+        assert self.control is not None
+        self.control.unload(name)
+        return Response(200, [])
+
+    async def _json_body(self, request: Request, schema: type[_B]) -> _B:
+        """A small JSON request body (empty: every field at its default); InvalidInput when malformed."""
+        body = await self._inflate(request)
+        if len(body) > self.max_json_bytes:
+            raise HttpError(413, f"the request body has {len(body)} bytes, over the limit of {self.max_json_bytes}")
+        if not body.strip():
+            return schema()
+        try:
+            return schema.model_validate_json(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise InvalidInput(f"malformed request body at {where}: {first['msg']}"[:300]) from None
 
     # --- inference -------------------------------------------------------------------
 

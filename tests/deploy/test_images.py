@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 import yaml
 
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.tensors import serialize_bytes
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "scripts" / "image" / "dockerfile_run.py"
@@ -101,7 +101,7 @@ def test_the_default_target_and_the_tags_deploy_k8s_expects():
     stages = load_runner().parse()
     assert list(stages)[-1] == "slim"  # `docker build .` builds the last stage
     text = (ROOT / "Dockerfile").read_text()
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "deployment.md").read_text()  # the images' doc
     for command in (
         f"docker build -t attnserve:{VERSION} .",
         f"docker build --target torch -t attnserve:{VERSION}-torch .",

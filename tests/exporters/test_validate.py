@@ -19,7 +19,7 @@ from models.transformer import Transformer, TransformerConfig
 
 
 class OneHotPositions(nn.Module):
-    """Hard attention written with F.one_hot(idx, S): the exporter freezes S (onnx-export.md G2)."""
+    """Hard attention written with F.one_hot(idx, S): the exporter freezes S (docs/export-pitfalls.md, G2)."""
 
     def forward(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         idx = scores.masked_fill(~mask, -1e9).argmax(-1)  # [B]

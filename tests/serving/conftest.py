@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from protocol.gen.inference import grpc_service_pb2 as pb
 from runtime.tensors import serialize_bytes
 from serving.app import App
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
 from serving.settings import ServerSettings
 from tests.conftest import ROOT  # noqa: F401  (re-exported for the serving tests)
 

@@ -19,10 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cli.main import main
-from serving.client import AsyncClient, Client, ClientError
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-from serving.grpc.convert import infer_request
+from client import AsyncClient, Client, ClientError
+from protocol.codec import infer_request
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving.conftest import ROOT, RunningServer, start_server
 
 MODEL = "dates-additive"

@@ -33,9 +33,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving.conftest import LONGEST_DATES_INPUT, ROOT
 
 MODEL = "dates-additive"
@@ -85,13 +85,13 @@ def srv(reference_repository: Path) -> Iterator[Server]:
 
 def text_request(n: int, **params) -> pb.ModelInferRequest:
     texts = np.array([DATES[i % len(DATES)].encode() for i in range(n)], dtype=np.object_)
-    return convert.infer_request(MODEL, {"text": texts}, ["text"], {"backend": BACKEND, **params})
+    return codec.infer_request(MODEL, {"text": texts}, ["text"], {"backend": BACKEND, **params})
 
 
 def slow_request(beam: int = 16, texts: int = 64) -> pb.ModelInferRequest:
     """`texts` of the longest input at `beam`: about 1.4 s at 64 texts and beam 16 (2-core machine)."""
     batch = np.array([SLOW_TEXT.encode()] * texts, dtype=np.object_)
-    return convert.infer_request(MODEL, {"text": batch}, ["text"], {"backend": BACKEND, "beam_size": beam})
+    return codec.infer_request(MODEL, {"text": batch}, ["text"], {"backend": BACKEND, "beam_size": beam})
 
 
 def slow_requests() -> list[pb.ModelInferRequest]:
@@ -180,8 +180,9 @@ async def on_idle_model(address: str, work) -> tuple[object, bool]:
         ({"params": {"timeout": 10_000}}, True),
         # the client's gRPC deadline, while the model computes other requests
         ({"deadline": None}, True),
-        # issue 10's case on an idle model: the first request starts at once and its deadline passes
-        # while it computes (it stops at its next decoder step); the others pass theirs in the queue
+        # the throughput criteria's overload case on an idle model: the first request starts at once
+        # and its deadline passes while it computes (it stops at its next decoder step); the others
+        # pass theirs in the queue
         ({"deadline": None}, False),
     ],
     ids=["timeout-parameter-10ms", "grpc-deadline-queued", "grpc-deadline-computing"],
@@ -219,12 +220,12 @@ def test_expired_requests_are_dropped_before_compute_and_counted(srv, slow_secon
 
 
 def test_a_burst_of_10ms_deadlines_is_counted_whole(srv, slow_seconds):
-    """Issue 10's case as sent: 50 slow requests at once with a 10 ms deadline. The server takes in
-    a call in 0.15-0.4 ms of its loop, so the later calls' deadlines pass inside gRPC before their
-    message is read: gRPC then cancels the handler during the read. Every call is still counted
-    as DEADLINE_EXCEEDED: under the model when its message was read in time, with empty model
-    labels when not (serving/grpc/intake.py). Measured before the read's cancellation was
-    counted: the model 7-21 of 50, nothing else."""
+    """The throughput criteria's overload case as sent (benchmarks/throughput_report.py): 50 slow requests at once
+    with a 10 ms deadline. The server takes in a call in 0.15-0.4 ms of its loop, so the later calls' deadlines pass
+    inside gRPC before their message is read: gRPC then cancels the handler during the read. Every call is still
+    counted as DEADLINE_EXCEEDED: under the model when its message was read in time, with empty model labels when
+    not (serving/grpc/intake.py). Measured before the read's cancellation was counted: the model 7-21 of 50, nothing
+    else."""
     with grpc.insecure_channel(srv.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         load(stub, max_queue_size=256)
@@ -281,7 +282,7 @@ def test_a_full_queue_refuses_the_excess_and_answers_every_accepted_request(srv)
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         load(stub, max_queue_size=QUEUE)
         alone = stub.ModelInfer(slow_request(8, texts=8), timeout=120)
-        expected = convert.response_tensors(alone)["text"]
+        expected = codec.response_tensors(alone)["text"]
         before, codes_before = model_stats(stub), requests_by_code(srv)
 
         async def flood() -> tuple[list[str], list[int]]:
@@ -295,7 +296,7 @@ def test_a_full_queue_refuses_the_excess_and_answers_every_accepted_request(srv)
                     except grpc.aio.AioRpcError as exc:
                         assert f"its max_queue_size ({QUEUE})" in exc.details(), exc.details()
                         return exc.code().name
-                    assert np.array_equal(convert.response_tensors(response)["text"], expected)
+                    assert np.array_equal(codec.response_tensors(response)["text"], expected)
                     return "OK"
 
                 calls = [asyncio.ensure_future(one()) for _ in range(200)]
@@ -336,7 +337,7 @@ def test_a_batch_whose_client_left_stops_computing(srv):
 
         asyncio.run(leave_while_computing())
         answer = stub.ModelInfer(text_request(1), timeout=60)  # served after the abandoned batch
-        assert convert.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
+        assert codec.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
         after, codes_after = model_stats(stub), requests_by_code(srv)
     assert codes_after - codes_before == Counter({"CANCELLED": 1, "OK": 1}), "the slow request ended first"
     # the abandoned batch stopped between two decoder steps: it is no execution, its items no inferences
@@ -415,7 +416,7 @@ def test_a_rest_client_that_leaves_has_its_queued_request_dropped(srv):
         _, busy = asyncio.run(occupied(srv.address, leave_while_queued))
         assert busy, "the slow requests ended first; the test proves nothing"
         answer = stub.ModelInfer(text_request(1), timeout=60)  # the model serves on
-        assert convert.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
+        assert codec.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
         after, codes_after = model_stats(stub), requests_by_code(srv)
     assert codes_after - codes_before == Counter({"OK": 4, "CANCELLED": 1})
     assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1

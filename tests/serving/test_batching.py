@@ -1,4 +1,4 @@
-"""Batched answers over real gRPC equal batch-1 answers (issue 10's acceptance bar).
+"""Batched answers over real gRPC equal batch-1 answers (the bar dynamic batching must meet).
 
 Every reference model gets its own held-out inputs (the test split the export check uses, through
 `Family.held_out`), one request each, translate requests with varied `max_length` and `beam_size`,
@@ -37,10 +37,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from backends.loader import get_backend
 from models import checkpoint
 from models.recipes import RECIPES
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.pipelines.factory import pipeline_class
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.repository import ModelRepository
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ async def send_all(address: str, requests: list[pb.ModelInferRequest]) -> list[d
 
         async def client() -> None:
             for i in todo:
-                answers[i] = convert.response_tensors(await stub.ModelInfer(requests[i], timeout=120))
+                answers[i] = codec.response_tensors(await stub.ModelInfer(requests[i], timeout=120))
 
         await asyncio.gather(*(client() for _ in range(CLIENTS)))
     return answers
@@ -144,7 +144,7 @@ def test_batched_answers_equal_batch_one_answers(server, local: ModelRepository,
     _, runners = version.runners("onnxruntime")
     alone = [version.pipeline.run(x, p, runners) for x, p in zip(inputs, params, strict=True)]
 
-    requests = [convert.infer_request(model, x, params=p) for x, p in zip(inputs, params, strict=True)]
+    requests = [codec.infer_request(model, x, params=p) for x, p in zip(inputs, params, strict=True)]
     if override:
         load(server.address, model, override)
     try:

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import yaml
 
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.tensors import serialize_bytes
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving.conftest import RunningServer, start_server
 from tests.serving.control import EXPLICIT_CONTROL
 

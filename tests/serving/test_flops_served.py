@@ -16,10 +16,10 @@ import grpc
 import numpy as np
 import pytest
 
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.flops import FlopsFile
 from runtime.tensors import serialize_bytes
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving.conftest import start_server
 from tests.serving.test_metrics import samples, scrape
 

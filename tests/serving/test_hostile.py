@@ -24,11 +24,11 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protocol.gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.errors import BackendFailure
 from runtime.tensors import serialize_bytes
-from serving.grpc._gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc.interceptors import ErrorInterceptor
 from serving.settings import MAX_MESSAGE_BYTES
 from tests.serving.conftest import RunningServer, start_server
@@ -168,7 +168,7 @@ def test_the_typed_service_checks_the_count_before_building_strings(channel):
 
 
 def hostile_body() -> pb.ModelInferRequest:
-    """The 50 MB body of the issue: 8.7 M two-byte BYTES items in one [8.7 M] tensor."""
+    """A 50 MB body: 8.7 M two-byte BYTES items in one [8.7 M] tensor."""
     count = 8_700_000
     raw = (struct.pack("<I", 2) + b"ab") * count
     req = pb.ModelInferRequest(model_name="dates-additive")

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from runtime.config import IterationBatching, ModelConfig
 from runtime.decode import Runner
-from runtime.errors import BackendFailure, DeadlineExceeded, QueueFull
+from runtime.errors import BackendFailure, DeadlineExceeded, ModelUnavailable, QueueFull
 from runtime.pipelines.base import Pipeline, bytes_tensor
 from runtime.pipelines.factory import build_pipeline
 from serving.dataplane import DataPlane
@@ -471,3 +471,24 @@ def test_the_data_plane_decodes_iteration_level_and_records_executions_and_step_
     assert steps == sample("attnserve_compute_duration_seconds_count", stage="decode_step") >= 6  # "hello" + EOS
     assert sample("attnserve_decode_step_rows_sum") == 4 + 6 + 2 + 3  # each request's rows, one per step
     assert sample("attnserve_decode_steps_count") == 0  # a request-level batch's steps: none here
+
+
+def test_drain_refuses_the_requests_waiting_to_join_and_the_batch_decodes_on(fake_repository: Path):
+    async def go() -> None:
+        h = noisy(fake_repository, max_batch_size=2)
+        busy = h.submit(["hello world", "ab-1"])  # fills the batch: 2 rows
+        await h.step(1)
+        waiting = [h.submit(["x"], deadline=asyncio.get_running_loop().time() + 60), h.submit(["zz"])]
+        await asyncio.sleep(0.01)
+        h.scheduler.drain(ModelUnavailable("model 'fake' version 1: the server is shutting down"))
+        assert h.scheduler.queued == 0
+        await h.go()
+        assert_same(h.alone(["hello world", "ab-1"]), (await busy).outputs)
+        for task in waiting:
+            with pytest.raises(ModelUnavailable, match="shutting down"):
+                await task
+        await h.idle()
+        assert [e.requests for e in h.executions] == [1]  # the drained requests were never encoded
+        assert_same(h.alone(["zz"]), (await h.submit(["zz"])).outputs)  # later requests are served
+
+    run(go())

@@ -22,9 +22,9 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from serving.grpc._gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc.drain import SHUTTING_DOWN
 from tests.serving.conftest import light_request, slow_request, start_server
 

@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cli import main as cli
 from cli.stats import histogram_quantile
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.tensors import serialize_bytes
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.metrics import MODEL_LABELS
 from tests.serving.conftest import start_server
 

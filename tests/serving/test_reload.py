@@ -15,8 +15,8 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving.conftest import RunningServer, light_request, slow_request, start_server
 
 ORT_FIRST = [{"name": "onnxruntime", "artifact": ""}, {"name": "torch", "artifact": "torch"}]

@@ -3,8 +3,9 @@ deploy/haproxy/haproxy.cfg, and behind the client's own round-robin: 16 clients 
 calls, one replica gets SIGTERM when 75 % are answered. No call fails, every replica's own
 counters show >= 20 % of the calls, and the replicas' counts of answered calls add up to the
 clients' OKs. HAProxy also sends the calls a SIGKILLed replica cannot take to the others. Then the
-recording rules of deploy/prometheus aggregate p99 across the three in a real Prometheus. About a
-minute; run alone with `python -m pytest -q -m replicas` (-s prints the figures)."""
+recording rules of deploy/prometheus aggregate p99 across the three in a real Prometheus. About
+80 s for the four tests (docs/operations.md); run alone with `python -m pytest -q -m replicas`
+(-s prints the figures)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.client import Client, ClientError
+from client import Client, ClientError
 from tests.serving.conftest import ROOT
 from tests.serving.test_lifecycle import Served, onnx_only, serve
 from tests.serving.test_prometheus import free_port, query, wait_for

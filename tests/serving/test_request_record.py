@@ -18,11 +18,11 @@ import yaml
 from google.protobuf.message import Message
 from prometheus_client.parser import text_string_to_metric_families
 
+from protocol.gen.attnserve.v1 import attention_pb2 as apb
+from protocol.gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.tensors import serialize_bytes
-from serving.grpc._gen.attnserve.v1 import attention_pb2 as apb
-from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving.conftest import RunningServer, start_server
 
 MODELS = ["dates-additive", "sort-pointer", "debian-han"]

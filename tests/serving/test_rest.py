@@ -27,8 +27,8 @@ import tritonclient.http as th
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.http.server import SHUTTING_DOWN, TOO_MANY
 from tests.serving.conftest import RunningServer, start_server
 from tests.serving.pki import make_pki
@@ -293,7 +293,7 @@ def test_unknown_version_endpoint_and_method(server):
     assert (status, doc["ready"]) == (503, False)
     status, _, doc = call(server.http_address, "GET", "/v2/models/no-such-model/ready")
     assert status == 404 and "unknown model" in doc["error"]
-    status, _, doc = call(server.http_address, "GET", "/v2/models/dates-additive/stats")
+    status, _, doc = call(server.http_address, "GET", "/v2/models/dates-additive/trace/setting")
     assert status == 404 and "no endpoint" in doc["error"]
     status, headers, doc = call(server.http_address, "GET", "/v2/models/dates-additive/infer")
     assert (status, headers["allow"]) == (405, "POST")

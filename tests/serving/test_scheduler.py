@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from runtime.config import ModelConfig
-from runtime.errors import BackendFailure, DeadlineExceeded, QueueFull
+from runtime.errors import BackendFailure, DeadlineExceeded, ModelUnavailable, QueueFull
 from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners, T
 from serving.scheduler import Execution, Policy, Scheduler
 from serving.scheduler.inline import PROBE_EVERY, PROBE_LEN, QUIET_TO_INLINE, InlineGate
@@ -329,5 +329,22 @@ def test_a_computing_batch_goes_on_while_one_of_its_callers_waits():
         await asyncio.sleep(0.01)
         h.pipeline.open()
         assert int((await kept).outputs["y"][0]) == 4 and h.steps == 2
+
+    run(go())
+
+
+def test_drain_refuses_the_waiting_requests_and_the_running_batch_finishes():
+    async def go() -> None:
+        h = Harness(BATCHING)
+        first = await h.busy()
+        queued = [h.submit(1, deadline=asyncio.get_running_loop().time() + 60), h.submit(2)]
+        await asyncio.sleep(0.01)
+        h.scheduler.drain(ModelUnavailable("model 'toy' version 1: the server is shutting down"))
+        assert h.scheduler.queued == 0
+        done = await h.release(first, *queued)
+        assert int(done[0].outputs["y"][0]) == 200
+        assert [type(r) for r in done[1:]] == [ModelUnavailable, ModelUnavailable]
+        assert h.pipeline.batches == [[100]]  # the drained requests never ran
+        assert int((await h.submit(3)).outputs["y"][0]) == 6  # later requests are served
 
     run(go())

@@ -19,7 +19,7 @@ import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
 from cli.main import main
-from serving.client import Client, ClientError
+from client import Client, ClientError
 from tests.serving.conftest import ROOT, RunningServer, start_server
 from tests.serving.pki import Pki, make_pki
 

@@ -1,6 +1,6 @@
 """Open Inference Protocol tensors <-> numpy: pure functions, no server state.
 
-Used by the server (requests in, responses out) and by `serving.client` (the other way),
+Used by the server (requests in, responses out) and by `client` (the other way),
 so both ends share one codec. Tensors travel raw (`raw_*_contents`, row-major, BYTES with
 4-byte little-endian length prefixes: `runtime.tensors`) or typed (`contents`); the server
 always answers raw, as tritonclient expects.
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from protocol.gen.inference import grpc_service_pb2 as pb
 from runtime.errors import InvalidInput
 from runtime.tensors import DTYPE_OF_DATATYPE, datatype_of, deserialize_bytes, numpy_dtype, serialize_bytes
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
 
 # OIP datatype -> typed `contents` field (FP16 travels raw only)
 CONTENTS: dict[str, str] = {
