@@ -306,6 +306,27 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from cli.import_onnx import import_onnx
+    from runtime.errors import ServingError
+
+    try:
+        done = import_onnx(args.file, args.name, args.repository, args.default_max_batch_size)
+    except ServingError as exc:
+        print(f"attnserve import onnx: {exc.message}", file=sys.stderr)
+        return 1
+    config = done.config
+    print(f"imported {args.file} as model '{config.name}' in {done.folder}")
+    for kind, specs in (("input", config.components["model"].inputs), ("output", config.components["model"].outputs)):
+        for t in specs:
+            print(f"  {kind:<6} {t.name} {t.datatype} {list(t.shape)}")
+    print(f"  {done.batching}")
+    print(f"  max_batch_size {config.max_batch_size}, dynamic batching {'on' if config.dynamic_batching else 'off'}")
+    print(f"  {done.ran}")
+    print(f"edit {done.folder / 'config.yaml'} as you like; serve with: attnserve serve --repository {args.repository}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"attnserve {attnserve_version()}")
@@ -376,6 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--default-timeout-us", type=int, metavar="US", help="default_timeout_microseconds (default 0)")
     g.add_argument("--no-dynamic-batching", action="store_true", help="write none: every request runs alone")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("import", help="put a model made elsewhere into a model repository")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    k = kinds.add_parser("onnx", help="any ONNX graph: copied in, probed, with a commented config.yaml to edit")
+    k.add_argument("file", type=Path, help="the .onnx file")
+    k.add_argument("--name", required=True, help="the model's name (its folder in the repository)")
+    k.add_argument("--repository", type=Path, default=Path("model_repository"))
+    k.add_argument(
+        "--default-max-batch-size", type=int, default=4, metavar="N",
+        help="max_batch_size written when the graph batches (as the server's default_max_batch_size)",
+    )  # fmt: skip
+    k.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("serve", help="serve a model repository over gRPC (Open Inference Protocol)")
     p.add_argument("--repository", type=Path, help="model repository (default: model_repository)")

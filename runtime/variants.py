@@ -11,8 +11,10 @@ ATTENTION_VARIANTS: frozenset[str] = frozenset(
     {"concat", "additive", "bilinear", "dot", "scaled-dot", "location", "local-p", "hard", "multihead"}
 )
 OTHER = "other"  # the label of any attention outside the registry (e.g. a custom model's own)
+# the attention of a graph attnserve did not build (task tensors), unless its config names a variant
+EXTERNAL = "external"
 
 
 def attention_label(attention: str) -> str:
-    """The metrics label of a config's `attention`: the variant's name, or "other"."""
-    return attention if attention in ATTENTION_VARIANTS else OTHER
+    """The metrics label of a config's `attention`: the variant's name, "external", or "other"."""
+    return attention if attention in ATTENTION_VARIANTS or attention == EXTERNAL else OTHER

@@ -50,8 +50,9 @@ class App:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ServingMetrics(self.registry, tuple(settings.metrics.buckets))
         self.repository = ModelRepository(
-            settings.repository, get_backend, settings.backend, settings.device, limits=settings.overrides
-        )
+            settings.repository, get_backend, settings.backend, settings.device, limits=settings.overrides,
+            default_max_batch_size=settings.default_max_batch_size,
+        )  # fmt: skip
         self.tracer = RequestTracer(settings.tracing, span_exporter) if settings.tracing.enabled else None
         self.dataplane = DataPlane(
             self.repository, self.executor, self.stats, self.metrics, settings.grpc.inline_when_idle,

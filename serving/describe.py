@@ -107,8 +107,11 @@ def model_config(model: LoadedVersion) -> dict[str, Any]:
         doc["version_policy"] = {"specific": {"versions": list(cfg.version_policy.specific)}}
     else:
         doc["version_policy"] = {"latest": {"num_versions": cfg.version_policy.latest or 1}}
-    for key, specs in (("input", model.pipeline.inputs), ("output", model.pipeline.outputs)):
-        doc[key] = [{"name": t.name, "data_type": _config_type(t.datatype), "dims": list(t.shape)} for t in specs]
+    pipeline = model.pipeline
+    for key, specs in (("input", pipeline.inputs), ("output", pipeline.outputs)):
+        doc[key] = [
+            {"name": t.name, "data_type": _config_type(t.datatype), "dims": pipeline.config_dims(t)} for t in specs
+        ]
     facts = {
         "task": cfg.task,
         "family": cfg.family,

@@ -5,6 +5,10 @@ backend (the first is the default). A configured backend whose plugin cannot be 
 torch in an image with ONNX Runtime only) is skipped with a warning, and the model serves on the
 others; unless it is the model's only backend or the server's chosen one (`backend_override`),
 which fails the load. Requests hold the version they run on (`acquire`/`release`).
+A folder with `<version>/model.onnx` and no config.yaml, or a config.yaml that lists no components,
+is served as task tensors with its config completed from the graph (runtime.autocomplete).
+Every folder under the root is listed (RepositoryIndex): one that cannot load is UNAVAILABLE with
+the reason, logged once when the repository loads it.
 Swapping a model in (RepositoryModelLoad) builds the new instance fully before replacing the old
 one; the old one (like an unloaded one) is retired: later requests no longer find it, and its
 backends close when the last request holding it releases it.
@@ -26,7 +30,8 @@ from pydantic import ValidationError
 
 from backends.base import Backend
 from runtime import files
-from runtime.config import CONFIG_FILE, ModelConfig
+from runtime.autocomplete import COMPONENT, DEFAULT_BACKEND, DEFAULT_MAX_BATCH_SIZE, GRAPH_FILE, complete, is_partial
+from runtime.config import CONFIG_FILE, BackendConfig, Component, ModelConfig, read_raw
 from runtime.errors import (
     InvalidInput,
     InvalidModelConfig,
@@ -39,11 +44,12 @@ from runtime.errors import (
 from runtime.flops import CallCounter, FlopsFile, counters
 from runtime.pipelines.base import Pipeline
 from runtime.pipelines.factory import build_pipeline
-from runtime.tensors import signature_mismatches
+from runtime.tensors import Signature, signature_mismatches
 from serving.overrides import OverrideLimits, apply_override, check_override
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_BAD_NAME = "not a model name: use letters, digits, '.', '_' and '-' (starting with a letter or digit)"
 
 BackendLoader = Callable[[str], type[Backend]]
 
@@ -147,15 +153,15 @@ class ModelEntry:
 
 
 def repository_problem(root: Path) -> str | None:
-    """Why `root` is no model repository (missing, or no <name>/config.yaml in it), naming the path
-    it looked at and how to build one; None when it holds a model."""
-    if root.is_dir() and any((p / CONFIG_FILE).is_file() for p in root.iterdir()):
+    """Why `root` is no model repository (missing, or no model folder in it), naming the path it
+    looked at and how to build one; None when it holds a model folder."""
+    if root.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
         return None
     where = str(root) if root.is_absolute() else f"{root} (under {Path.cwd()})"
     hint = f"build one with `bash scripts/build-repository.sh` or `attnserve export --all --repository {root}`"
     if not root.is_dir():
         return f"model repository {where} does not exist; {hint}"
-    return f"model repository {where} holds no model (no <name>/config.yaml); {hint}"
+    return f"model repository {where} holds no model (no <name>/ folder); {hint}"
 
 
 def check_name(name: str) -> str:
@@ -184,8 +190,10 @@ class ModelRepository:
         backend_override: str | None = None,
         device_override: str | None = None,
         limits: OverrideLimits | None = None,
+        default_max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> None:
         self.root = root
+        self.default_max_batch_size = default_max_batch_size  # of a graph whose config is completed
         self.limits = limits or OverrideLimits()
         self.backend_loader = backend_loader
         self.backend_override = backend_override
@@ -196,16 +204,26 @@ class ModelRepository:
     # --- discovery -----------------------------------------------------------------
 
     def available(self) -> list[str]:
-        """Model folders under the root that hold a config.yaml."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file() and _NAME.fullmatch(p.name))
+        """Model folders under the root (every folder named as a model may be; hidden ones are not)."""
+        return sorted(name for name in self._folders() if _NAME.fullmatch(name))
 
     def index(self) -> list[ModelEntry]:
-        """Every model found on disk or loaded, with its state."""
+        """Every model found on disk or loaded, with its state; a folder whose name no model may have
+        is listed UNAVAILABLE, saying so."""
         with self._lock:
             names = set(self._models) | set(self.available())
-            return [self._models.get(n) or ModelEntry(n, State.UNAVAILABLE, "not loaded") for n in sorted(names)]
+            entries = [self._models.get(n) or ModelEntry(n, State.UNAVAILABLE, "not loaded") for n in names]
+        entries += [ModelEntry(n, State.UNAVAILABLE, _BAD_NAME) for n in self._misnamed()]
+        return sorted(entries, key=lambda e: e.name)
+
+    def _folders(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return [p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+    def _misnamed(self) -> list[str]:
+        """Folders that cannot be models for their names (printable ones, at most 128 characters)."""
+        return [n for n in self._folders() if not _NAME.fullmatch(n) and n.isprintable() and len(n) <= 128]
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -215,6 +233,9 @@ class ModelRepository:
         Returns the failures: model name -> reason.
         """
         failed: dict[str, str] = {}
+        if names is None:
+            for name in self._misnamed():
+                log.error("folder %r of the repository is not loaded: %s", name, _BAD_NAME)
         for name in names or self.available():
             try:
                 self.load(name)
@@ -229,16 +250,18 @@ class ModelRepository:
         `check_client_override` first."""
         check_name(name)
         folder = self.root / name
-        if not (folder / CONFIG_FILE).is_file():
+        if not folder.is_dir():
             raise ModelNotFound(f"no model '{shown(name)}' in the repository")
         with self._lock:
             entry = self._models.setdefault(name, ModelEntry(name))
             if not entry.versions:
                 entry.state = State.LOADING
         try:
-            raw = ModelConfig.load(folder / CONFIG_FILE).model_dump()
+            raw = read_raw(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else {}
             if override is not None:
                 raw = apply_override(raw, override)
+            if is_partial(raw):
+                raw = self._complete(name, folder, raw)
             config = self._apply_overrides(ModelConfig.model_validate(raw))
             if config.name != name:
                 raise ModelLoadError(f"config.yaml of folder '{name}' names the model '{config.name}'; they must match")
@@ -323,6 +346,46 @@ class ModelRepository:
         for root in {str(self.root.resolve()), str(self.root.absolute())}:
             message = message.replace(root + "/", "").replace(root, "<repository>")
         return message
+
+    def _complete(self, name: str, folder: Path, raw: dict[str, Any]) -> dict[str, Any]:
+        """`raw` completed from the graph of the newest version holding model.onnx, as the first
+        configured backend (or the server's chosen one) reads and runs it (runtime.autocomplete)."""
+        graphs = sorted(
+            v for p in folder.iterdir() if (v := version_number(p.name)) is not None and (p / GRAPH_FILE).is_file()
+        )
+        if not graphs:
+            partial = (folder / CONFIG_FILE).is_file()
+            has = f"a {CONFIG_FILE} that lists no components" if partial else f"no {CONFIG_FILE}"
+            raise ModelLoadError(f"model '{name}' has {has} and no <version>/{GRAPH_FILE} to complete it from")
+        entries = raw.get("backends") or [{"name": DEFAULT_BACKEND}]
+        try:
+            configured = [BackendConfig.model_validate(b) for b in entries]
+        except ValidationError as exc:
+            raise InvalidModelConfig(f"model '{name}' backends: {_first_error(exc)}") from None
+        chosen = [b for b in configured if b.name == self.backend_override] or configured
+        bc = chosen[0]
+        cls = self.backend_loader(bc.name)
+        try:
+            options = cls.Options.model_validate(bc.options)
+        except ValidationError as exc:
+            raise InvalidModelConfig(f"backend '{bc.name}' options: {_first_error(exc)}") from None
+        version_dir = folder / str(graphs[-1])
+        artifact = files.folder(version_dir, bc.artifact, f"backend '{bc.name}' artifact")
+        device = self.device_override or raw.get("device", "cpu")
+        empty = Signature(inputs=(), outputs=())
+        backend = cls.load(artifact, Component(COMPONENT, GRAPH_FILE, empty), device, options)
+        try:
+            done, notes = complete(raw, name, backend.signature, backend.infer, self.default_max_batch_size)
+        finally:
+            backend.close()
+        for note in notes:
+            log.warning("model %s: %s", name, note)
+        batching = "on" if done.get("dynamic_batching") is not None else "off"
+        log.info(
+            "model %s: config completed from version %d's %s: max_batch_size %d, dynamic batching %s",
+            name, graphs[-1], GRAPH_FILE, done["max_batch_size"], batching,
+        )  # fmt: skip
+        return done
 
     def _apply_overrides(self, config: ModelConfig) -> ModelConfig:
         changes: dict[str, Any] = {}

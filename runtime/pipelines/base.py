@@ -99,6 +99,10 @@ class Pipeline(abc.ABC):
         """Validate, run the components and return every output tensor (one request, alone)."""
         return self.execute([self.prepare(inputs, params)], runners)[0]
 
+    def config_dims(self, spec: TensorSpec) -> list[int]:
+        """A tensor's `dims` in Triton's model configuration (-1: any size). Default: every axis."""
+        return list(spec.shape)
+
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Exactly the declared inputs, each of its datatype and rank, batch within max_batch_size."""
         self._check_names(inputs.keys())

@@ -12,12 +12,14 @@ def pipeline_class(task: str) -> type[Pipeline]:
     """The Pipeline subclass that serves `task`."""
     from runtime.pipelines.classify import ClassifyPipeline
     from runtime.pipelines.sort import SortPipeline
+    from runtime.pipelines.tensors import TensorsPipeline
     from runtime.pipelines.translate import TranslatePipeline
 
     classes: dict[str, type[Pipeline]] = {
         "translate": TranslatePipeline,
         "sort": SortPipeline,
         "classify": ClassifyPipeline,
+        "tensors": TensorsPipeline,
     }
     try:
         return classes[task]

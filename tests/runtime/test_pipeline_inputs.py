@@ -87,7 +87,9 @@ def test_pipeline_class_per_task():
     assert pipeline_class("translate") is TranslatePipeline
     assert pipeline_class("sort") is SortPipeline
     assert pipeline_class("classify") is ClassifyPipeline
-    with pytest.raises(ValueError, match="unknown task 'summarize'; known: \\['classify', 'sort', 'translate'\\]"):
+    with pytest.raises(
+        ValueError, match="unknown task 'summarize'; known: \\['classify', 'sort', 'tensors', 'translate'\\]"
+    ):
         pipeline_class("summarize")
 
 

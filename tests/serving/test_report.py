@@ -134,7 +134,7 @@ def test_report_without_a_repository_says_where_it_looked_and_how_to_build_one(t
         (tmp_path / "model_repository").mkdir()
     assert main(["report", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    found = "does not exist" if state == "missing" else "holds no model (no <name>/config.yaml)"
+    found = "does not exist" if state == "missing" else "holds no model (no <name>/ folder)"
     assert f"attnserve report: model repository model_repository (under {tmp_path}) {found}" in err, err
     assert "bash scripts/build-repository.sh" in err and "attnserve export --all --repository model_repository" in err
     assert "Errno" not in err and not (tmp_path / "out").exists()
