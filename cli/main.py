@@ -89,7 +89,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from cli.report import build_report, write_report
+    from serving.repository import repository_problem
 
+    problem = repository_problem(args.repository)
+    if problem is not None:
+        print(f"attnserve report: {problem}", file=sys.stderr)
+        return 2
     report = build_report(
         args.repository, args.checkpoints, url=args.url, metrics_url=args.metrics_url, requests=args.requests,
         say=lambda line: print(line, file=sys.stderr),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import InvalidInput, ModelUnavailable
+from runtime.errors import InvalidInput, ModelUnavailable, shown
 from runtime.pipelines.base import Outputs, Pipeline, Prepared
 from serving.metrics import ModelLabels, ServingMetrics
 from serving.record import CANCELLED, DEADLINE_EXCEEDED, RecordSink, RequestRecord, code_of
@@ -212,7 +212,7 @@ class DataPlane:
             _served_by(record, model)
             backend = params.get("backend")
             if backend is not None and not isinstance(backend, str):
-                raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
+                raise InvalidInput(f"parameter 'backend' must be a string, got {shown(repr(backend))}")
             backend_name = backend or model.default_backend
             if backend_name not in model.backends:
                 model.runners(backend_name)  # InvalidInput naming the backends it runs on
@@ -249,9 +249,9 @@ class DataPlane:
         known = [t.name for t in model.pipeline.outputs]
         unknown = [r for r in requested if r not in known]
         if unknown:
-            raise InvalidInput(f"model '{model.config.name}' has no output(s) {unknown}; it offers {known}")
+            raise InvalidInput(f"model '{model.config.name}' has no output(s) {shown(unknown)}; it offers {known}")
         if len(set(requested)) != len(requested):
-            raise InvalidInput(f"output(s) requested twice: {requested}")
+            raise InvalidInput(f"output(s) requested twice: {shown(requested)}")
         scheduler = self.schedulers.get(model, backend)
         loop = asyncio.get_running_loop()
         limit = scheduler.deadline(deadline, _timeout(params), loop.time())
@@ -353,7 +353,9 @@ def _timeout(params: Mapping[str, Any]) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidInput(f"parameter 'timeout' must be a non-negative integer (microseconds), got {value!r}")
+        raise InvalidInput(
+            f"parameter 'timeout' must be a non-negative integer (microseconds), got {shown(repr(value))}"
+        )
     return value
 
 
