@@ -177,9 +177,9 @@ def config_text(name: str, source: str, signature: Signature, done: dict, batchi
         }
         if any(axes.values()):
             lines += [
-                "# Requests of different lengths along such an axis may share a batch when the graph masks",
-                "# the padding (a mask or lengths input): pad each of those inputs (value: the padding), and",
-                "# the outputs that follow that length are cut back to each request's own.",
+                "# Requests of different lengths (along an axis past the batch) may share a batch when the",
+                "# graph masks the padding (a mask or lengths input): pad each of those inputs (value: the",
+                "# padding), and the outputs that follow that length are cut back to each request's own.",
                 "# pad:",
                 *[f"#   {n}: {{axis: {a}, value: 0}}" for n, a in axes.items() if a],
             ]

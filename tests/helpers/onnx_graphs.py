@@ -112,6 +112,18 @@ def every_datatype(path: Path) -> Path:
     return _save(graph, path)
 
 
+def sequence_input(path: Path) -> Path:
+    """A graph whose input is a sequence of tensors (no protocol datatype): xs seq(FP32) -> count INT64."""
+    seq = helper.make_tensor_sequence_value_info("xs", TensorProto.FLOAT, None)
+    graph = helper.make_graph(
+        [helper.make_node("SequenceLength", ["xs"], ["count"])],
+        "sequence_input",
+        [seq],
+        [helper.make_tensor_value_info("count", TensorProto.INT64, [])],
+    )
+    return _save(graph, path)
+
+
 def backend_test_data() -> Path:
     """The onnx package's backend test models (each a folder: model.onnx, test_data_set_0/*.pb)."""
     return Path(onnx.__file__).parent / "backend" / "test" / "data"

@@ -159,3 +159,21 @@ def test_inputs_are_checked_against_the_completed_config():
     with pytest.raises(InvalidInput, match=r"input 'x' axis 0 must be 2 \(shape \[2, 3\]"):
         fixed.prepare({"x": np.zeros((1, 3), np.float32)}, {})
     assert fixed.run({"x": np.ones((2, 3), np.float32)}, {}, {"model": double})["y"].sum() == 12
+
+
+def test_the_attnserve_tasks_keep_their_required_fields():
+    done, _ = complete({}, "m", ROWWISE, double)
+    for task, change, message in [
+        ("sort", {"family": "pointer", "max_input_length": 0}, "task sort needs max_input_length > 0"),
+        (
+            "sort",
+            {"family": "pointer", "max_input_length": 8, "max_batch_size": 0},
+            "task sort needs max_batch_size > 0",
+        ),
+        ("sort", {"max_input_length": 8, "family": ""}, "task sort needs a family"),
+        ("sort", {"max_input_length": 8, "family": "pointer", "pad": {"x": {"axis": 1}}}, "pad and crop are for"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            ModelConfig.model_validate({**done, "task": task, **change})
+    with pytest.raises(ValueError, match="needs batching, but max_batch_size is 0"):
+        ModelConfig.model_validate({**done, "max_batch_size": 0, "dynamic_batching": None, "pad": {"x": {"axis": 1}}})

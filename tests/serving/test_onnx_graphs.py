@@ -20,7 +20,15 @@ import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers.onnx_graphs import WIDTH, backend_test_data, dense, every_datatype, masked_attention, reference_case
+from tests.helpers.onnx_graphs import (
+    WIDTH,
+    backend_test_data,
+    dense,
+    every_datatype,
+    masked_attention,
+    reference_case,
+    sequence_input,
+)
 from tests.helpers.server import RunningServer, start_server
 
 # the onnx backend tests' tolerance (onnx.backend.test.runner: rtol 1e-3, atol 1e-7)
@@ -88,6 +96,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(data / "pytorch-converted" / "test_Conv2d" / "model.onnx", conv)
     (root / "conv-batched" / "config.yaml").write_text("max_batch_size: 8\n")
     (root / "empty" / "1").mkdir(parents=True)  # nothing to serve
+    sequence_input(_graph_folder(root, "sequence-input"))  # an input of no protocol datatype
     return root
 
 
@@ -182,6 +191,9 @@ def test_what_cannot_load_is_listed_unavailable_with_the_reason(grpc, http):
     for name, cause in UNLOADABLE.items():
         assert index[name]["state"] == "UNAVAILABLE" and cause in index[name]["reason"]
     assert "no config.yaml and no <version>/model.onnx" in index["empty"]["reason"]
+    assert (
+        "tensor 'xs' has type seq(tensor(float)), which attnserve does not serve" in index["sequence-input"]["reason"]
+    )
     reason = index["conv-batched"]["reason"]  # batching asked of a graph whose first axis is fixed
     assert index["conv-batched"]["state"] == "UNAVAILABLE"
     assert "cannot batch" in reason and "input '0'" in reason and "first axis is fixed" in reason
