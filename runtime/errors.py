@@ -83,6 +83,16 @@ class InvalidModelConfig(ModelLoadError):
     code = ErrorCode.INVALID_ARGUMENT
 
 
+class UnknownPlugin(InvalidInput, ValueError):
+    """A name (attention, family, export spec, task, backend) that no installed package registers
+    (runtime.registry); the message lists the known names."""
+
+
+class PluginLoadError(ModelLoadError):
+    """A registered plugin that cannot be used: its module fails to import, its name is registered
+    twice, or it is not the kind of object its entry-point group holds (runtime.registry)."""
+
+
 class Unsupported(ServingError):
     code = ErrorCode.UNIMPLEMENTED
 

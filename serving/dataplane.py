@@ -17,7 +17,6 @@ import numpy as np
 
 from runtime.errors import InvalidInput, ModelUnavailable, shown
 from runtime.pipelines.base import Outputs, Pipeline, Prepared
-from runtime.variants import attention_label
 from serving.metrics import ModelLabels, ServingMetrics
 from serving.record import CANCELLED, DEADLINE_EXCEEDED, RecordSink, RequestRecord, code_of
 from serving.repository import LoadedVersion, ModelRepository
@@ -46,7 +45,7 @@ class InferResult:
 
 def labels_of(model: LoadedVersion, backend: str) -> ModelLabels:
     cfg = model.config
-    return ModelLabels(cfg.name, str(model.version), attention_label(cfg.attention), backend, cfg.device)
+    return ModelLabels(cfg.name, str(model.version), model.attention_label, backend, cfg.device)
 
 
 class Tracking:
@@ -338,7 +337,7 @@ def _select(outputs: Outputs, requested: list[str]) -> Outputs:
 
 def _served_by(record: RequestRecord, model: LoadedVersion) -> None:
     cfg = model.config
-    attention = attention_label(cfg.attention)  # a registered variant or "other": no config makes label values
+    attention = model.attention_label  # a registered variant or "other": no config makes label values
     record.model, record.version, record.attention, record.device = cfg.name, model.version, attention, cfg.device
 
 

@@ -45,6 +45,7 @@ from runtime.flops import CallCounter, FlopsFile, counters
 from runtime.pipelines.base import Pipeline
 from runtime.pipelines.factory import build_pipeline
 from runtime.tensors import Signature, signature_mismatches
+from runtime.variants import attention_label
 from serving.overrides import OverrideLimits, apply_override, check_override
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,14 @@ class LoadedVersion:
     missing: dict[str, str] = field(default_factory=dict)  # configured backends not installed -> why
     flops: FlopsFile | None = None  # its flops.json (runtime.flops), when the version has one
     counters: dict[str, CallCounter] = field(default_factory=dict)  # component -> FLOPs of a call
+    attention_label: str = field(init=False)  # the metrics label of its attention (runtime.variants)
     _holds: int = field(default=0, init=False, repr=False)  # requests running on this version
     _retired: bool = field(default=False, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.attention_label = attention_label(self.config.attention)  # decided once, here
 
     @property
     def default_backend(self) -> str:
