@@ -245,10 +245,10 @@ def _cmd_client(args: argparse.Namespace) -> int:
                     print(f"  {label:<12} {p:.4f}")
                 maps = [result.attention_map()]
             else:
-                (result,) = client.sort(args.model, [args.values], want_maps, args.backend or "")
-                print(" ".join(map(str, result.values)))
-                print("order: " + " ".join(map(str, result.order)))
-                maps = [result.attention]
+                (order,) = client.sort(args.model, [args.values], want_maps, args.backend or "")
+                print(" ".join(map(str, order.values)))
+                print("order: " + " ".join(map(str, order.order)))
+                maps = [order.attention]
     except ClientError as exc:
         print(f"attnserve client: {exc}", file=sys.stderr)
         return 1
@@ -283,7 +283,7 @@ def _add_connection_options(p: argparse.ArgumentParser) -> None:
 
     Defaults are filled in by `_connection` (SUPPRESS keeps an action's parser from overwriting
     a value given before the action)."""
-    kw = {"default": argparse.SUPPRESS}
+    kw: dict[str, Any] = {"default": argparse.SUPPRESS}
     p.add_argument("--url", help="gRPC address (default localhost:8001); a comma-separated list: round-robin", **kw)
     p.add_argument("--timeout", type=float, help="seconds per call", **kw)
     p.add_argument("--tls", action="store_true", help="TLS with the system's roots (implied by --ca/--cert)", **kw)

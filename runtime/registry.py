@@ -169,7 +169,7 @@ def subclass_of(base: type, concrete: bool = True) -> Callable[[str, Any, str], 
     def check(name: str, value: Any, source: str) -> Any:
         if not (isinstance(value, type) and issubclass(value, base)):
             raise PluginLoadError(f"{source} is {value!r}, not a subclass of {base.__module__}.{base.__qualname__}")
-        abstract = getattr(value, "__abstractmethods__", frozenset())
+        abstract: frozenset[str] = getattr(value, "__abstractmethods__", frozenset())
         if concrete and abstract:
             raise PluginLoadError(f"{source} does not implement: {', '.join(sorted(abstract))}")
         return value

@@ -74,7 +74,7 @@ class TensorSpec(BaseModel):
     @classmethod
     def of(cls, name: str, dtype: str, *axes: int | str) -> TensorSpec:
         """TensorSpec.of("attention", "float32", "batch", "src_len")."""
-        return cls(name=name, dtype=dtype, axes=axes)  # type: ignore[arg-type]
+        return cls(name=name, dtype=dtype, axes=axes)
 
     @property
     def datatype(self) -> str:

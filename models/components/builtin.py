@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -81,7 +81,7 @@ def gru_signatures(source: str, hidden: int, logits: int | str) -> tuple[Compone
 class Seq2SeqSpec(_EncoderDecoder):
     family = "seq2seq"
     task = "translate"
-    example: Dims = {"batch": 2, "src_len": 7}
+    example: ClassVar[Dims] = {"batch": 2, "src_len": 7}
     check_shapes = [
         {"batch": 1, "src_len": 1},
         {"batch": 2, "src_len": 7},
@@ -126,7 +126,7 @@ class Seq2SeqSpec(_EncoderDecoder):
 class PointerSpec(_EncoderDecoder):
     family = "pointer"
     task = "sort"
-    example: Dims = {"batch": 2, "src_len": 7}
+    example: ClassVar[Dims] = {"batch": 2, "src_len": 7}
     check_shapes = [
         {"batch": 1, "src_len": 1},
         {"batch": 2, "src_len": 7},
@@ -178,7 +178,7 @@ class PointerSpec(_EncoderDecoder):
 class TransformerSpec(_EncoderDecoder):
     family = "transformer"
     task = "translate"
-    example: Dims = {"batch": 2, "src_len": 7, "past_len": 3}
+    example: ClassVar[Dims] = {"batch": 2, "src_len": 7, "past_len": 3}
     check_shapes = [
         {"batch": 1, "src_len": 1, "past_len": 0},
         {"batch": 2, "src_len": 7, "past_len": 3},
@@ -281,13 +281,13 @@ class _TransformerEncoder(nn.Module):
         self.model = model
 
     def forward(self, src_ids: Tensor, src_mask: Tensor) -> tuple[Tensor, Tensor]:
-        return self.model.cross_kv(self.model.encode(src_ids, src_mask))
+        return self.model.cross_kv(self.model.encode(src_ids, src_mask))  # type: ignore[operator]  # nn.Module attributes are typed Tensor | Module
 
 
 class HanSpec(ExportSpec):
     family = "han"
     task = "classify"
-    example: Dims = {"batch": 2, "sentences": 3, "words": 5}
+    example: ClassVar[Dims] = {"batch": 2, "sentences": 3, "words": 5}
     check_shapes = [
         {"batch": 1, "sentences": 1, "words": 1},
         {"batch": 2, "sentences": 3, "words": 5},

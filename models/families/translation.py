@@ -106,9 +106,9 @@ class TranslateTask:
         return max(chrf(copy_source(data.test), refs), chrf(nearest_neighbour(data.train, data.test), refs))
 
 
-class Seq2SeqTranslateFamily(TranslateTask, Seq2SeqFamily):
+class Seq2SeqTranslateFamily(TranslateTask, Seq2SeqFamily):  # type: ignore[misc]  # TranslateTask sets the int its families read
     """Seq2SeqFamily on debian-translate."""
 
 
-class TransformerTranslateFamily(TranslateTask, TransformerFamily):
+class TransformerTranslateFamily(TranslateTask, TransformerFamily):  # type: ignore[misc]  # as above
     """TransformerFamily on debian-translate."""

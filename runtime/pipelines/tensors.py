@@ -29,8 +29,9 @@ class TensorsPipeline(Pipeline):
     """Named tensors through one graph (`components: {model: ...}`), batched by Triton's rule."""
 
     task = "tensors"
-    inputs: tuple[TensorSpec, ...] = ()
-    outputs: tuple[TensorSpec, ...] = ()
+    # a model's own tensors, set per instance from its graph (the other pipelines' are the task's)
+    inputs: tuple[TensorSpec, ...] = ()  # type: ignore[misc]
+    outputs: tuple[TensorSpec, ...] = ()  # type: ignore[misc]
 
     def __init__(self, config: ModelConfig, version_dir: Path) -> None:
         if list(config.components) != [COMPONENT]:
