@@ -89,7 +89,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from cli.report import build_report, write_report
+    from serving.repository import repository_problem
 
+    problem = repository_problem(args.repository)
+    if problem is not None:
+        print(f"attnserve report: {problem}", file=sys.stderr)
+        return 2
     report = build_report(
         args.repository, args.checkpoints, url=args.url, metrics_url=args.metrics_url, requests=args.requests,
         say=lambda line: print(line, file=sys.stderr),
@@ -116,7 +121,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from exporters.parallel import export_many
     from exporters.repository import exported_batching
 
-    paths = _checkpoint_paths(args)
+    paths = [p.parent if p.is_file() else p for p in _checkpoint_paths(args)]  # a weights file: its folder
     if not paths:
         print("name a checkpoint folder or pass --all", file=sys.stderr)
         return 2
@@ -134,7 +139,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     only = set(args.quantize_models.split(",")) if args.quantize_models else None
     summaries = export_many(
         paths, args.repository, args.version, args.opset, args.quantize, args.jobs, only,
-        batching=batching, int8_keep=args.int8_keep,
+        batching=batching, int8_keep=args.int8_keep, spec=args.spec,
     )  # fmt: skip
     failed = [s["model"] for s in summaries if not s["ok"]]
     if failed:
@@ -373,8 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("export", help="export checkpoints to verified ONNX + PyTorch artifacts")
-    p.add_argument("checkpoint", nargs="*", type=Path)
+    p.add_argument("checkpoint", nargs="*", type=Path, help="checkpoint folders (or their weights.safetensors)")
     p.add_argument("--all", action="store_true", help="every checkpoint under --checkpoints")
+    p.add_argument("--spec", metavar="PACKAGE.MODULE:SPEC",
+                   help="the ExportSpec to export with (your own); default: the family's registered one")  # fmt: skip
     p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     p.add_argument("--repository", type=Path, default=Path("model_repository"))
     p.add_argument("--version", type=int, default=1)

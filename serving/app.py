@@ -24,7 +24,7 @@ from serving.http.server import HttpServer
 from serving.metrics import ServingMetrics, TritonCompatCollector
 from serving.metrics_http import MetricsEndpoint
 from serving.model_control import ModelControl
-from serving.repository import ModelRepository, State
+from serving.repository import ModelRepository, State, repository_problem
 from serving.settings import ServerSettings
 from serving.stats import StatsRegistry
 from serving.tracing import RequestTracer
@@ -132,12 +132,9 @@ class App:
     def readiness_problems(self) -> list[str]:
         """Why the server is not ready: the repository is missing or empty, no model is ready, or
         a model named in `models` is not ready. Empty when it is ready (before draining)."""
-        root = self.settings.repository
-        if not root.is_dir():
-            return [f"model repository {root} does not exist"]
         index = self.repository.index()
-        if not index:
-            return [f"model repository {root} holds no model (no <name>/config.yaml)"]
+        if not index:  # missing or empty: say where it looked and how to build one
+            return [repository_problem(self.settings.repository) or "the model repository holds no model"]
         states = {e.name: e for e in index}
         problems = [
             f"model '{name}' is not ready: {states[name].reason if name in states else 'not in the repository'}"

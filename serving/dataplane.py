@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import InvalidInput, ModelUnavailable
+from runtime.errors import InvalidInput, ModelUnavailable, shown
 from runtime.pipelines.base import Outputs, Pipeline, Prepared
-from runtime.variants import attention_label
 from serving.metrics import ModelLabels, ServingMetrics
 from serving.record import CANCELLED, DEADLINE_EXCEEDED, RecordSink, RequestRecord, code_of
 from serving.repository import LoadedVersion, ModelRepository
@@ -46,7 +45,7 @@ class InferResult:
 
 def labels_of(model: LoadedVersion, backend: str) -> ModelLabels:
     cfg = model.config
-    return ModelLabels(cfg.name, str(model.version), attention_label(cfg.attention), backend, cfg.device)
+    return ModelLabels(cfg.name, str(model.version), model.attention_label, backend, cfg.device)
 
 
 class Tracking:
@@ -213,7 +212,7 @@ class DataPlane:
             _served_by(record, model)
             backend = params.get("backend")
             if backend is not None and not isinstance(backend, str):
-                raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
+                raise InvalidInput(f"parameter 'backend' must be a string, got {shown(repr(backend))}")
             backend_name = backend or model.default_backend
             if backend_name not in model.backends:
                 model.runners(backend_name)  # InvalidInput naming the backends it runs on
@@ -250,9 +249,9 @@ class DataPlane:
         known = [t.name for t in model.pipeline.outputs]
         unknown = [r for r in requested if r not in known]
         if unknown:
-            raise InvalidInput(f"model '{model.config.name}' has no output(s) {unknown}; it offers {known}")
+            raise InvalidInput(f"model '{model.config.name}' has no output(s) {shown(unknown)}; it offers {known}")
         if len(set(requested)) != len(requested):
-            raise InvalidInput(f"output(s) requested twice: {requested}")
+            raise InvalidInput(f"output(s) requested twice: {shown(requested)}")
         scheduler = self.schedulers.get(model, backend)
         loop = asyncio.get_running_loop()
         limit = scheduler.deadline(deadline, _timeout(params), loop.time())
@@ -338,7 +337,7 @@ def _select(outputs: Outputs, requested: list[str]) -> Outputs:
 
 def _served_by(record: RequestRecord, model: LoadedVersion) -> None:
     cfg = model.config
-    attention = attention_label(cfg.attention)  # a registered variant or "other": no config makes label values
+    attention = model.attention_label  # a registered variant or "other": no config makes label values
     record.model, record.version, record.attention, record.device = cfg.name, model.version, attention, cfg.device
 
 
@@ -354,7 +353,9 @@ def _timeout(params: Mapping[str, Any]) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidInput(f"parameter 'timeout' must be a non-negative integer (microseconds), got {value!r}")
+        raise InvalidInput(
+            f"parameter 'timeout' must be a non-negative integer (microseconds), got {shown(repr(value))}"
+        )
     return value
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.errors import ModelNotFound
+from runtime.errors import ModelNotFound, shown
 from runtime.tensors import TensorSpec
 from serving.repository import LoadedVersion, ModelRepository, State, check_name, version_number
 from serving.stats import Duration, StatsRegistry
@@ -67,7 +67,7 @@ def model_ready(repository: ModelRepository, name: str, version: str = "", drain
     if entry is None:
         if name in repository.available():
             return False
-        raise ModelNotFound(f"unknown model '{name}'")
+        raise ModelNotFound(f"unknown model '{shown(name)}'")
     if draining:
         return False
     if not version:
@@ -140,7 +140,7 @@ def model_statistics(
     if name:
         check_name(name)
         if repository.entry(name) is None:
-            raise ModelNotFound(f"unknown model '{name}'")
+            raise ModelNotFound(f"unknown model '{shown(name)}'")
     snapshot = stats.snapshot()
     out = []
     for entry in repository.index():

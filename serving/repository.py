@@ -39,11 +39,13 @@ from runtime.errors import (
     ModelNotFound,
     ModelUnavailable,
     ServingError,
+    shown,
 )
 from runtime.flops import CallCounter, FlopsFile, counters
 from runtime.pipelines.base import Pipeline
 from runtime.pipelines.factory import build_pipeline
 from runtime.tensors import Signature, signature_mismatches
+from runtime.variants import attention_label
 from serving.overrides import OverrideLimits, apply_override, check_override
 
 log = logging.getLogger(__name__)
@@ -72,10 +74,14 @@ class LoadedVersion:
     missing: dict[str, str] = field(default_factory=dict)  # configured backends not installed -> why
     flops: FlopsFile | None = None  # its flops.json (runtime.flops), when the version has one
     counters: dict[str, CallCounter] = field(default_factory=dict)  # component -> FLOPs of a call
+    attention_label: str = field(init=False)  # the metrics label of its attention (runtime.variants)
     _holds: int = field(default=0, init=False, repr=False)  # requests running on this version
     _retired: bool = field(default=False, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.attention_label = attention_label(self.config.attention)  # decided once, here
 
     @property
     def default_backend(self) -> str:
@@ -90,7 +96,7 @@ class LoadedVersion:
                     f"does not run on it here; it runs on {sorted(self.backends)}"
                 )
             raise InvalidInput(
-                f"unknown backend '{name}' for model '{self.config.name}'; it runs on {sorted(self.backends)}"
+                f"unknown backend '{shown(name)}' for model '{self.config.name}'; it runs on {sorted(self.backends)}"
             )
         return name, {comp: b.infer for comp, b in self.backends[name].items()}
 
@@ -151,17 +157,32 @@ class ModelEntry:
     versions: dict[int, LoadedVersion] = field(default_factory=dict)
 
 
+def repository_problem(root: Path) -> str | None:
+    """Why `root` is no model repository (missing, or no model folder in it), naming the path it
+    looked at and how to build one; None when it holds a model folder."""
+    if root.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+        return None
+    where = str(root) if root.is_absolute() else f"{root} (under {Path.cwd()})"
+    hint = f"build one with `bash scripts/build-repository.sh` or `attnserve export --all --repository {root}`"
+    if not root.is_dir():
+        return f"model repository {where} does not exist; {hint}"
+    return f"model repository {where} holds no model (no <name>/ folder); {hint}"
+
+
 def check_name(name: str) -> str:
     """Model names are plain identifiers: no paths, no blanks (`../etc` is rejected)."""
     if not _NAME.fullmatch(name or ""):
-        raise InvalidInput(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
+        raise InvalidInput(f"invalid model name {shown(repr(name))}: use letters, digits, '.', '_' and '-'")
     return name
 
 
+VERSION_DIGITS = 18  # a version number's digits at most (int() refuses strings of over 4300)
+
+
 def version_number(text: str) -> int | None:
-    """The version a string names, or None unless it is ASCII digits: str.isdigit() alone also
-    accepts "²" (which int() refuses) and "١" (which int() reads as 1)."""
-    return int(text) if text.isascii() and text.isdigit() else None
+    """The version a string names, or None unless it is at most VERSION_DIGITS ASCII digits:
+    str.isdigit() alone also accepts "²" (which int() refuses) and "١" (which int() reads as 1)."""
+    return int(text) if len(text) <= VERSION_DIGITS and text.isascii() and text.isdigit() else None
 
 
 class ModelRepository:
@@ -235,7 +256,7 @@ class ModelRepository:
         check_name(name)
         folder = self.root / name
         if not folder.is_dir():
-            raise ModelNotFound(f"no model '{name}' in the repository")
+            raise ModelNotFound(f"no model '{shown(name)}' in the repository")
         with self._lock:
             entry = self._models.setdefault(name, ModelEntry(name))
             if not entry.versions:
@@ -279,7 +300,7 @@ class ModelRepository:
         with self._lock:
             entry = self._models.get(name)
             if entry is None or not entry.versions:
-                raise ModelNotFound(f"model '{name}' is not loaded")
+                raise ModelNotFound(f"model '{shown(name)}' is not loaded")
             old, entry.versions = entry.versions, {}
             entry.state, entry.reason = State.UNAVAILABLE, "unloaded"
         for v in old.values():
@@ -309,14 +330,14 @@ class ModelRepository:
         if entry is None:
             if name in self.available():
                 raise ModelUnavailable(f"model '{name}' is in the repository but not loaded")
-            raise ModelNotFound(f"unknown model '{name}'; ask RepositoryIndex for the list")
+            raise ModelNotFound(f"unknown model '{shown(name)}'; ask RepositoryIndex for the list")
         if not entry.versions:
             raise ModelUnavailable(f"model '{name}' is not ready: {entry.reason or entry.state.value}")
         if not version:
             return entry.versions[max(entry.versions)]
         number = version_number(version)
         if number not in entry.versions:
-            raise ModelNotFound(f"model '{name}' has no version '{version}'; serving {sorted(entry.versions)}")
+            raise ModelNotFound(f"model '{name}' has no version '{shown(version)}'; serving {sorted(entry.versions)}")
         return entry.versions[number]
 
     def entry(self, name: str) -> ModelEntry | None:

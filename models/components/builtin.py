@@ -14,7 +14,6 @@ from models.components.spec import (
     ExportSpec,
     TensorSpec,
     lengths_mask,
-    register_spec,
 )
 from runtime.decode import DecodeLoop
 from runtime.text import BOS_ID, EOS_ID
@@ -79,7 +78,6 @@ def gru_signatures(source: str, hidden: int, logits: int | str) -> tuple[Compone
     return enc, dec
 
 
-@register_spec
 class Seq2SeqSpec(_EncoderDecoder):
     family = "seq2seq"
     task = "translate"
@@ -125,7 +123,6 @@ class Seq2SeqSpec(_EncoderDecoder):
         ]
 
 
-@register_spec
 class PointerSpec(_EncoderDecoder):
     family = "pointer"
     task = "sort"
@@ -178,7 +175,6 @@ class PointerSpec(_EncoderDecoder):
         ]
 
 
-@register_spec
 class TransformerSpec(_EncoderDecoder):
     family = "transformer"
     task = "translate"
@@ -288,7 +284,6 @@ class _TransformerEncoder(nn.Module):
         return self.model.cross_kv(self.model.encode(src_ids, src_mask))
 
 
-@register_spec
 class HanSpec(ExportSpec):
     family = "han"
     task = "classify"

@@ -279,7 +279,8 @@ def test_not_ready_while_the_repository_is_missing_or_empty(tmp_path: Path, kind
     try:
         assert readiness(srv.address) == (True, False, NOT_SERVING)
         expected = "does not exist" if kind == "missing" else "holds no model"
-        assert expected in srv.app.readiness_problems()[0]
+        (problem,) = srv.app.readiness_problems()
+        assert f"model repository {repo} {expected}" in problem and "bash scripts/build-repository.sh" in problem
     finally:
         srv.stop()
 
@@ -325,7 +326,7 @@ def test_exit_on_error_exits_non_zero_when_a_model_fails_to_load(reference_repos
     served = serve(["--repository", str(tmp_path / "missing"), "--exit-on-error"], wait_port=False)
     assert served.proc.wait(timeout=60) == 1
     log = served.rest_of_log()
-    assert f"exiting (exit_on_error): model repository {tmp_path / 'missing'} does not exist" in log, log
+    assert f"exiting (exit_on_error): model repository {tmp_path / 'missing'} does not exist; build one" in log, log
 
 
 def test_a_closed_gate_refuses_calls_with_unavailable_and_still_answers_probes(light_repository: Path):
