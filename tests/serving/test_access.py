@@ -23,7 +23,8 @@ from client import AsyncClient, Client, ClientError
 from protocol.codec import infer_request
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import ROOT, RunningServer, start_server
+from tests.helpers.paths import ROOT
+from tests.helpers.server import RunningServer, start_server
 
 MODEL = "dates-additive"
 DATE = "Freitag, 2. September 1983"
