@@ -96,7 +96,7 @@ class LoadedVersion:
                     f"does not run on it here; it runs on {sorted(self.backends)}"
                 )
             raise InvalidInput(
-                f"unknown backend '{name}' for model '{self.config.name}'; it runs on {sorted(self.backends)}"
+                f"unknown backend '{shown(name)}' for model '{self.config.name}'; it runs on {sorted(self.backends)}"
             )
         return name, {comp: b.infer for comp, b in self.backends[name].items()}
 

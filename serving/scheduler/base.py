@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ J = TypeVar("J", bound=Job)  # a scheduler's own record of a request
 
 class BaseScheduler(abc.ABC, Generic[J]):
     """Admits, queues and computes the requests of one model version on one backend (see the module)."""
+
+    job_type: type[J]  # its record of a request: `Job` and what the scheduler keeps of it
 
     def __init__(
         self,
@@ -185,9 +188,9 @@ class BaseScheduler(abc.ABC, Generic[J]):
 
     # --- the skeleton -------------------------------------------------------------------------
 
-    @abc.abstractmethod
     def _job(self, prepared: Prepared, deadline: float | None) -> J:
-        """The record of a new request (`Job` and what the scheduler keeps of it)."""
+        """The record of a new request, of the scheduler's `job_type`."""
+        return self.job_type(prepared, self.loop.create_future(), time.perf_counter_ns(), deadline)
 
     async def _submit(self, job: J) -> Done:
         loop = self.loop

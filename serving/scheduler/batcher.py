@@ -45,6 +45,7 @@ class Scheduler(BaseScheduler[_Job]):
     """Admits, queues and batches the requests of one model version on one backend."""
 
     pipeline: Pipeline
+    job_type = _Job
 
     def __init__(
         self,
@@ -66,9 +67,6 @@ class Scheduler(BaseScheduler[_Job]):
     def queued(self) -> int:
         """Requests waiting (not yet computing)."""
         return len(self._queue)
-
-    def _job(self, prepared: Prepared, deadline: float | None) -> _Job:
-        return _Job(prepared, self.loop.create_future(), time.perf_counter_ns(), deadline)
 
     def _idle(self) -> bool:
         return not self._running and not self._queue

@@ -119,6 +119,8 @@ class _Outbox:
 class IterationScheduler(BaseScheduler[_Job]):
     """Admits requests into the running decode batch of one model version on one backend."""
 
+    job_type = _Job
+
     def __init__(
         self,
         name: str,
@@ -176,7 +178,7 @@ class IterationScheduler(BaseScheduler[_Job]):
         return await self._submit(job)
 
     def _job(self, prepared: Prepared, deadline: float | None) -> _Job:
-        job = _Job(prepared, self.loop.create_future(), time.perf_counter_ns(), deadline)
+        job = super()._job(prepared, deadline)
         hook, step_outputs = prepared.on_step, self.step_outputs
         if hook is not None and step_outputs is not None:
             job.on_step = lambda ids, attn: hook(*step_outputs(prepared, ids, attn))

@@ -28,7 +28,7 @@ from runtime import registry
 from runtime.config import CONFIG_FILE, Component, ModelConfig
 from runtime.errors import InvalidInput, ModelLoadError
 from runtime.tensors import Signature
-from tests.backends.conftest import FAMILY
+from tests.helpers.tiny import BACKEND_FAMILY
 
 BACKENDS = sorted(available_backends())
 COMPONENTS = ["encoder", "decoder_step"]  # the seq2seq split
@@ -80,7 +80,7 @@ def get_loaded(cache, config, version_dir, name: str, component: str) -> Backend
 def make_feeds(version_dir: Path):
     """component, dims -> numpy feeds from the spec's own input makers (right-padded masks)."""
     ck = checkpoint.load(version_dir / "torch")
-    comps = {c.spec.name: c for c in get_spec(FAMILY)(ck.model, ck.config["model"]).components()}
+    comps = {c.spec.name: c for c in get_spec(BACKEND_FAMILY)(ck.model, ck.config["model"]).components()}
 
     def make(component: str, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
         feeds = comps[component].make_inputs(dims, torch.Generator().manual_seed(seed))

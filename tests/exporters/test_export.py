@@ -16,7 +16,7 @@ from exporters.repository import DEFAULT_BATCHING, batching_json, exported_batch
 from models.components.spec import registered_families
 from models.recipes import RECIPES
 from runtime.config import DynamicBatching, ModelConfig
-from tests.exporters.conftest import TINY, fixture_docs
+from tests.helpers.tiny import TINY, fixture_docs
 
 
 @pytest.fixture(scope="module")

@@ -229,6 +229,7 @@ def test_parse_and_bad_inputs(family: HanFamily) -> None:
         family.encode([" \n\n  . "])
 
 
+@pytest.mark.integration  # trains a model
 def test_training_lowers_loss_and_roundtrips(family: HanFamily, data: TaskData, tmp_path) -> None:
     torch.manual_seed(0)
     model = family.build_model(family.model_config())

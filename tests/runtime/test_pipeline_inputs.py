@@ -15,8 +15,7 @@ from runtime.pipelines.classify import ClassifyPipeline
 from runtime.pipelines.factory import build_pipeline, pipeline_class
 from runtime.pipelines.sort import SortPipeline
 from runtime.pipelines.translate import TranslatePipeline
-from tests.fakes import FAKES
-from tests.runtime.conftest import Served
+from tests.helpers.fakes import FAKES, Served
 
 GOOD = {
     "copy-gru": {"text": bytes_tensor(["abc"])},

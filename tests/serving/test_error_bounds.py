@@ -1,5 +1,5 @@
 """A client's own strings come back cut in error messages, over a real server and both transports:
-a 10 KB parameter key, model name, version, tensor name, datatype or output name is answered with
+a 10 KB parameter key, model name, version, tensor name, datatype, output or backend name is answered with
 its precise status and a message under 1 KB. (Unbounded, the gRPC message travels in a trailer over
 gRPC's 8 KB metadata limit, and the client sees RESOURCE_EXHAUSTED instead.)"""
 
@@ -30,6 +30,8 @@ def grpc_request(model: str = "dates-additive", **kw) -> pb.ModelInferRequest:
         req.outputs.add(name=kw.pop("output"))
     for key in kw.pop("params", ()):
         req.parameters[key].int64_param = 1
+    if "backend" in kw:
+        req.parameters["backend"].string_param = kw.pop("backend")
     assert not kw
     return req
 
@@ -41,6 +43,7 @@ GRPC_CASES = {
     "input name": (grpc_request(extra_input="t" * HUGE), grpc.StatusCode.INVALID_ARGUMENT, "unexpected input(s)"),
     "datatype": (grpc_request(datatype="D" * HUGE), grpc.StatusCode.INVALID_ARGUMENT, "must be BYTES, got DDD"),
     "output name": (grpc_request(output="o" * HUGE), grpc.StatusCode.INVALID_ARGUMENT, "has no output(s) ['ooo"),
+    "backend": (grpc_request(backend="b" * HUGE), grpc.StatusCode.INVALID_ARGUMENT, "unknown backend 'bbb"),
 }
 
 

@@ -12,7 +12,7 @@ import yaml
 from backends.loader import get_backend
 from cli import main as cli
 from serving.repository import ModelRepository, State
-from tests.onnx_graphs import backend_test_data, dense, masked_attention
+from tests.helpers.onnx_graphs import backend_test_data, dense, masked_attention
 
 
 def test_import_a_batchable_graph_then_pad_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from serving.metrics import ServingMetrics
 from serving.repository import ModelRepository
 from serving.scheduler import Calls, Execution, IterationScheduler, Policy
 from serving.stats import StatsRegistry
-from tests.fakes import (
+from tests.helpers.fakes import (
     FAKES,
     BackendPool,
     copy_gru,
@@ -36,6 +36,7 @@ from tests.fakes import (
     write_model,
     write_repository,
 )
+from tests.helpers.wait import wait_until_async
 
 WORDS = ["hello world", "ab-1", "x", "2. september 1983", "stepwise", "a b c d e f", "zz", "join late"]
 
@@ -125,22 +126,17 @@ class Harness:
         waits (requests submitted now join the step after it) or the driver stopped."""
         await asyncio.sleep(0.005)  # the requests submitted before are queued
         for _ in range(n):
-            await self.until(lambda: self.reached > self.released, "no decoder step is waiting")
+            await wait_until_async(lambda: self.reached > self.released, "a decoder step to wait")
             self.released += 1
             self.permits.release()
-        await self.until(lambda: self.reached > self.released or not self.scheduler.running, "the driver is stuck")
-
-    @staticmethod
-    async def until(condition: Callable[[], bool], message: str) -> None:
-        for _ in range(5000):
-            if condition():
-                return
-            await asyncio.sleep(0.001)
-        raise AssertionError(message)
+        await wait_until_async(
+            lambda: self.reached > self.released or not self.scheduler.running,
+            "the next step to wait or the driver to stop",
+        )
 
     async def idle(self) -> None:
         """Until the driver has stopped (nothing left to decode) and handed everything back."""
-        await self.until(lambda: not self.scheduler.running, "the driver never stopped")
+        await wait_until_async(lambda: not self.scheduler.running, "the driver to stop")
         await asyncio.sleep(0.01)  # its last callbacks
 
     async def go(self) -> None:

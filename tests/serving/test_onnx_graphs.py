@@ -1,7 +1,7 @@
 """Graphs served as they come (task tensors): a real server on port 0 over a repository of ONNX
 graphs without config.yaml, from tritonclient.grpc and tritonclient.http.
 
-The graphs: small ones made here (tests/onnx_graphs.py) and models of the onnx package's backend
+The graphs: small ones made here (tests/helpers/onnx_graphs.py) and models of the onnx package's backend
 tests, which nobody here wrote, with their reference inputs and outputs."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
-from tests.onnx_graphs import (
+from tests.helpers.onnx_graphs import (
     WIDTH,
     backend_test_data,
     dense,
@@ -29,7 +29,7 @@ from tests.onnx_graphs import (
     reference_case,
     sequence_input,
 )
-from tests.serving.conftest import RunningServer, start_server
+from tests.helpers.server import RunningServer, start_server
 
 # the onnx backend tests' tolerance (onnx.backend.test.runner: rtol 1e-3, atol 1e-7)
 RTOL, ATOL = 1e-3, 1e-7

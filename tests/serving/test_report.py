@@ -14,7 +14,7 @@ from cli.report import build_report, write_report
 from cli.report.figures import Int8Figures, ModelFigures, collect
 from cli.report.measure import Latency
 from cli.report.render import Report, markdown
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

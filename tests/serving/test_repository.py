@@ -1,4 +1,4 @@
-"""ModelRepository over a tiny repository of fake models served by the numpy backend (tests/fakes.py):
+"""ModelRepository over a tiny repository of fake models served by the numpy backend (tests/helpers/fakes.py):
 loading, the config/graph signature check, version policies, unload and reload."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from runtime.pipelines.classify import ClassifyPipeline
 from runtime.pipelines.sort import SortPipeline
 from runtime.pipelines.translate import TranslatePipeline
 from serving.repository import ModelRepository, State, check_name
-from tests.fakes import FAKES, BackendPool, copy_gru, write_model, write_repository
+from tests.helpers.fakes import FAKES, BackendPool, copy_gru, write_model, write_repository
 
 
 @pytest.fixture
