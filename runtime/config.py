@@ -124,7 +124,7 @@ class Pad(_Strict):
     that length is cropped back to the request's own. `axis` counts the graph's axes (0 = batch)."""
 
     axis: int = Field(ge=1)
-    value: float | bool = 0
+    value: float | bool | str = 0  # a str pads a BYTES input (any other value pads it with b"")
 
 
 class ModelConfig(_Strict):

@@ -51,6 +51,13 @@ class TensorsPipeline(Pipeline):
                     f"model '{config.name}': crop {name}: {axes} must name an output and axes past the batch "
                     f"(outputs and ranks: {ranks})"
                 )
+        dtypes = {t.name: t.dtype for t in self.inputs}
+        for name, p in config.pad.items():
+            if isinstance(p.value, str) and dtypes[name] != "bytes":
+                raise InvalidModelConfig(
+                    f"model '{config.name}': pad value {p.value!r} of input '{name}' is text, but the input is "
+                    f"{dtypes[name]}"
+                )
         self.pad = {name: (p.axis, p.value) for name, p in config.pad.items()}
         self.crop = {name: list(axes) for name, axes in config.crop.items()}
 
@@ -134,7 +141,10 @@ class TensorsPipeline(Pipeline):
         shape = list(arrays[0].shape)
         shape[0] = sum(a.shape[0] for a in arrays)
         shape[axis] = max(a.shape[axis] for a in arrays)
-        merged = np.full(shape, value, dtype=arrays[0].dtype)  # [sum rows, ..., longest, ...]
+        dtype = arrays[0].dtype
+        if dtype.kind == "O":  # BYTES
+            value = value.encode() if isinstance(value, str) else b""
+        merged = np.full(shape, value, dtype=dtype)  # [sum rows, ..., longest, ...]
         start = 0
         for a in arrays:
             index = [slice(start, start + a.shape[0])] + [slice(0, n) for n in a.shape[1:]]

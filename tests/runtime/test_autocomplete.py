@@ -177,3 +177,18 @@ def test_the_attnserve_tasks_keep_their_required_fields():
             ModelConfig.model_validate({**done, "task": task, **change})
     with pytest.raises(ValueError, match="needs batching, but max_batch_size is 0"):
         ModelConfig.model_validate({**done, "max_batch_size": 0, "dynamic_batching": None, "pad": {"x": {"axis": 1}}})
+
+
+def test_a_bytes_input_pads_with_text():
+    texts = sig([T("words", "bytes", "batch", "time")], [T("sizes", "int64", "batch", "time")])
+
+    def sizes(feeds):
+        return {"sizes": np.vectorize(len, otypes=[np.int64])(feeds["words"])}
+
+    pipeline = _pipeline({"pad": {"words": {"axis": 1, "value": ""}}}, texts, sizes)
+    a = pipeline.prepare({"words": np.array([[b"ab", b"c"]], dtype=object)}, {})
+    b = pipeline.prepare({"words": np.array([[b"def", b"", b"gh"]], dtype=object)}, {})
+    assert pipeline.crop == {"sizes": [1]}
+    assert [o["sizes"].tolist() for o in pipeline.execute([a, b], {"model": sizes})] == [[[2, 1]], [[3, 0, 2]]]
+    with pytest.raises(InvalidModelConfig, match="pad value 'x' of input 'x' is text, but the input is float32"):
+        _pipeline({"pad": {"x": {"axis": 1, "value": "x"}}}, MASKED, masked)

@@ -260,7 +260,8 @@ def test_cli_token_from_flag_or_environment(
     assert main(["client", "translate", MODEL, DATE, "--url", url]) == 1
     assert "UNAUTHENTICATED" in capsys.readouterr().err
     # options after the action, as after `client`
-    assert main(["client", "translate", MODEL, DATE, "--url", url, "--token", INFER_TOKEN]) == 0
+    # --token=...: a token_urlsafe token starts with "-" one time in 64, which argparse takes for an option
+    assert main(["client", "translate", MODEL, DATE, "--url", url, f"--token={INFER_TOKEN}"]) == 0
     assert capsys.readouterr().out == f"{DATE} -> 1983-09-02\n"
     monkeypatch.setenv("ATTNSERVE_TOKEN", INFER_TOKEN)
     assert main(["client", "--url", url, "models"]) == 0
