@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -161,7 +161,7 @@ class DataPlane:
         record: RequestRecord | None = None,
         deadline: float | None = None,
         parts: bool = True,
-    ) -> AsyncIterator[InferResult]:
+    ) -> AsyncGenerator[InferResult, None]:
         """Run one request as `infer` does, yielding its answer in parts as they are computed: one
         per decoded token for a greedy translation (runtime.pipelines.translate), else the whole
         answer as the only part. The last part has `final` set. One request to the statistics and

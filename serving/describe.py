@@ -4,7 +4,7 @@ once here so gRPC and HTTP answer alike."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from runtime.errors import ModelNotFound, shown
 from runtime.tensors import TensorSpec
@@ -129,7 +129,7 @@ def model_config(model: LoadedVersion) -> dict[str, Any]:
     doc["parameters"] = {key: {"string_value": str(value)} for key, value in facts.items()}
     kind = "KIND_GPU" if cfg.device == "cuda" else "KIND_CPU"
     doc["instance_group"] = [{"name": cfg.name, "kind": kind, "count": 1}]
-    return _without_defaults(doc)
+    return cast(dict[str, Any], _without_defaults(doc))
 
 
 def model_statistics(

@@ -23,12 +23,12 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import ValidationError
 
-from backends.base import Backend
+from backends.base import Backend, Device
 from runtime import files
 from runtime.autocomplete import COMPONENT, DEFAULT_BACKEND, DEFAULT_MAX_BATCH_SIZE, GRAPH_FILE, complete, is_partial
 from runtime.config import CONFIG_FILE, BackendConfig, Component, ModelConfig, read_raw
@@ -376,7 +376,7 @@ class ModelRepository:
             raise InvalidModelConfig(f"backend '{bc.name}' options: {_first_error(exc)}") from None
         version_dir = folder / str(graphs[-1])
         artifact = files.folder(version_dir, bc.artifact, f"backend '{bc.name}' artifact")
-        device = self.device_override or raw.get("device", "cpu")
+        device = cast(Device, self.device_override or raw.get("device", "cpu"))  # Backend.load refuses others
         empty = Signature(inputs=(), outputs=())
         backend = cls.load(artifact, Component(COMPONENT, GRAPH_FILE, empty), device, options)
         try:

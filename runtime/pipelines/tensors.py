@@ -142,9 +142,10 @@ class TensorsPipeline(Pipeline):
         shape[0] = sum(a.shape[0] for a in arrays)
         shape[axis] = max(a.shape[axis] for a in arrays)
         dtype = arrays[0].dtype
+        fill: float | bool | str | bytes = value
         if dtype.kind == "O":  # BYTES
-            value = value.encode() if isinstance(value, str) else b""
-        merged = np.full(shape, value, dtype=dtype)  # [sum rows, ..., longest, ...]
+            fill = value.encode() if isinstance(value, str) else b""
+        merged = np.full(shape, fill, dtype=dtype)  # [sum rows, ..., longest, ...]
         start = 0
         for a in arrays:
             index = [slice(start, start + a.shape[0])] + [slice(0, n) for n in a.shape[1:]]

@@ -195,7 +195,7 @@ class RestApi:
             [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in specs]
             for specs in (md.inputs, md.outputs)
         ]
-        doc = {"name": md.name, "versions": list(md.versions), "platform": md.platform}
+        doc: dict[str, Any] = {"name": md.name, "versions": list(md.versions), "platform": md.platform}
         doc |= {"inputs": tensors[0], "outputs": tensors[1]}
         return Response.json(200, doc | ({"parameters": md.parameters} if md.parameters else {}))
 

@@ -277,7 +277,7 @@ class HttpServer:
         c.writer.write(c.h11.send(h11.Response(status_code=response.status, headers=headers, reason=reason)))
         for chunk in response.body:
             if chunk:
-                c.writer.writelines(c.h11.send_with_data_passthrough(h11.Data(data=chunk)))
+                c.writer.writelines(c.h11.send_with_data_passthrough(h11.Data(data=chunk)))  # type: ignore[arg-type]  # None only after ConnectionClosed
         c.writer.write(c.h11.send(h11.EndOfMessage()))
         await asyncio.wait_for(c.writer.drain(), self.settings.body_timeout_seconds)
         return not close

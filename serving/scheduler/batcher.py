@@ -104,7 +104,8 @@ class Scheduler(BaseScheduler[_Job]):
         if target is None:
             return []
         if target < rows:  # cut at a preferred size, oldest first
-            kept, rows = [], 0
+            kept: list[_Job] = []
+            rows = 0
             for job in chosen:
                 if rows + job.prepared.rows > target and kept:
                     break
