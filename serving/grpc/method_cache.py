@@ -9,7 +9,7 @@ import grpc
 from grpc import aio
 
 
-class PerMethodInterceptor(aio.ServerInterceptor):
+class PerMethodInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints: its base is Any
     """Serve a method with `wrap(handler, method)`, built on the method's first call and reused.
 
     A method's handler never changes, and building a wrapper per call costs the hot path.
