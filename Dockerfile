@@ -27,10 +27,12 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY runtime runtime
+COPY protocol protocol
 COPY models models
 COPY exporters exporters
 COPY backends backends
 COPY serving serving
+COPY client client
 COPY cli cli
 COPY checkpoints checkpoints
 COPY scripts scripts
@@ -42,10 +44,12 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY runtime runtime
+COPY protocol protocol
 COPY models models
 COPY exporters exporters
 COPY backends backends
 COPY serving serving
+COPY client client
 COPY cli cli
 COPY scripts/image scripts/image
 RUN bash scripts/image/wheel.sh /opt/attnserve/wheels

@@ -20,10 +20,11 @@ from pydantic import BaseModel, ConfigDict
 
 from runtime.config import Component
 from runtime.files import regular_file
+from runtime.registry import BACKEND_GROUP
 from runtime.tensors import Signature
 
 Device = Literal["cpu", "cuda"]
-ENTRY_POINT_GROUP = "attnserve.backends"
+ENTRY_POINT_GROUP = BACKEND_GROUP  # "attnserve.backends"
 
 
 class BackendOptions(BaseModel):
@@ -37,6 +38,17 @@ class Backend(abc.ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type[BackendOptions]] = BackendOptions
+
+    @classmethod
+    def coerce_options(cls, options: BackendOptions | Mapping[str, Any] | None) -> Any:
+        """`options` as this backend's `Options`: None gives the defaults; another BackendOptions
+        passes the fields it set, a mapping its keys (validated: unknown keys are errors)."""
+        if isinstance(options, cls.Options):
+            return options
+        if options is None:
+            return cls.Options()
+        data = options.model_dump(exclude_unset=True) if isinstance(options, BackendOptions) else dict(options)
+        return cls.Options.model_validate(data)
 
     @classmethod
     @abc.abstractmethod

@@ -20,16 +20,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout (tests.serving.pki) first
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout (tests.helpers.pki) first
 
 import grpc
 from latency_inputs import INPUTS
 from serve_latency import rotate, spawn, summary
 
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.pki import make_pki
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
+from tests.helpers.pki import make_pki
 
 MODEL = "sort-pointer"
 
@@ -58,7 +58,7 @@ def main() -> int:
         "infer token over TLS": ({"ATTNSERVE_AUTH__INFER_TOKEN": token, **tls_env}, True, token),
     }
     procs, kinds = [], {}
-    infer = convert.infer_request(MODEL, INPUTS["sort"])
+    infer = codec.infer_request(MODEL, INPUTS["sort"])
     try:
         for name, (env, tls, tok) in configs.items():
             proc, port = serve(args.repository, env)

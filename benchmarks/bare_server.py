@@ -18,7 +18,7 @@ from typing import Any
 from latency_inputs import INPUTS
 
 from backends.loader import get_backend
-from serving.grpc_core import apply_experiments
+from serving.grpc.core import apply_experiments
 from serving.repository import ModelRepository
 from serving.settings import GrpcSettings
 
@@ -26,8 +26,8 @@ from serving.settings import GrpcSettings
 async def serve(repository: Path, models: list[str], port: int) -> None:
     from grpc import aio
 
-    from serving.grpc._gen.inference import grpc_service_pb2 as pb
-    from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+    from protocol.gen.inference import grpc_service_pb2 as pb
+    from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 
     repo = ModelRepository(repository, get_backend)
     calls = {}

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import threading
@@ -38,9 +37,10 @@ from latency_inputs import INPUTS
 from markdown_section import write_section
 
 from backends.loader import get_backend
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
+from runtime.percentiles import percentile
 from serving.repository import ModelRepository
 
 BLOCK = 10  # requests of one kind in a row
@@ -48,7 +48,7 @@ DEFAULT_MODELS = ["dates-additive", "dates-transformer", "debian-han", "sort-poi
 
 
 def request(model: str, inputs: dict[str, np.ndarray], backend: str) -> pb.ModelInferRequest:
-    return convert.infer_request(model, inputs, params={"backend": backend})
+    return codec.infer_request(model, inputs, params={"backend": backend})
 
 
 def spawn(cmd: list[str], ready: str, **popen: Any) -> tuple[subprocess.Popen, int]:
@@ -119,8 +119,8 @@ def switches_per_call(pid: int, call: Callable[[], object], n: int = 500) -> flo
 
 
 def summary(samples: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1e3 for s in samples)
-    return {"p50_ms": statistics.median(ms), "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))], "n": len(ms)}
+    ms = [s * 1e3 for s in samples]
+    return {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "n": len(ms)}
 
 
 def rotate(kinds: dict[str, Callable[[], object]], requests: int) -> dict[str, list[float]]:

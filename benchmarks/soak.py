@@ -33,9 +33,9 @@ import grpc
 import numpy as np
 
 from models.data import dates, sorting
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ROOT / "models" / "data" / "debian-docs-heldout.jsonl"  # committed held-out sample
@@ -58,18 +58,18 @@ def _pool(rng: random.Random) -> list[Case]:
     for text in texts:
         one = {"text": np.array([text.encode()], dtype=np.object_)}
         cases += [
-            Case("translate/onnxruntime", convert.infer_request("dates-additive", one, ["text", "attention"])),
-            Case("translate/torch", convert.infer_request("dates-additive", one, ["text"], {"backend": "torch"})),
-            Case("transformer", convert.infer_request("dates-transformer", one, ["text", "attention"])),
-            Case("beam-4", convert.infer_request("dates-bilinear", one, ["text"], {"beam_size": 4})),
+            Case("translate/onnxruntime", codec.infer_request("dates-additive", one, ["text", "attention"])),
+            Case("translate/torch", codec.infer_request("dates-additive", one, ["text"], {"backend": "torch"})),
+            Case("transformer", codec.infer_request("dates-transformer", one, ["text", "attention"])),
+            Case("beam-4", codec.infer_request("dates-bilinear", one, ["text"], {"beam_size": 4})),
         ]
     for doc in docs:
         text = "\n\n".join(doc["sentences"])
         one = {"text": np.array([text.encode()], dtype=np.object_)}
-        cases.append(Case("classify", convert.infer_request("debian-han", one, ["label", "probabilities"])))
+        cases.append(Case("classify", codec.infer_request("debian-han", one, ["label", "probabilities"])))
     for row in rows:
         values = {"values": np.array([row], dtype=np.int64)}
-        cases.append(Case("sort", convert.infer_request("sort-pointer", values, ["order", "attention"])))
+        cases.append(Case("sort", codec.infer_request("sort-pointer", values, ["order", "attention"])))
     return cases
 
 

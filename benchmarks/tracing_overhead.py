@@ -28,8 +28,8 @@ from latency_inputs import INPUTS
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from serve_latency import rotate, spawn, summary
 
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 
 MODELS = {"dates-additive": "translate", "sort-pointer": "sort"}
 TRACEPARENT = (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),)
@@ -73,7 +73,7 @@ def main() -> int:
             procs.append(proc)
             stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
             for model, task in MODELS.items():
-                request = convert.infer_request(model, INPUTS[task])
+                request = codec.infer_request(model, INPUTS[task])
                 kinds[f"{name} | {model}"] = partial(stub.ModelInfer, request, metadata=metadata)
         times = rotate(kinds, args.requests)
     finally:

@@ -2,7 +2,7 @@
 
 Every export is wrapped in torch's GRU while-loop decomposition (docs/export-pitfalls.md, G1: without
 it the dynamo exporter silently freezes GRU time axes) and should run in its own process;
-`exporters.cli` starts one subprocess per model.
+`exporters.parallel` starts one subprocess per model.
 """
 
 from __future__ import annotations

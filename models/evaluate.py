@@ -13,6 +13,8 @@ from models import checkpoint
 from models.families.base import TaskData
 
 DEFAULT_DIR = Path("checkpoints")
+# what a task's `baseline` figure is (debian-docs: TF-IDF + logistic regression)
+BASELINES = {"debian-translate": "chrF of the better of copying the source and nearest-neighbour retrieval"}
 
 
 def find_checkpoints(root: Path = DEFAULT_DIR) -> list[Path]:
@@ -64,11 +66,11 @@ def write_metrics(path: Path, record: dict[str, Any]) -> None:
 
 def format_table(records: list[dict[str, Any]]) -> str:
     """A plain-text table of evaluation records."""
-    lines = [f"{'model':<20} {'task':<12} {'attention':<11} {'metric':<12} {'value':>7} {'n':>6}  baseline"]
+    lines = [f"{'model':<27} {'task':<16} {'attention':<11} {'metric':<12} {'value':>7} {'n':>6}  baseline"]
     for r in records:
         base = f"{r['baseline']:.4f}" if "baseline" in r else ""
         lines.append(
-            f"{r['model']:<20} {r['task']:<12} {r['attention']:<11} {r['metric']:<12} "
+            f"{r['model']:<27} {r['task']:<16} {r['attention']:<11} {r['metric']:<12} "
             f"{r['value']:>7.4f} {r['n']:>6}  {base}"
         )
     return "\n".join(lines)
@@ -81,7 +83,11 @@ def format_markdown(records: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in records:
-        base = f"{r['baseline']:.4f} (TF-IDF + logistic regression)" if "baseline" in r else ""
+        base = (
+            f"{r['baseline']:.4f} ({BASELINES.get(r['task'], 'TF-IDF + logistic regression')})"
+            if "baseline" in r
+            else ""
+        )
         if r.get("beyond_source_limit"):
             base = (
                 f"{r['beyond_source_limit']} inputs beyond its {r['source_limit']}-character limit, counted wrong; "

@@ -36,6 +36,13 @@ def lr_lambda(warmup: int, steps: int):
     return f
 
 
+def lr_by_progress(step: int, warmup: int, progress: float) -> float:
+    """The factor of `lr_lambda` with the decay driven by the share of a budget spent (0-1)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
 def train(
     recipe: Recipe,
     out_dir: Path,
@@ -43,7 +50,9 @@ def train(
     progress: bool = True,
     evaluate: bool = True,
 ) -> dict[str, Any]:
-    """Train `recipe` for its step budget (or `steps`), save to `out_dir`, return metrics."""
+    """Train `recipe` for its step budget (or `steps`), or until the process has used the recipe's
+    `cpu_seconds` (the learning-rate decay then follows the CPU time spent), save to `out_dir`,
+    return metrics."""
     cfg = recipe.train
     steps = steps or cfg.steps
     torch.set_num_threads(cfg.threads)
@@ -54,33 +63,47 @@ def train(
     model_config = family.model_config()
     model = family.build_model(model_config)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(min(cfg.warmup, steps // 2), steps))
+    warmup = min(cfg.warmup, steps // 2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, steps))
     batches = family.batches(data, cfg.batch_size, cfg.seed)
+    budget = cfg.cpu_seconds
 
     model.train()
     start = time.perf_counter()
+    cpu_start = time.process_time()
     bar = tqdm(range(steps), desc=recipe.name, disable=not progress, mininterval=1.0)
     ema_loss = ema_acc = None
+    done = 0
     for step in bar:
+        if budget is not None:
+            spent = (time.process_time() - cpu_start) / budget
+            if spent >= 1.0:
+                break
+            for group in opt.param_groups:  # warm-up by steps, then cosine over the CPU budget
+                group["lr"] = cfg.lr * lr_by_progress(step, warmup, spent)
         batch = next(batches)
         loss, acc = family.loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
-        sched.step()
+        if budget is None:
+            sched.step()
+        done = step + 1
         ema_loss = loss.item() if ema_loss is None else 0.95 * ema_loss + 0.05 * loss.item()
         ema_acc = acc if ema_acc is None else 0.95 * ema_acc + 0.05 * acc
         if step % 10 == 0 or step == steps - 1:
             rate = (step + 1) * cfg.batch_size / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{ema_loss:.4f}", acc=f"{ema_acc:.3f}", ex_s=f"{rate:.0f}")
     train_seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
 
     metrics: dict[str, Any] = {
         "final_loss": ema_loss,
         "final_train_accuracy": ema_acc,
-        "steps": steps,
+        "steps": done,
         "train_seconds": round(train_seconds, 1),
+        "train_cpu_seconds": round(cpu_seconds, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     if evaluate:

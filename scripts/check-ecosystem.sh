@@ -56,8 +56,8 @@ step "versions"
 step "the committed gencode loads on this protobuf without a warning"
 "$PY" -W error - <<'PY'
 import google.protobuf
-from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc  # noqa: F401
-from serving.grpc._gen.inference import grpc_service_pb2_grpc, model_config_pb2  # noqa: F401
+from protocol.gen.attnserve.v1 import attention_pb2_grpc  # noqa: F401
+from protocol.gen.inference import grpc_service_pb2_grpc, model_config_pb2  # noqa: F401
 print("attnserve gencode on protobuf", google.protobuf.__version__, "- no warning")
 PY
 # Our descriptors live in a private pool, so the whole server imports beside either package's

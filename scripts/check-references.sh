@@ -18,7 +18,7 @@ pattern+='|(^|[^A-Za-z0-9_.~-])/(work|root|home|Users)/'
 
 rc=0
 hits=$(git grep -nIE "$pattern" -- . \
-  ':(exclude)*.jsonl' ':(exclude)checkpoints/' ':(exclude)deploy/k8s/schemas/' ':(exclude)serving/grpc/_gen/') || rc=$?
+  ':(exclude)*.jsonl' ':(exclude)checkpoints/' ':(exclude)deploy/k8s/schemas/' ':(exclude)protocol/gen/') || rc=$?
 case $rc in
   0) echo "check-references: tracked files point outside the repository (write the fact, or link a file in it):" >&2
      echo "$hits" >&2

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Regenerate the Python protobuf/gRPC code for protos/ into serving/grpc/_gen (checked in).
+# Regenerate the Python protobuf/gRPC code for protos/ into protocol/gen (checked in).
 #
-#   scripts/gen-protos.sh [OUT_DIR]      # OUT_DIR defaults to serving/grpc/_gen
+#   scripts/gen-protos.sh [OUT_DIR]      # OUT_DIR defaults to protocol/gen
 #
 # Deterministic and idempotent: the same protos and the same grpcio-tools give byte-identical
 # files, and OUT_DIR is rebuilt from scratch each run. tests/serving/test_protos.py runs this
@@ -25,7 +25,7 @@ fi
 if [[ $# -eq 1 ]]; then
     OUT="$(realpath -m -- "$1")"
 else
-    OUT="$ROOT/serving/grpc/_gen"
+    OUT="$ROOT/protocol/gen"
 fi
 PYTHON="${PYTHON:-python3}"
 cd "$ROOT"

@@ -1,1 +1,1 @@
-"""gRPC transport: generated protocol code (_gen), servicers and the server."""
+"""gRPC transport: servicers, interceptors, the server and gRPC core's process-wide knobs (core)."""

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 from grpc import aio
 
+from protocol.gen.attnserve.v1 import attention_pb2 as pb
+from protocol.gen.attnserve.v1 import attention_pb2_grpc as pb_grpc
 from runtime.errors import InvalidInput
 from runtime.text import EOS
 from serving.dataplane import DataPlane
-from serving.grpc._gen.attnserve.v1 import attention_pb2 as pb
-from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as pb_grpc
 from serving.grpc.deadline import deadline_of
 from serving.record import RequestRecord
 

@@ -10,11 +10,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 from grpc import StatusCode, aio
 
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import model_config_pb2 as mc
 from serving.dataplane import DataPlane
 from serving.describe import (
     EXTENSIONS,
@@ -25,10 +29,6 @@ from serving.describe import (
     model_statistics,
     repository_index,
 )
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-from serving.grpc._gen.inference import model_config_pb2 as mc
 from serving.grpc.deadline import deadline_of
 from serving.grpc.infer_body import SplitRequest
 from serving.grpc.interceptors import end_call, status_of
@@ -112,8 +112,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             # the serving model checks the tensors' headers before any data is read, and bounds
             # each BYTES element before it is copied: a hostile request costs its headers
             pipeline = self.dataplane.pipeline(request.model_name, request.model_version)
-            inputs = convert.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes, raw)
-            params = convert.parameters(request.parameters)
+            inputs = codec.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes, raw)
+            params = codec.parameters(request.parameters)
             requested = [o.name for o in request.outputs]
             result = await self.dataplane.infer(
                 request.model_name, request.model_version, inputs, params, requested,
@@ -123,7 +123,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 model_name=result.model.config.name, model_version=str(result.model.version), id=request.id
             )
             response.parameters["backend"].string_param = result.backend
-            convert.response_outputs(response, result.outputs)
+            codec.response_outputs(response, result.outputs)
             return response
 
     async def ModelStreamInfer(
@@ -175,8 +175,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             with self.dataplane.track(request.model_name) as record:  # one request, however many parts
                 pipeline = self.dataplane.pipeline(request.model_name, request.model_version)
-                inputs = convert.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes)
-                params = convert.parameters(request.parameters)
+                inputs = codec.request_inputs(request, pipeline.check_headers, pipeline.max_item_bytes)
+                params = codec.parameters(request.parameters)
                 params.pop(EMPTY_FINAL, None)  # our last response always has outputs: never an empty one
                 requested = [o.name for o in request.outputs]
                 parts = self.dataplane.infer_stream(
@@ -190,7 +190,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         )
                         response.parameters["backend"].string_param = part.backend
                         response.parameters[FINAL].bool_param = part.final
-                        convert.response_outputs(response, part.outputs)
+                        codec.response_outputs(response, part.outputs)
                         send(pb.ModelStreamInferResponse(infer_response=response))
                         final = part.final
         except Exception as exc:  # counted by the record; answered in the stream, which goes on
@@ -208,16 +208,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelStatisticsRequest, context: aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
         stats = model_statistics(self.repository, self.stats, request.name, request.version)
-        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+        return cast(
+            pb.ModelStatisticsResponse, json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+        )
 
     # --- repository ------------------------------------------------------------------
 
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: aio.ServicerContext
     ) -> pb.RepositoryIndexResponse:
-        return json_format.ParseDict(
-            {"models": repository_index(self.repository, request.ready)}, pb.RepositoryIndexResponse()
-        )
+        index = {"models": repository_index(self.repository, request.ready)}
+        return cast(pb.RepositoryIndexResponse, json_format.ParseDict(index, pb.RepositoryIndexResponse()))
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: aio.ServicerContext

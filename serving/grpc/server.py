@@ -9,8 +9,8 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from serving.grpc._gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
-from serving.grpc._gen.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from protocol.gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
+from protocol.gen.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from serving.grpc.attention_servicer import AttentionServicer
 from serving.grpc.drain import DrainGate, drain
 from serving.grpc.infer_body import parse_infer_request
@@ -64,7 +64,7 @@ class GrpcServer:
         if settings.reflection:
             from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-            from serving.grpc._gen import POOL
+            from protocol.gen import POOL
 
             # Our descriptors live in a private pool (tritonclient registers the same names in
             # the default one); reflection must look there, with health and itself added.

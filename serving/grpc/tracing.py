@@ -13,8 +13,8 @@ from contextvars import ContextVar
 import grpc
 from grpc import aio
 
-from serving.grpc._gen.attnserve.v1 import attention_pb2
-from serving.grpc._gen.inference import grpc_service_pb2
+from protocol.gen.attnserve.v1 import attention_pb2
+from protocol.gen.inference import grpc_service_pb2
 from serving.tracing import Incoming
 
 
@@ -27,7 +27,7 @@ def traced_methods() -> frozenset[str]:
     return frozenset(methods)
 
 
-class TraceContextInterceptor(aio.ServerInterceptor):
+class TraceContextInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints: its base is Any
     """Sets `incoming` to (method, traceparent, tracestate) for the traced methods."""
 
     def __init__(self, incoming: ContextVar[Incoming | None], methods: frozenset[str] | None = None) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from models import checkpoint
 from models.evaluate import evaluate
-from models.recipes import RECIPES
+from models.recipes import RECIPES, Recipe
 
 ROOT = Path(__file__).resolve().parents[2] / "checkpoints"
 # Held-out acceptance figures: every reference model must reach its bar on its held-out set.
@@ -32,7 +32,7 @@ def test_checkpoint_is_committed_small_and_from_its_recipe(name: str):
     assert (path / "config.json").is_file(), f"no checkpoint for {name}; run `attnserve train {name}`"
     assert (path / "weights.safetensors").stat().st_size < 5 * 2**20
     config = json.loads((path / "config.json").read_text())
-    assert config["recipe"] == RECIPES[name].model_dump(), "checkpoint is stale: retrain it"
+    assert Recipe.model_validate(config["recipe"]) == RECIPES[name], "checkpoint is stale: retrain it"
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -51,6 +51,7 @@ def test_three_content_based_variants_read_dates_in_text():
     assert sum(v >= 0.95 for v in figures.values()) >= 3, figures
 
 
+@pytest.mark.integration  # evaluates a committed model on its test split
 @pytest.mark.parametrize("name", ["sort-pointer", "dates-dot"])
 def test_evaluation_reproduces_the_recorded_figure(name: str):
     [record] = evaluate([ROOT / name], threads=1)

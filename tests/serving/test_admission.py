@@ -33,10 +33,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import LONGEST_DATES_INPUT, ROOT
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
+from tests.helpers.paths import ROOT
+from tests.helpers.server import LONGEST_DATES_INPUT
+from tests.helpers.wait import wait_until_async
 
 MODEL = "dates-additive"
 BACKEND = "torch"  # see the module's docstring
@@ -85,13 +87,13 @@ def srv(reference_repository: Path) -> Iterator[Server]:
 
 def text_request(n: int, **params) -> pb.ModelInferRequest:
     texts = np.array([DATES[i % len(DATES)].encode() for i in range(n)], dtype=np.object_)
-    return convert.infer_request(MODEL, {"text": texts}, ["text"], {"backend": BACKEND, **params})
+    return codec.infer_request(MODEL, {"text": texts}, ["text"], {"backend": BACKEND, **params})
 
 
 def slow_request(beam: int = 16, texts: int = 64) -> pb.ModelInferRequest:
     """`texts` of the longest input at `beam`: about 1.4 s at 64 texts and beam 16 (2-core machine)."""
     batch = np.array([SLOW_TEXT.encode()] * texts, dtype=np.object_)
-    return convert.infer_request(MODEL, {"text": batch}, ["text"], {"backend": BACKEND, "beam_size": beam})
+    return codec.infer_request(MODEL, {"text": batch}, ["text"], {"backend": BACKEND, "beam_size": beam})
 
 
 def slow_requests() -> list[pb.ModelInferRequest]:
@@ -282,7 +284,7 @@ def test_a_full_queue_refuses_the_excess_and_answers_every_accepted_request(srv)
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         load(stub, max_queue_size=QUEUE)
         alone = stub.ModelInfer(slow_request(8, texts=8), timeout=120)
-        expected = convert.response_tensors(alone)["text"]
+        expected = codec.response_tensors(alone)["text"]
         before, codes_before = model_stats(stub), requests_by_code(srv)
 
         async def flood() -> tuple[list[str], list[int]]:
@@ -296,7 +298,7 @@ def test_a_full_queue_refuses_the_excess_and_answers_every_accepted_request(srv)
                     except grpc.aio.AioRpcError as exc:
                         assert f"its max_queue_size ({QUEUE})" in exc.details(), exc.details()
                         return exc.code().name
-                    assert np.array_equal(convert.response_tensors(response)["text"], expected)
+                    assert np.array_equal(codec.response_tensors(response)["text"], expected)
                     return "OK"
 
                 calls = [asyncio.ensure_future(one()) for _ in range(200)]
@@ -327,17 +329,18 @@ def test_a_batch_whose_client_left_stops_computing(srv):
             async with grpc.aio.insecure_channel(srv.address) as aio_channel:
                 call = pb_grpc.GRPCInferenceServiceStub(aio_channel).ModelInfer(slow_requests()[0], timeout=120)
                 inflight = lambda: [s.value for s in metric_samples(srv, "attnserve_inflight_requests")]  # noqa: E731
-                end = time.monotonic() + 30
-                while sum(inflight()) != 1:  # the server has it (one series per backend)
+
+                def seen() -> bool:  # the server has it (one series per backend)
                     assert not call.done(), "the slow request ended before it was seen in flight"
-                    assert time.monotonic() < end, f"not in flight after 30 s: {inflight()}"
-                    await asyncio.sleep(0.02)
+                    return sum(inflight()) == 1
+
+                await wait_until_async(seen, "the slow request in flight", timeout=30, interval=0.02)
                 await asyncio.sleep(0.1)  # computing: about 1.4 s of work
                 call.cancel()
 
         asyncio.run(leave_while_computing())
         answer = stub.ModelInfer(text_request(1), timeout=60)  # served after the abandoned batch
-        assert convert.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
+        assert codec.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
         after, codes_after = model_stats(stub), requests_by_code(srv)
     assert codes_after - codes_before == Counter({"CANCELLED": 1, "OK": 1}), "the slow request ended first"
     # the abandoned batch stopped between two decoder steps: it is no execution, its items no inferences
@@ -416,7 +419,7 @@ def test_a_rest_client_that_leaves_has_its_queued_request_dropped(srv):
         _, busy = asyncio.run(occupied(srv.address, leave_while_queued))
         assert busy, "the slow requests ended first; the test proves nothing"
         answer = stub.ModelInfer(text_request(1), timeout=60)  # the model serves on
-        assert convert.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
+        assert codec.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
         after, codes_after = model_stats(stub), requests_by_code(srv)
     assert codes_after - codes_before == Counter({"OK": 4, "CANCELLED": 1})
     assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1

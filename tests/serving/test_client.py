@@ -1,4 +1,4 @@
-"""serving.client (sync and grpc.aio) and `attnserve client` against the real server (reference repository)."""
+"""client (sync and grpc.aio) and `attnserve client` against the real server (reference repository)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from cli.main import main
-from serving.client import AsyncClient, Client, ClientError
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc.convert import infer_request as _infer_request
-from serving.grpc.convert import response_tensors as _infer_outputs
-from tests.serving.conftest import ROOT
+from client import AsyncClient, Client, ClientError
+from protocol import codec
+from protocol.codec import infer_request as _infer_request
+from protocol.codec import response_tensors as _infer_outputs
+from protocol.gen.inference import grpc_service_pb2 as pb
+from tests.helpers.paths import ROOT
 
 TRANSLATE, SORT, CLASSIFY = "dates-transformer", "sort-pointer", "debian-han"
 DATES = ["Freitag, 2. September 1983", "14 de març 2003", "perjantai 7. kesäkuuta 1957"]
@@ -73,12 +73,12 @@ def test_request_encoding_is_what_the_server_decodes():
     assert [(t.name, t.datatype) for t in request.inputs] == [
         ("s", "BYTES"), ("o", "BYTES"), ("i", "INT64"), ("f", "FP32"), ("b", "BOOL"), ("big", "INT32"),
     ]  # fmt: skip
-    decoded = convert.request_inputs(request)
+    decoded = codec.request_inputs(request)
     assert decoded["s"].tolist() == [b"a", "ü".encode(), b""]
     assert decoded["o"].shape == (1, 2) and decoded["o"].tolist() == [[b"x", b"y"]]
     for name in ("i", "f", "b", "big"):
         np.testing.assert_array_equal(decoded[name], inputs[name])
-    assert convert.parameters(request.parameters) == {"backend": "torch", "beam_size": 3, "flag": True}
+    assert codec.parameters(request.parameters) == {"backend": "torch", "beam_size": 3, "flag": True}
     assert request.model_version == "2" and [o.name for o in request.outputs] == ["x"]
 
 
@@ -90,7 +90,7 @@ def test_response_decoding_by_datatype():
         "n": np.array([3, -1], dtype=np.int64),
         "m": np.zeros((2, 0), dtype=bool),
     }
-    convert.response_outputs(response, outputs)
+    codec.response_outputs(response, outputs)
     decoded = _infer_outputs(response)
     assert decoded["text"].dtype == np.object_ and decoded["text"].tolist() == [[b"ab", "ç".encode()]]
     for name in ("p", "n", "m"):
@@ -99,7 +99,7 @@ def test_response_decoding_by_datatype():
 
 
 def test_client_and_plot_do_not_import_torch():
-    code = "import sys, serving.client, models.plot; print('torch' in sys.modules)"
+    code = "import sys, client, client.plot; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

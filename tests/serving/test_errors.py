@@ -8,15 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-
-
-@pytest.fixture(scope="module")
-def stub(server):
-    channel = grpc.insecure_channel(server.address)
-    yield pb_grpc.GRPCInferenceServiceStub(channel)
-    channel.close()
+from protocol.gen.inference import grpc_service_pb2 as pb
 
 
 def bytes_raw(items: list[bytes]) -> bytes:

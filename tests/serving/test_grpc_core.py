@@ -5,13 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from serving.grpc_core import ENV, apply_experiments
+from serving.grpc.core import ENV, apply_experiments
 from serving.settings import GrpcSettings
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 PROBE = """
 import os, sys
-from serving.grpc_core import apply_experiments
+from serving.grpc.core import apply_experiments
 print(apply_experiments(sys.argv[1:]))
 import grpc  # loads core with what was set
 print(os.environ.get("GRPC_EXPERIMENTS"))

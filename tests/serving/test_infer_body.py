@@ -7,7 +7,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2 as pb
 from serving.grpc.infer_body import SplitRequest, parse_infer_request
 
 

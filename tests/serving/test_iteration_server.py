@@ -19,12 +19,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backends.loader import get_backend
-from serving.grpc import convert
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol import codec
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.repository import ModelRepository
-from tests.serving.conftest import LONGEST_DATES_INPUT, RunningServer, start_server
-from tests.serving.test_batching import held_out, send_all, statistics
+from tests.helpers.heldout import held_out, send_all, statistics
+from tests.helpers.server import LONGEST_DATES_INPUT, RunningServer, start_server
 
 DATES, SORTER = "dates-additive", "sort-pointer"
 REQUESTS = 120  # per model
@@ -83,8 +83,8 @@ def test_iteration_level_answers_equal_batch_one_answers(srv: RunningServer, ref
             alone += [version.pipeline.run(x, p, runners) for x, p in zip(inputs, ps, strict=True)]
     finally:
         local.close()
-    requests = [convert.infer_request(DATES, x, params=p) for x, p in zip(dates, params, strict=True)]
-    requests += [convert.infer_request(SORTER, x) for x in sorts]
+    requests = [codec.infer_request(DATES, x, params=p) for x, p in zip(dates, params, strict=True)]
+    requests += [codec.infer_request(SORTER, x) for x in sorts]
     order = [i for pair in zip(range(REQUESTS), range(REQUESTS, 2 * REQUESTS), strict=True) for i in pair]
 
     before = {m: statistics(srv.address, m) for m in (DATES, SORTER)}
@@ -115,7 +115,7 @@ def test_a_request_whose_client_left_leaves_the_decode_batch(srv: RunningServer)
     empty batch alone), cancelled once its first decoder step has run: its rows leave at the next
     step, before its 16th."""
     texts = np.array([LONGEST_DATES_INPUT.encode()] * 64, dtype=np.object_)
-    slow = convert.infer_request(DATES, {"text": texts}, params={"beam_size": 16})
+    slow = codec.infer_request(DATES, {"text": texts}, params={"beam_size": 16})
     model = srv.app.repository.get(DATES)
     scheduler = srv.app.dataplane.schedulers.get(model, model.default_backend)
     before = step_rows(srv, DATES)

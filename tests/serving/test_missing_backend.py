@@ -19,13 +19,13 @@ import pytest
 import serving.app
 from backends.base import Backend
 from backends.loader import get_backend
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.errors import InvalidInput, ModelLoadError
 from runtime.pipelines.base import bytes_tensor
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.repository import ModelRepository, State
-from tests.fakes import BackendPool, copy_gru, sorter, write_model
-from tests.serving.conftest import start_server
+from tests.helpers.fakes import BackendPool, copy_gru, sorter, write_model
+from tests.helpers.server import start_server
 
 NOT_INSTALLED = (
     "backend 'torch' (backends.torch:TorchBackend) failed to import: ModuleNotFoundError(\"No module named 'torch'\")"

@@ -30,14 +30,14 @@ from tritonclient.grpc import model_config_pb2 as triton_mc
 from tritonclient.grpc import service_pb2 as triton_pb
 from tritonclient.grpc import service_pb2_grpc as triton_pb_grpc
 
-from serving.grpc._gen import POOL
-from serving.grpc._gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-from serving.grpc._gen.inference import model_config_pb2 as mc
+from protocol.gen import POOL
+from protocol.gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import model_config_pb2 as mc
 
 ROOT = Path(__file__).resolve().parents[2]
-GEN = ROOT / "serving" / "grpc" / "_gen"
+GEN = ROOT / "protocol" / "gen"
 SCRIPT = ROOT / "scripts" / "gen-protos.sh"
 # The script runs its pinned grpcio-tools: this interpreter's if it has that version, else from a
 # venv it makes once under runs/gen-protos/ (exit status 3 when it cannot be made, e.g. offline).
@@ -76,6 +76,7 @@ def files(root: Path) -> dict[str, bytes]:
 # --- (a) staleness -------------------------------------------------------------------------------
 
 
+@pytest.mark.packaging  # runs the protobuf compiler
 def test_generated_code_is_current(tmp_path: Path) -> None:
     out = tmp_path / "_gen"
     run = gen_protos(out)
@@ -86,6 +87,7 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
     assert not stale, f"stale generated code {stale}: run scripts/gen-protos.sh"
 
 
+@pytest.mark.packaging  # runs the protobuf compiler
 def test_generation_is_idempotent(tmp_path: Path) -> None:
     out = tmp_path / "_gen"
     for _ in range(2):

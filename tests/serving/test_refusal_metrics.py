@@ -14,8 +14,8 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.serving.conftest import RunningServer, start_server
 
 MODEL = "sort-pointer"

@@ -17,14 +17,15 @@ import pytest
 import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
+from protocol import codec
+from protocol.gen.attnserve.v1 import attention_pb2 as apb
+from protocol.gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.text import EOS
-from serving.grpc import convert
-from serving.grpc._gen.attnserve.v1 import attention_pb2 as apb
-from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import LONGEST_DATES_INPUT, RunningServer, light_request, start_server
-from tests.serving.test_tritonclient import DATES, text_input
+from tests.helpers.server import LONGEST_DATES_INPUT, RunningServer, light_request, start_server
+from tests.helpers.triton import DATES, text_input
+from tests.helpers.wait import wait_until
 
 MODEL = "dates-additive"
 OUTPUTS = ["text", "attention", "output_lengths", "input_lengths"]
@@ -145,7 +146,7 @@ def test_closing_the_stream_stops_its_requests(server: RunningServer):
         return stub.ModelStatistics(pb.ModelStatisticsRequest(name=MODEL)).model_stats[0]
 
     texts = np.array([LONGEST_DATES_INPUT.encode()] * 64, dtype=np.object_)
-    slow = convert.infer_request(MODEL, {"text": texts}, ["text"], {"beam_size": 16})  # about 0.6 s of work
+    slow = codec.infer_request(MODEL, {"text": texts}, ["text"], {"beam_size": 16})  # about 0.6 s of work
     open_ = threading.Event()
 
     def requests() -> Iterator[pb.ModelInferRequest]:
@@ -156,17 +157,15 @@ def test_closing_the_stream_stops_its_requests(server: RunningServer):
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         before = stats(stub)
         call = stub.ModelStreamInfer(requests())
-        end = time.monotonic() + 30
-        while server.app.metrics.inflight_by_model().get(MODEL) != 1:  # the server has it
-            assert time.monotonic() < end, "the slow request never showed in flight"
-            time.sleep(0.02)
+        in_flight = lambda: server.app.metrics.inflight_by_model().get(MODEL) == 1  # noqa: E731
+        wait_until(in_flight, "the server to have the slow request in flight", timeout=30, interval=0.02)
         time.sleep(0.1)  # computing
         call.cancel()
         open_.set()
         # one batch at a time (dynamic batching): this one runs after the abandoned batch ended
         short = np.array([b"1. September 1951"], dtype=np.object_)
-        answer = stub.ModelInfer(convert.infer_request(MODEL, {"text": short}, ["text"], {}), timeout=60)
-        assert convert.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
+        answer = stub.ModelInfer(codec.infer_request(MODEL, {"text": short}, ["text"], {}), timeout=60)
+        assert codec.response_tensors(answer)["text"].tolist() == [b"1951-09-01"]
         after = stats(stub)
     fail, success = (after.inference_stats.fail.count - before.inference_stats.fail.count,
                      after.inference_stats.success.count - before.inference_stats.success.count)  # fmt: skip

@@ -13,8 +13,8 @@ import grpc
 import numpy as np
 import yaml
 
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 
 PYPROJECT = """\
 [build-system]

@@ -19,13 +19,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from protocol.gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.tensors import serialize_bytes
 from serving.app import App
-from serving.grpc._gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.settings import ServerSettings
-from tests.serving.conftest import ROOT, RunningServer, light_request
+from tests.helpers.paths import ROOT
+from tests.helpers.server import RunningServer, light_request
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -234,9 +235,9 @@ async def main():
                               metrics={"enabled": False})
     app = App(settings)
     await app.start()
-    from tests.serving.conftest import light_request
+    from tests.helpers.server import light_request
     import grpc
-    from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
+    from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
         await pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(light_request(), timeout=30)
     await app.stop()

@@ -15,7 +15,7 @@ cert="client.pem", key="client.key", token=...)`. Nothing here imports torch.
 Several replicas: `Client("10.0.0.1:8001,10.0.0.2:8001")` (or `dns:///name:8001`) balances calls
 round-robin and, for a list, leaves a replica out while its health says NOT_SERVING (draining).
 Inference and metadata calls answered UNAVAILABLE are retried (`RetryPolicy`, see
-serving/channel.py; `retry=None` turns it off). `wait_for_ready=True` makes calls wait for a
+client/channel.py; `retry=None` turns it off). `wait_for_ready=True` makes calls wait for a
 connection instead of failing at once; `metadata={"x-team": "a"}` adds headers to every call.
 """
 
@@ -29,13 +29,13 @@ from typing import Any, NamedTuple
 import grpc
 import numpy as np
 
+from client.channel import RetryPolicy, call_metadata, configure
+from protocol import codec
+from protocol.gen.attnserve.v1 import attention_pb2 as apb
+from protocol.gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
+from protocol.gen.inference import grpc_service_pb2 as pb
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.attention_map import AttentionMap
-from serving.channel import RetryPolicy, call_metadata, configure
-from serving.grpc import convert
-from serving.grpc._gen.attnserve.v1 import attention_pb2 as apb
-from serving.grpc._gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
-from serving.grpc._gen.inference import grpc_service_pb2 as pb
-from serving.grpc._gen.inference import grpc_service_pb2_grpc as pb_grpc
 
 __all__ = [
     "AsyncClient",
@@ -123,7 +123,7 @@ class Classification:
     sentences: list[Sentence]  # empty unless return_attention
 
     def attention_map(self) -> AttentionMap | None:
-        """The HAN picture for models.plot.plot: word weights [S, W] plus sentence weights in `extra`."""
+        """The HAN picture for client.plot.plot: word weights [S, W] plus sentence weights in `extra`."""
         if not self.sentences:
             return None
         words = [list(s.words) for s in self.sentences]
@@ -283,8 +283,8 @@ class Client:
     def ready(self, model: str | None = None, version: str = "") -> bool:
         """Server readiness, or a model's (NOT_FOUND for a model the repository does not have)."""
         if model is None:
-            return self._call(self.inference.ServerReady, pb.ServerReadyRequest()).ready
-        return self._call(self.inference.ModelReady, pb.ModelReadyRequest(name=model, version=str(version))).ready
+            return bool(self._call(self.inference.ServerReady, pb.ServerReadyRequest()).ready)
+        return bool(self._call(self.inference.ModelReady, pb.ModelReadyRequest(name=model, version=str(version))).ready)
 
     def metadata(self, model: str, version: str = "") -> dict[str, Any]:
         request = pb.ModelMetadataRequest(name=model, version=str(version))
@@ -299,8 +299,8 @@ class Client:
         version: str = "",
     ) -> dict[str, np.ndarray]:
         """ModelInfer with raw tensors; `outputs` None: every output the model has."""
-        request = convert.infer_request(model, inputs, outputs, parameters, version)
-        return convert.response_tensors(self._call(self.inference.ModelInfer, request))
+        request = codec.infer_request(model, inputs, outputs, parameters, version)
+        return codec.response_tensors(self._call(self.inference.ModelInfer, request))
 
     # --- attnserve.v1.Attention ---
 
@@ -393,9 +393,9 @@ class AsyncClient:
 
     async def ready(self, model: str | None = None, version: str = "") -> bool:
         if model is None:
-            return (await self._call(self.inference.ServerReady, pb.ServerReadyRequest())).ready
+            return bool((await self._call(self.inference.ServerReady, pb.ServerReadyRequest())).ready)
         request = pb.ModelReadyRequest(name=model, version=str(version))
-        return (await self._call(self.inference.ModelReady, request)).ready
+        return bool((await self._call(self.inference.ModelReady, request)).ready)
 
     async def metadata(self, model: str, version: str = "") -> dict[str, Any]:
         request = pb.ModelMetadataRequest(name=model, version=str(version))
@@ -409,8 +409,8 @@ class AsyncClient:
         parameters: Mapping[str, Any] | None = None,
         version: str = "",
     ) -> dict[str, np.ndarray]:
-        request = convert.infer_request(model, inputs, outputs, parameters, version)
-        return convert.response_tensors(await self._call(self.inference.ModelInfer, request))
+        request = codec.infer_request(model, inputs, outputs, parameters, version)
+        return codec.response_tensors(await self._call(self.inference.ModelInfer, request))
 
     # --- attnserve.v1.Attention ---
 

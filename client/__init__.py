@@ -1,0 +1,25 @@
+"""The Python client of an attnserve server: imports the shared protocol layer, nothing of the server."""
+
+from client.channel import RetryPolicy
+from client.clients import (
+    AsyncClient,
+    AttentionMap,
+    Classification,
+    Client,
+    ClientError,
+    Sentence,
+    Sorted,
+    Translation,
+)
+
+__all__ = [
+    "AsyncClient",
+    "AttentionMap",
+    "Classification",
+    "Client",
+    "ClientError",
+    "RetryPolicy",
+    "Sentence",
+    "Sorted",
+    "Translation",
+]
