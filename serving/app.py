@@ -77,7 +77,10 @@ class App:
             AttentionServicer(self.dataplane),
             self.health,
             # per-call interceptors: the trace context is read before the cached handlers run
-            [*self.access.interceptors, *([TraceContextInterceptor(self.tracer.incoming)] if self.tracer else [])],
+            [
+                *self.access.interceptors(lambda method, code: self.metrics.count_refusal("grpc", method, code)),
+                *([TraceContextInterceptor(self.tracer.incoming)] if self.tracer else []),
+            ],
             self.access.credentials,
             on_unread=self.dataplane.unread,
         )
@@ -89,6 +92,7 @@ class App:
                 self.repository, self.dataplane, attnserve_version(), lambda: self.ready, lambda: self.draining,
                 h.max_body_bytes, h.max_json_bytes, self.access.tokens, self.stats,
                 control if self.access.model_control else None,
+                lambda method, code: self.metrics.count_refusal("http", method, code),
             )  # fmt: skip
             # the same tokens, certificate and client-certificate policy as the gRPC port
             self.http = HttpServer(h, api, self.access.tls.ssl_context() if self.access.tls else None)
