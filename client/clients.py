@@ -37,18 +37,6 @@ from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.attention_map import AttentionMap
 
-__all__ = [
-    "AsyncClient",
-    "AttentionMap",
-    "Classification",
-    "Client",
-    "ClientError",
-    "RetryPolicy",
-    "Sentence",
-    "Sorted",
-    "Translation",
-]
-
 MAX_MESSAGE = 2**31 - 1
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
 DEFAULT_RETRY = RetryPolicy()  # up to 5 attempts on UNAVAILABLE, backoff 0.1 s doubling to 1 s
