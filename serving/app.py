@@ -22,7 +22,7 @@ from serving.grpc.tracing import TraceContextInterceptor
 from serving.http.api import RestApi
 from serving.http.server import HttpServer
 from serving.metrics import ServingMetrics, TritonCompatCollector
-from serving.metrics_http import MetricsEndpoint
+from serving.metrics_endpoint import MetricsEndpoint
 from serving.model_control import ModelControl
 from serving.repository import ModelRepository, State, repository_problem
 from serving.settings import ServerSettings
