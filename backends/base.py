@@ -20,10 +20,11 @@ from pydantic import BaseModel, ConfigDict
 
 from runtime.config import Component
 from runtime.files import regular_file
+from runtime.registry import BACKEND_GROUP
 from runtime.tensors import Signature
 
 Device = Literal["cpu", "cuda"]
-ENTRY_POINT_GROUP = "attnserve.backends"
+ENTRY_POINT_GROUP = BACKEND_GROUP  # "attnserve.backends"
 
 
 class BackendOptions(BaseModel):

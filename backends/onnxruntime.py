@@ -35,9 +35,14 @@ _DTYPES = {
     "tensor(float16)": "float16",
     "tensor(int64)": "int64",
     "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
     "tensor(int8)": "int8",
+    "tensor(uint64)": "uint64",
+    "tensor(uint32)": "uint32",
+    "tensor(uint16)": "uint16",
     "tensor(uint8)": "uint8",
     "tensor(bool)": "bool",
+    "tensor(string)": "bytes",  # BYTES: UTF-8 on the wire, str in ONNX Runtime
 }
 
 
@@ -56,7 +61,10 @@ class OnnxRuntimeOptions(BackendOptions):
 def _tensor_spec(arg: Any, path: Path) -> TensorSpec:
     axes = tuple(d if isinstance(d, int | str) else "?" for d in arg.shape)  # None: unnamed dynamic axis
     if arg.type not in _DTYPES:
-        raise ModelLoadError(f"{path.name}: tensor {arg.name} has type {arg.type}, which attnserve does not serve")
+        raise ModelLoadError(
+            f"{path.name}: tensor '{arg.name}' has type {arg.type}, which attnserve does not serve "
+            f"(it serves {', '.join(sorted(_DTYPES))})"
+        )
     return TensorSpec(name=arg.name, dtype=_DTYPES[arg.type], axes=axes)
 
 
@@ -67,6 +75,26 @@ def _coerce_options(cls: type[Backend], options: BackendOptions | Mapping[str, A
         return cls.Options()
     data = options.model_dump(exclude_unset=True) if isinstance(options, BackendOptions) else dict(options)
     return cls.Options.model_validate(data)
+
+
+def _texts(array: np.ndarray, what: str) -> np.ndarray:
+    """A BYTES tensor (bytes or str items) as an object array of str; InvalidInput when not UTF-8."""
+    flat = array.reshape(-1)
+    texts = np.empty(flat.shape, dtype=object)
+    for i, item in enumerate(flat):
+        try:
+            texts[i] = bytes(item).decode("utf-8") if isinstance(item, bytes | bytearray | memoryview) else str(item)
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{what}[{i}] is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return texts.reshape(array.shape)
+
+
+def _utf8(array: np.ndarray) -> np.ndarray:
+    """A tensor(string) output (str items) as BYTES: an object array of UTF-8 bytes."""
+    flat = array.reshape(-1)
+    out = np.empty(flat.shape, dtype=object)
+    out[:] = [s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in flat]
+    return out.reshape(array.shape)
 
 
 class FeedCheck:
@@ -127,6 +155,7 @@ class OnnxRuntimeBackend(Backend):
         self._input_names = [t.name for t in self._signature.inputs]
         self._check = FeedCheck(component, self._signature)
         self._output_names = [t.name for t in self._signature.outputs]
+        self._strings = [t.name for t in self._signature.inputs if t.dtype == "bytes"]
         self._providers = list(session.get_providers())
 
     @classmethod
@@ -181,6 +210,8 @@ class OnnxRuntimeBackend(Backend):
             raise BackendFailure(f"{self._component}: backend is closed")
         self._check(inputs)
         feeds = {n: inputs[n] for n in self._input_names}
+        for name in self._strings:  # BYTES items -> str, as ONNX Runtime takes tensor(string)
+            feeds[name] = _texts(feeds[name], f"{self._component}: input '{name}'")
         try:
             outputs = self._session.run(self._output_names, feeds)
         except ort_state.InvalidArgument as exc:  # dtype, rank, size, out-of-range index
@@ -189,7 +220,8 @@ class OnnxRuntimeBackend(Backend):
             raise InvalidInput(f"{self._component}: {exc}") from exc
         except Exception as exc:  # Fail, RuntimeException, EPFail, ...
             raise BackendFailure(f"{self._component}: ONNX Runtime failed: {exc}") from exc
-        return dict(zip(self._output_names, outputs, strict=True))
+        named = zip(self._output_names, outputs, strict=True)
+        return {name: _utf8(out) if out.dtype == object else out for name, out in named}
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -102,7 +102,9 @@ class TorchBackend(Backend):
         try:
             ck = checkpoint.load(path)
             family = ck.config["family"]
-            components = get_spec(family)(ck.model, ck.config["model"]).components()
+            packages = ck.config.get("packages", {})
+            spec = get_spec(family, ck.config.get(checkpoint.EXPORT_SPEC), packages.get("family"))
+            components = spec(ck.model, ck.config["model"]).components()
         except Exception as exc:  # missing files, bad JSON, corrupt safetensors, shape mismatch
             raise ModelLoadError(f"cannot load the PyTorch checkpoint {path.name}: {exc}") from exc
         by_name = {c.spec.name: c for c in components}

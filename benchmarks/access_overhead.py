@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout (tests.serving.pki) first
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout (tests.helpers.pki) first
 
 import grpc
 from latency_inputs import INPUTS
@@ -29,7 +29,7 @@ from serve_latency import rotate, spawn, summary
 from protocol import codec
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.pki import make_pki
+from tests.helpers.pki import make_pki
 
 MODEL = "sort-pointer"
 

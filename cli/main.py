@@ -89,7 +89,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from cli.report import build_report, write_report
+    from serving.repository import repository_problem
 
+    problem = repository_problem(args.repository)
+    if problem is not None:
+        print(f"attnserve report: {problem}", file=sys.stderr)
+        return 2
     report = build_report(
         args.repository, args.checkpoints, url=args.url, metrics_url=args.metrics_url, requests=args.requests,
         say=lambda line: print(line, file=sys.stderr),
@@ -116,7 +121,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from exporters.parallel import export_many
     from exporters.repository import exported_batching
 
-    paths = _checkpoint_paths(args)
+    paths = [p.parent if p.is_file() else p for p in _checkpoint_paths(args)]  # a weights file: its folder
     if not paths:
         print("name a checkpoint folder or pass --all", file=sys.stderr)
         return 2
@@ -134,7 +139,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     only = set(args.quantize_models.split(",")) if args.quantize_models else None
     summaries = export_many(
         paths, args.repository, args.version, args.opset, args.quantize, args.jobs, only,
-        batching=batching, int8_keep=args.int8_keep,
+        batching=batching, int8_keep=args.int8_keep, spec=args.spec,
     )  # fmt: skip
     failed = [s["model"] for s in summaries if not s["ok"]]
     if failed:
@@ -240,10 +245,10 @@ def _cmd_client(args: argparse.Namespace) -> int:
                     print(f"  {label:<12} {p:.4f}")
                 maps = [result.attention_map()]
             else:
-                (result,) = client.sort(args.model, [args.values], want_maps, args.backend or "")
-                print(" ".join(map(str, result.values)))
-                print("order: " + " ".join(map(str, result.order)))
-                maps = [result.attention]
+                (order,) = client.sort(args.model, [args.values], want_maps, args.backend or "")
+                print(" ".join(map(str, order.values)))
+                print("order: " + " ".join(map(str, order.order)))
+                maps = [order.attention]
     except ClientError as exc:
         print(f"attnserve client: {exc}", file=sys.stderr)
         return 1
@@ -278,7 +283,7 @@ def _add_connection_options(p: argparse.ArgumentParser) -> None:
 
     Defaults are filled in by `_connection` (SUPPRESS keeps an action's parser from overwriting
     a value given before the action)."""
-    kw = {"default": argparse.SUPPRESS}
+    kw: dict[str, Any] = {"default": argparse.SUPPRESS}
     p.add_argument("--url", help="gRPC address (default localhost:8001); a comma-separated list: round-robin", **kw)
     p.add_argument("--timeout", type=float, help="seconds per call", **kw)
     p.add_argument("--tls", action="store_true", help="TLS with the system's roots (implied by --ca/--cert)", **kw)
@@ -299,6 +304,27 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
         "key": getattr(args, "key", None),
         "token": getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None,
     }
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from cli.import_onnx import import_onnx
+    from runtime.errors import ServingError
+
+    try:
+        done = import_onnx(args.file, args.name, args.repository, args.default_max_batch_size)
+    except ServingError as exc:
+        print(f"attnserve import onnx: {exc.message}", file=sys.stderr)
+        return 1
+    config = done.config
+    print(f"imported {args.file} as model '{config.name}' in {done.folder}")
+    for kind, specs in (("input", config.components["model"].inputs), ("output", config.components["model"].outputs)):
+        for t in specs:
+            print(f"  {kind:<6} {t.name} {t.datatype} {list(t.shape)}")
+    print(f"  {done.batching}")
+    print(f"  max_batch_size {config.max_batch_size}, dynamic batching {'on' if config.dynamic_batching else 'off'}")
+    print(f"  {done.ran}")
+    print(f"edit {done.folder / 'config.yaml'} as you like; serve with: attnserve serve --repository {args.repository}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,8 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("export", help="export checkpoints to verified ONNX + PyTorch artifacts")
-    p.add_argument("checkpoint", nargs="*", type=Path)
+    p.add_argument("checkpoint", nargs="*", type=Path, help="checkpoint folders (or their weights.safetensors)")
     p.add_argument("--all", action="store_true", help="every checkpoint under --checkpoints")
+    p.add_argument("--spec", metavar="PACKAGE.MODULE:SPEC",
+                   help="the ExportSpec to export with (your own); default: the family's registered one")  # fmt: skip
     p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     p.add_argument("--repository", type=Path, default=Path("model_repository"))
     p.add_argument("--version", type=int, default=1)
@@ -371,6 +399,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--default-timeout-us", type=int, metavar="US", help="default_timeout_microseconds (default 0)")
     g.add_argument("--no-dynamic-batching", action="store_true", help="write none: every request runs alone")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("import", help="put a model made elsewhere into a model repository")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    k = kinds.add_parser("onnx", help="any ONNX graph: copied in, probed, with a commented config.yaml to edit")
+    k.add_argument("file", type=Path, help="the .onnx file")
+    k.add_argument("--name", required=True, help="the model's name (its folder in the repository)")
+    k.add_argument("--repository", type=Path, default=Path("model_repository"))
+    k.add_argument(
+        "--default-max-batch-size", type=int, default=4, metavar="N",
+        help="max_batch_size written when the graph batches (as the server's default_max_batch_size)",
+    )  # fmt: skip
+    k.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("serve", help="serve a model repository over gRPC (Open Inference Protocol)")
     p.add_argument("--repository", type=Path, help="model repository (default: model_repository)")

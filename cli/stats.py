@@ -39,9 +39,14 @@ def collect(text: str) -> dict[tuple[str, ...], dict[str, float]]:
         for s in family.samples:
             if s.name.endswith("_bucket") and s.labels.get("model"):
                 stage = s.labels.get("stage", "request")
-                key = (s.labels["model"], s.labels.get("attention", ""), s.labels.get("backend", ""), stage)
+                key: tuple[str, ...] = (
+                    s.labels["model"],
+                    s.labels.get("attention", ""),
+                    s.labels.get("backend", ""),
+                    stage,
+                )
                 series[key].append((float(s.labels["le"]), s.value))
-    rows = {}
+    rows: dict[tuple[str, ...], dict[str, float]] = {}
     for key, buckets in sorted(series.items()):
         merged: dict[float, float] = defaultdict(float)
         for bound, count in buckets:  # several versions/devices of one model: add them up

@@ -11,6 +11,7 @@ import json
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -55,7 +56,7 @@ class RetryPolicy:
         if not self.codes or unknown:
             raise ValueError(f"codes must be gRPC status names other than OK, got {list(self.codes)}")
 
-    def method_config(self) -> dict:
+    def method_config(self) -> dict[str, Any]:
         """The service config's methodConfig entry."""
         return {
             "name": [{"service": s, "method": m} for s, m in RETRIED_METHODS],
@@ -125,10 +126,10 @@ def _resolve(entry: str) -> dict[int, list[str]]:
     return out
 
 
-def service_config(retry: RetryPolicy | None, health_check: bool) -> dict:
+def service_config(retry: RetryPolicy | None, health_check: bool) -> dict[str, Any]:
     """Round-robin over every address of the target; health checks drop a replica from the
     rotation while grpc.health.v1 says it is not SERVING (e.g. draining); retries as `retry`."""
-    config: dict = {"loadBalancingConfig": [{"round_robin": {}}]}
+    config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
     if health_check:
         config["healthCheckConfig"] = {"serviceName": ""}
     if retry is not None:

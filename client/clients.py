@@ -283,8 +283,8 @@ class Client:
     def ready(self, model: str | None = None, version: str = "") -> bool:
         """Server readiness, or a model's (NOT_FOUND for a model the repository does not have)."""
         if model is None:
-            return self._call(self.inference.ServerReady, pb.ServerReadyRequest()).ready
-        return self._call(self.inference.ModelReady, pb.ModelReadyRequest(name=model, version=str(version))).ready
+            return bool(self._call(self.inference.ServerReady, pb.ServerReadyRequest()).ready)
+        return bool(self._call(self.inference.ModelReady, pb.ModelReadyRequest(name=model, version=str(version))).ready)
 
     def metadata(self, model: str, version: str = "") -> dict[str, Any]:
         request = pb.ModelMetadataRequest(name=model, version=str(version))
@@ -393,9 +393,9 @@ class AsyncClient:
 
     async def ready(self, model: str | None = None, version: str = "") -> bool:
         if model is None:
-            return (await self._call(self.inference.ServerReady, pb.ServerReadyRequest())).ready
+            return bool((await self._call(self.inference.ServerReady, pb.ServerReadyRequest())).ready)
         request = pb.ModelReadyRequest(name=model, version=str(version))
-        return (await self._call(self.inference.ModelReady, request)).ready
+        return bool((await self._call(self.inference.ModelReady, request)).ready)
 
     async def metadata(self, model: str, version: str = "") -> dict[str, Any]:
         request = pb.ModelMetadataRequest(name=model, version=str(version))

@@ -179,16 +179,20 @@ def export_checkpoint(
     timing: bool = True,
     batching: DynamicBatching | None = DEFAULT_BATCHING,
     int8_keep: str = "auto",
+    spec_reference: str | None = None,
 ) -> dict[str, Any]:
     """Export, validate and write one model (and its int8 twin if asked) with `batching` as its
     config.yaml's dynamic_batching; returns the report. The twin is kept where it pays
     (exporters.int8; `int8_keep="always"`: kept anyway, its figures still recorded).
+    `spec_reference` ("package.module:Spec")
+    names the ExportSpec to use instead of the one registered for the checkpoint's family (the
+    PyTorch artifact records it, so the torch backend builds the same components).
 
     Raises ValidationError, after writing the report, when any check fails.
     """
     torch.set_num_threads(1)
     ck = checkpoint.load(ck_path)
-    spec = get_spec(ck.recipe.family)(ck.model, ck.config["model"])
+    spec = get_spec(ck.recipe.family, spec_reference)(ck.model, ck.config["model"])
     out = repository / ck.name / str(version)
     if out.exists():
         shutil.rmtree(out)
@@ -205,7 +209,7 @@ def export_checkpoint(
     started = time.perf_counter()
     components = spec.components()
     paths, report = export_components(spec, components, out, metadata, opset)
-    _copy_artifacts(ck, out)
+    _copy_artifacts(ck, out, spec_reference=spec_reference)
 
     # what the server can be sent: a location-based model refuses inputs beyond its source positions
     pool = type(ck.family).held_out(ck.recipe.train.seed, 4 * examples)
@@ -222,7 +226,7 @@ def export_checkpoint(
             )
     flops: FlopsFile | None = None
     if not report.failures:
-        flops = write_flops(ck, components, paths, out, test[:FLOPS_EXAMPLES])
+        flops = write_flops(ck, spec, components, paths, out, test[:FLOPS_EXAMPLES])
     result: dict[str, Any] = {
         "model": ck.name,
         "version": version,
@@ -322,11 +326,15 @@ def count_flops(spec: ExportSpec, components: list[Component], paths: dict[str, 
 
 
 def write_flops(
-    ck: Checkpoint, components: list[Component], paths: dict[str, Path], out: Path, examples: list[Any]
+    ck: Checkpoint,
+    spec: ExportSpec,
+    components: list[Component],
+    paths: dict[str, Path],
+    out: Path,
+    examples: list[Any],
 ) -> FlopsFile:
     """Count each graph's FLOPs per call as a polynomial in its axes (exporters.flops) and the FLOPs
     of `examples` served alone through the model's pipeline; write `flops.json` into `out`."""
-    spec = get_spec(ck.recipe.family)(ck.model, ck.config["model"])
     draft = count_flops(spec, components, paths)
     pipeline = build_pipeline(model_config(ck, spec, components, int8=False), out)
     counts = counters(draft, {c.spec.name: c.spec.inputs for c in components})
@@ -380,12 +388,16 @@ def _component_summary(comp: Component, path: Path) -> dict[str, Any]:
     }
 
 
-def _copy_artifacts(ck: Checkpoint, out: Path, with_torch: bool = True) -> None:
-    """The vocabularies, and the PyTorch artifact: safetensors + config + vocabularies, no pickle."""
+def _copy_artifacts(ck: Checkpoint, out: Path, with_torch: bool = True, spec_reference: str | None = None) -> None:
+    """The vocabularies, and the PyTorch artifact: safetensors + config + vocabularies, no pickle
+    (its config names `spec_reference`, the ExportSpec the graphs came from, where one was given)."""
     if with_torch:
         torch_dir = out / TORCH_DIR
         torch_dir.mkdir(exist_ok=True)
         for name in [checkpoint.WEIGHTS, checkpoint.CONFIG, *ck.config["vocabs"].values()]:
             shutil.copy2(ck.path / name, torch_dir / name)
+        if spec_reference is not None:
+            config = {**ck.config, checkpoint.EXPORT_SPEC: spec_reference}
+            (torch_dir / checkpoint.CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     for name in ck.config["vocabs"].values():
         shutil.copy2(ck.path / name, out / name)

@@ -55,7 +55,9 @@ def measure(
         items = sum(_rows(r) for r in requests)
         for pipeline, runners in (fp32, int8):  # warm-up
             pipeline.run(requests[0], {}, runners)
-        fp, q, ratios = [], [], []
+        fp: list[float] = []
+        q: list[float] = []
+        ratios: list[float] = []
         for i in range(rounds):
             order = [(fp32, fp), (int8, q)] if i % 2 == 0 else [(int8, q), (fp32, fp)]
             for (pipeline, runners), speeds in order:

@@ -27,12 +27,14 @@ def export_many(
     quiet: bool = False,
     batching: DynamicBatching | None = DEFAULT_BATCHING,
     int8_keep: str = "auto",
+    spec: str | None = None,
 ) -> list[dict[str, Any]]:
     """Export each checkpoint in a fresh Python process, `jobs` at a time.
 
     `quantize` applies to the models named in `quantize_only` (all when None); `batching` is every
     config.yaml's dynamic_batching (None: none); `int8_keep` "auto" keeps an int8 twin only where it
-    pays (exporters.int8), "always" keeps it anyway.
+    pays (exporters.int8), "always" keeps it anyway; `spec` ("package.module:Spec") replaces the
+    families' registered export specs.
     Returns one summary per model: {"model", "ok", "seconds", "error"?}.
     """
 
@@ -42,6 +44,8 @@ def export_many(
             "--version", str(version), "--opset", str(opset),
             "--dynamic-batching", batching_json(batching),
         ]  # fmt: skip
+        if spec is not None:
+            cmd += ["--spec", spec]
         if quantize and (quantize_only is None or ck.name in quantize_only):
             cmd += ["--quantize", quantize, "--int8-keep", int8_keep]
         t0 = time.perf_counter()

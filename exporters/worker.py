@@ -21,12 +21,13 @@ def main() -> int:
     p.add_argument("--quantize", choices=["int8"])
     p.add_argument("--int8-keep", choices=["auto", "always"], default="auto")
     p.add_argument("--dynamic-batching", help="config.yaml's dynamic_batching as JSON; null: none")
+    p.add_argument("--spec", help="the ExportSpec as package.module:Class (default: the family's registered one)")
     args = p.parse_args()
     batching = DEFAULT_BATCHING if args.dynamic_batching is None else parse_batching_json(args.dynamic_batching)
     try:
         export_checkpoint(
             args.checkpoint, args.repository, args.version, args.opset, args.quantize,
-            batching=batching, int8_keep=args.int8_keep,
+            batching=batching, int8_keep=args.int8_keep, spec_reference=args.spec,
         )  # fmt: skip
     except ValidationError as exc:
         print(exc, file=sys.stderr)

@@ -10,7 +10,9 @@ Every registered module has the same call:
     weights [B, S]      a distribution over valid positions, exactly 0 on padding
 
 Masked scores are filled with `finfo.min`, never `-inf`, so a fully masked row stays finite
-(its weights and context are all zeros). Adding a score is one class plus `@register`.
+(its weights and context are all zeros). Adding a score is one class and one entry point in the
+`attnserve.attention` group (attnserve's own are listed in pyproject.toml; a user's package lists
+its own the same way).
 The code avoids constructs that freeze dynamic axes in the ONNX exporter (no `F.one_hot`
 with a dynamic class count, no `pack_padded_sequence`).
 """
@@ -18,11 +20,12 @@ with a dynamic class count, no `pack_padded_sequence`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from runtime.registry import ATTENTION_GROUP, OWN_DISTRIBUTION, Registry, subclass_of
 
 #: Longest source the location-based score can attend over (its W has this many rows).
 LOCATION_MAX_LEN = 64
@@ -40,28 +43,25 @@ class AttentionSpec:
     max_len: int = LOCATION_MAX_LEN
 
 
-REGISTRY: dict[str, type[Attention]] = {}
+def attentions() -> Registry[type[Attention]]:
+    """The attention registry: the `attnserve.attention` entry-point group (runtime.registry)."""
+    return Registry(ATTENTION_GROUP, "attention", subclass_of(Attention, concrete=False))
 
 
-def register(name: str) -> Callable[[type[Attention]], type[Attention]]:
-    """Class decorator: make an attention module available under `name`."""
+def attention_names(package: str | None = None) -> list[str]:
+    """The registered attention names, sorted: every installed package's, or only `package`'s
+    (`OWN_DISTRIBUTION`: attnserve's own)."""
+    return attentions().names(package)
 
-    def wrap(cls: type[Attention]) -> type[Attention]:
-        if name in REGISTRY:
-            raise ValueError(f"attention {name!r} registered twice")
-        cls.name = name
-        REGISTRY[name] = cls
-        return cls
 
-    return wrap
+def own_attention_names() -> list[str]:
+    """attnserve's own attention names, sorted (what its recipes and tests cover)."""
+    return attention_names(OWN_DISTRIBUTION)
 
 
 def build_attention(name: str, spec: AttentionSpec) -> Attention:
-    """Instantiate the registered attention `name`."""
-    try:
-        return REGISTRY[name](spec)
-    except KeyError:
-        raise ValueError(f"unknown attention {name!r}; known: {sorted(REGISTRY)}") from None
+    """Instantiate the attention registered as `name`."""
+    return attentions().load(name)(spec)
 
 
 def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
@@ -94,9 +94,10 @@ class Attention(nn.Module):
         return context, weights
 
 
-@register("concat")
 class ConcatAttention(Attention):
     """Concat (Luong): v^T tanh(W [s; h])."""
+
+    name = "concat"
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
@@ -108,9 +109,10 @@ class ConcatAttention(Attention):
         return self.v(torch.tanh(self.W(torch.cat([q, keys], dim=-1)))).squeeze(-1)  # [B, S]
 
 
-@register("additive")
 class AdditiveAttention(Attention):
     """Additive (Bahdanau): v^T tanh(W s + U h)."""
+
+    name = "additive"
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
@@ -123,9 +125,10 @@ class AdditiveAttention(Attention):
         return self.v(hidden).squeeze(-1)  # [B, S]
 
 
-@register("bilinear")
 class BilinearAttention(Attention):
     """Bilinear / general (Luong): h^T W s."""
+
+    name = "bilinear"
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
@@ -140,9 +143,10 @@ def _require_same_dim(spec: AttentionSpec, name: str) -> None:
         raise ValueError(f"{name} attention needs query_dim == key_dim, got {spec.query_dim} and {spec.key_dim}")
 
 
-@register("dot")
 class DotAttention(Attention):
     """Dot (Luong): h^T s. Needs query and keys of one size."""
+
+    name = "dot"
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
@@ -152,9 +156,10 @@ class DotAttention(Attention):
         return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, S]
 
 
-@register("scaled-dot")
 class ScaledDotAttention(Attention):
     """Scaled dot (Vaswani): h^T s / sqrt(n), n the key size."""
+
+    name = "scaled-dot"
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
@@ -165,13 +170,14 @@ class ScaledDotAttention(Attention):
         return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1) * self.scale  # [B, S]
 
 
-@register("location")
 class LocationAttention(Attention):
     """Location-based (Luong): softmax(W s), scores from the query alone.
 
     W has `spec.max_len` rows (LOCATION_MAX_LEN by default): sources longer than that
     cannot be attended past position max_len - 1, and are rejected.
     """
+
+    name = "location"
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
@@ -183,7 +189,6 @@ class LocationAttention(Attention):
         return self.W(query)[:, : keys.size(1)]  # [B, S]
 
 
-@register("local-p")
 class LocalPredictiveAttention(Attention):
     """Local-p (Luong et al. 2015): a predicted centre p_t and a Gaussian window.
 
@@ -192,6 +197,8 @@ class LocalPredictiveAttention(Attention):
     the general score is damped by exp(-(s - p_t)^2 / (2 sigma^2)), sigma = D / 2, and
     renormalised so the weights over the window sum to 1.
     """
+
+    name = "local-p"
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
@@ -226,7 +233,6 @@ class LocalPredictiveAttention(Attention):
         return context, weights
 
 
-@register("hard")
 class HardAttention(Attention):
     """Hard attention: exactly one position (the general score's argmax).
 
@@ -236,6 +242,8 @@ class HardAttention(Attention):
     (straight-through Gumbel-softmax, Jang et al. 2017). In eval mode the weights are
     exactly one-hot, with no noise.
     """
+
+    name = "hard"
 
     hard = True
 
@@ -302,13 +310,14 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out), weights
 
 
-@register("multihead")
 class MultiHeadScore(Attention):
     """Multi-head scaled dot-product attention for a single query (Vaswani et al. 2017).
 
     The context is the projected multi-head output [B, Dq]; `weights` is the head average
     [B, S], still a distribution over valid positions.
     """
+
+    name = "multihead"
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

@@ -10,12 +10,15 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.families.base import Family, get_family
+from models.attention import attentions
+from models.families.base import Family, families, family_entry, get_family
 from models.recipes import Recipe
 from runtime.files import read_text, regular_file
+from runtime.registry import OWN_DISTRIBUTION
 from runtime.text import Vocab
 
 WEIGHTS, CONFIG, METRICS = "weights.safetensors", "config.json", "metrics.json"
+EXPORT_SPEC = "export_spec"  # config key: the "module:Class" an export was given (attnserve export --spec)
 FORMAT_VERSION = 1
 
 
@@ -67,9 +70,22 @@ def save(
         "recipe": recipe.model_dump(),
         **(extra or {}),
     }
+    packages = providers(recipe)
+    if packages:  # a user's package: loading names it when it is missing
+        config["packages"] = packages
     (out / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     (out / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
     return out
+
+
+def providers(recipe: Recipe) -> dict[str, str]:
+    """The packages other than attnserve that register the recipe's family and attention: {"family":
+    distribution, "attention": distribution}, for those that come from one."""
+    found = {
+        "family": families().provider(family_entry(recipe.family, recipe.task)),
+        "attention": attentions().provider(recipe.attention),
+    }
+    return {role: dist for role, dist in found.items() if dist and dist != OWN_DISTRIBUTION}
 
 
 def load(path: Path | str) -> Checkpoint:
@@ -81,7 +97,9 @@ def load(path: Path | str) -> Checkpoint:
     config = json.loads(read_text(path, CONFIG, "checkpoint config"))
     recipe = Recipe.model_validate(config["recipe"])
     vocabs = {role: Vocab.read(path, name) for role, name in config["vocabs"].items()}
-    family = get_family(config["family"], config.get("task"))(recipe, vocabs)
+    packages = config.get("packages", {})
+    family = get_family(config["family"], config.get("task"), package=packages.get("family"))(recipe, vocabs)
+    attentions().load(config["attention"], package=packages.get("attention"))  # names a missing package
     model = family.build_model(config["model"])
     model.load_state_dict(load_file(str(regular_file(path, WEIGHTS, "weights file"))))
     model.eval()

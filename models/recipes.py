@@ -32,7 +32,7 @@ class Recipe(BaseModel):
     name: str
     task: str  # "dates" | "dates-in-text" | "sorting" | "debian-docs" | "debian-translate"
     family: str  # "seq2seq" | "transformer" | "pointer" | "han"
-    attention: str  # a name in models.attention.REGISTRY
+    attention: str  # a registered attention name (models.attention.attention_names)
     model: dict[str, Any] = {}
     train: TrainConfig
 

@@ -54,7 +54,7 @@ def sinusoidal_positions(start: int | Tensor, length: int | Tensor, dim: int, de
 
     Even features are sin(pos / 10000^(2i/dim)), odd features the matching cos.
     """
-    positions = torch.arange(start, start + length, device=device).to(torch.float32)  # [T]
+    positions = torch.arange(start, start + length, device=device).to(torch.float32)  # type: ignore[arg-type]  # traced exports pass 0-d tensors; torch's stubs list numbers only; [T]
     freqs = torch.arange(0, dim, 2, device=device).to(torch.float32)  # [D/2]
     inv_freq = torch.exp(freqs * (-math.log(10000.0) / dim))  # [D/2]
     angles = positions.unsqueeze(1) * inv_freq.unsqueeze(0)  # [T, D/2]
@@ -66,7 +66,7 @@ def row_positions(start: Tensor, length: int | Tensor, dim: int) -> Tensor:
 
     The arithmetic of `sinusoidal_positions` per row, so equal positions give equal bits.
     """
-    offsets = torch.arange(length, device=start.device)  # [T]
+    offsets = torch.arange(length, device=start.device)  # type: ignore[arg-type]  # traced exports pass 0-d tensors; torch's stubs list numbers only; [T]
     positions = (start.unsqueeze(1) + offsets.unsqueeze(0)).to(torch.float32)  # [B, T]
     freqs = torch.arange(0, dim, 2, device=start.device).to(torch.float32)  # [D/2]
     inv_freq = torch.exp(freqs * (-math.log(10000.0) / dim))  # [D/2]
@@ -76,8 +76,8 @@ def row_positions(start: Tensor, length: int | Tensor, dim: int) -> Tensor:
 
 def causal_mask(past_len: int | Tensor, length: int | Tensor, device: torch.device) -> Tensor:
     """Bool mask [length, past_len + length]: query past_len + t sees keys 0 .. past_len + t."""
-    queries = torch.arange(past_len, past_len + length, device=device)  # [T]
-    keys = torch.arange(past_len + length, device=device)  # [P + T]
+    queries = torch.arange(past_len, past_len + length, device=device)  # type: ignore[arg-type]  # traced exports pass 0-d tensors; torch's stubs list numbers only; [T]
+    keys = torch.arange(past_len + length, device=device)  # type: ignore[arg-type]  # traced exports pass 0-d tensors; torch's stubs list numbers only; [P + T]
     return keys.unsqueeze(0) <= queries.unsqueeze(1)  # [T, P + T]
 
 
@@ -186,7 +186,7 @@ class Transformer(nn.Module):
 
     def cross_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-attention keys and values [L, B, H, S, Dh] of every decoder layer."""
-        kv = [layer.cross_attn.project_kv(memory) for layer in self.dec_layers]  # L x [B, H, S, Dh]
+        kv = [layer.cross_attn.project_kv(memory) for layer in self.dec_layers]  # type: ignore[union-attr, operator]  # nn.Module attributes are typed Tensor | Module; L x [B, H, S, Dh]
         return torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
 
     def empty_cache(self, batch_size: int) -> tuple[Tensor, Tensor]:

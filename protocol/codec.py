@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from protocol.gen.inference import grpc_service_pb2 as pb
-from runtime.errors import InvalidInput
+from runtime.errors import InvalidInput, shown
 from runtime.tensors import DTYPE_OF_DATATYPE, datatype_of, deserialize_bytes, numpy_dtype, serialize_bytes
 
 # OIP datatype -> typed `contents` field (FP16 travels raw only)
@@ -59,7 +59,7 @@ def set_parameter(param: pb.InferParameter, value: Any) -> None:
     elif isinstance(value, str):
         param.string_param = value
     else:
-        raise TypeError(f"parameter value {value!r} is not a bool, int, float or str")
+        raise TypeError(f"parameter value {shown(repr(value))} is not a bool, int, float or str")
 
 
 def decode_tensor(
@@ -73,9 +73,11 @@ def decode_tensor(
     """One tensor from its raw bytes (when given) or its typed contents; InvalidInput when malformed
     (a BYTES element over `max_item` bytes included)."""
     if datatype not in DTYPE_OF_DATATYPE:
-        raise InvalidInput(f"input '{name}': unknown datatype '{datatype}'; use one of {sorted(CONTENTS)}")
+        raise InvalidInput(
+            f"input '{shown(name)}': unknown datatype '{shown(datatype)}'; use one of {sorted(CONTENTS)}"
+        )
     if any(d < 0 for d in shape):
-        raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
+        raise InvalidInput(f"input '{shown(name)}': shape {shown(list(shape))} has a negative dimension")
     count = math.prod(shape)
     dtype = numpy_dtype(DTYPE_OF_DATATYPE[datatype])
     if raw is not None:
@@ -84,23 +86,28 @@ def decode_tensor(
         else:
             expected = count * dtype.itemsize
             if len(raw) != expected:
-                raise InvalidInput(f"input '{name}': {datatype} {list(shape)} needs {expected} bytes, got {len(raw)}")
+                raise InvalidInput(
+                    f"input '{shown(name)}': {datatype} {shown(list(shape))} needs {expected} bytes, got {len(raw)}"
+                )
             array = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
             if not LITTLE_ENDIAN:
                 array = array.astype(dtype)
     else:
         field = CONTENTS.get(datatype)
         if field is None:
-            raise InvalidInput(f"input '{name}': {datatype} can only be sent in raw contents")
+            raise InvalidInput(f"input '{shown(name)}': {datatype} can only be sent in raw contents")
         repeated = getattr(contents, field)
         if len(repeated) != count:  # before any value becomes a Python object
-            raise InvalidInput(f"input '{name}': shape {list(shape)} needs {count} values, got {len(repeated)}")
+            raise InvalidInput(
+                f"input '{shown(name)}': shape {shown(list(shape))} needs {count} values, got {len(repeated)}"
+            )
         values = list(repeated)
         if datatype == "BYTES":
             for i, value in enumerate(values):
                 if max_item is not None and len(value) > max_item:
                     raise InvalidInput(
-                        f"input '{name}'[{i}] has {len(value)} bytes; this model takes at most {max_item} per item"
+                        f"input '{shown(name)}'[{i}] has {len(value)} bytes; "
+                        f"this model takes at most {max_item} per item"
                     )
             array = np.empty(count, dtype=np.object_)
             array[:] = values
@@ -141,7 +148,7 @@ def request_inputs(
     seen: set[str] = set()
     for name, _, _ in headers:
         if name in seen:
-            raise InvalidInput(f"input '{name}' appears twice")
+            raise InvalidInput(f"input '{shown(name)}' appears twice")
         seen.add(name)
     if check is not None:
         check(headers)

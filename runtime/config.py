@@ -17,8 +17,10 @@ from runtime.decode import DecodeLoop
 from runtime.files import read_limited
 from runtime.stepwise import supports
 from runtime.tensors import Signature, TensorSpec
+from runtime.variants import EXTERNAL
 
-Task = Literal["translate", "sort", "classify"]
+# tensors: any graph's named tensors in and out, as Triton serves an ONNX model (runtime.pipelines.tensors)
+Task = Literal["translate", "sort", "classify", "tensors"]
 Device = Literal["cpu", "cuda"]
 # request: a batch decodes from first step to last, alone; iteration: requests join and leave one
 # running decode batch between decoder steps (runtime.stepwise)
@@ -116,24 +118,36 @@ class IterationBatching(_Strict):
     waiting_served_ratio: float = Field(1.0, gt=0)
 
 
+class Pad(_Strict):
+    """How requests of different lengths along one axis of an input share a batch (task tensors):
+    each is padded with `value` up to the longest in its batch, and every output axis that follows
+    that length is cropped back to the request's own. `axis` counts the graph's axes (0 = batch)."""
+
+    axis: int = Field(ge=1)
+    value: float | bool | str = 0  # a str pads a BYTES input (any other value pads it with b"")
+
+
 class ModelConfig(_Strict):
     """Everything the server needs to serve one model."""
 
     name: str
     task: Task
-    family: str
-    attention: str
+    family: str = ""  # "" for a graph attnserve did not build (task tensors)
+    attention: str = EXTERNAL  # the metrics label (runtime.variants)
     components: dict[str, ComponentConfig]
     decode: DecodeLoop | None = None  # encoder + decoder_step models
     vocabs: dict[str, str] = {}  # role -> file in the version folder
     labels: list[str] = []  # classifiers
-    max_input_length: int = Field(gt=0)  # characters (text), values (sort) or words per sentence
+    # characters (text), values (sort) or words per sentence; unused by task tensors (0 there)
+    max_input_length: int = Field(0, ge=0)
     max_output_length: int = Field(16, gt=0)
     value_range: tuple[int, int] | None = None  # sort: values must lie in [low, high)
     max_sentences: int = Field(64, gt=0)  # classify: sentences kept per document
     backends: list[BackendConfig] = Field(min_length=1)  # the first is the default
     device: Device = "cpu"
-    max_batch_size: int = Field(64, gt=0)
+    # items per batch; 0 (task tensors only, Triton's meaning): the graph has no batch axis, and each
+    # request runs as sent
+    max_batch_size: int = Field(64, ge=0)
     dynamic_batching: DynamicBatching | None = None  # None: every request runs alone
     # "iteration": one running decode batch per model version and backend, which requests join
     # and leave between decoder steps (encoder + decoder_step models whose loop allows it);
@@ -143,6 +157,27 @@ class ModelConfig(_Strict):
     version_policy: VersionPolicy = VersionPolicy()
     source_checkpoint: str = ""
     int8: bool = False
+    pad: dict[str, Pad] = {}  # task tensors: input name -> how its lengths share a batch
+    # task tensors: output name -> its axes that follow the padded length (cropped per request);
+    # completed from the graph at load when `pad` is set and this is not
+    crop: dict[str, list[int]] = {}
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> ModelConfig:
+        """The attnserve-built tasks need a family, an input length and a batch; `pad` is for tensors."""
+        if self.task == "tensors":
+            if self.pad and self.max_batch_size == 0:
+                raise ValueError(f"pad {sorted(self.pad)} needs batching, but max_batch_size is 0")
+            return self
+        if not self.family:
+            raise ValueError(f"task {self.task} needs a family")
+        if self.max_input_length <= 0:
+            raise ValueError(f"task {self.task} needs max_input_length > 0")
+        if self.max_batch_size <= 0:
+            raise ValueError(f"task {self.task} needs max_batch_size > 0")
+        if self.pad or self.crop:
+            raise ValueError(f"pad and crop are for task tensors, not {self.task}")
+        return self
 
     @model_validator(mode="after")
     def _preferred_within_max(self) -> ModelConfig:
@@ -184,7 +219,17 @@ class ModelConfig(_Strict):
     @classmethod
     def load(cls, path: Path) -> ModelConfig:
         """Read and validate a config.yaml (a regular file of at most runtime.files.MAX_TEXT_BYTES)."""
-        return cls.model_validate(yaml.safe_load(read_limited(path, what="model config").decode("utf-8")))
+        return cls.model_validate(read_raw(path))
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+
+
+def read_raw(path: Path) -> dict[str, Any]:
+    """A config.yaml's mapping, not yet validated (a partial one is completed first: task tensors)."""
+    data = yaml.safe_load(read_limited(path, what="model config").decode("utf-8"))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} must hold a mapping of settings, not a {type(data).__name__}")
+    return data

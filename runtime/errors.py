@@ -1,8 +1,35 @@
-"""Transport-neutral errors. The gRPC layer maps `ErrorCode` to status codes in one table."""
+"""Transport-neutral errors. The gRPC layer maps `ErrorCode` to status codes in one table.
+
+Messages are bounded: a client's own strings (tensor and parameter names, model names, datatypes,
+values) are quoted through `shown`, cut to `SHOWN_CHARS`, and a whole message is cut to
+`MESSAGE_BYTES` (gRPC sends it in a trailer, whose metadata gRPC limits to 8 KB by default: an
+over-long message would turn the answer into RESOURCE_EXHAUSTED).
+"""
 
 from __future__ import annotations
 
 import enum
+
+SHOWN_CHARS = 80  # characters of one client-supplied string that an error message quotes
+MESSAGE_BYTES = 1000  # UTF-8 bytes of an error message at most
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """A client-supplied value as an error message quotes it: a string as is, anything else as its
+    repr, cut to `limit` characters with the count of those left out."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def bounded(message: str, limit: int = MESSAGE_BYTES) -> str:
+    """`message` cut to at most `limit` UTF-8 bytes (the last resort behind `shown`)."""
+    data = message.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return message
+    tail = " ... (message cut)"
+    return data[: limit - len(tail)].decode("utf-8", "ignore") + tail
 
 
 class ErrorCode(enum.Enum):
@@ -25,6 +52,7 @@ class ServingError(Exception):
     code: ErrorCode = ErrorCode.INTERNAL
 
     def __init__(self, message: str) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.message = message
 
@@ -53,6 +81,16 @@ class InvalidModelConfig(ModelLoadError):
     not regular or over its size limit. Refused at load, as the client's (or operator's) error."""
 
     code = ErrorCode.INVALID_ARGUMENT
+
+
+class UnknownPlugin(InvalidInput, ValueError):
+    """A name (attention, family, export spec, task, backend) that no installed package registers
+    (runtime.registry); the message lists the known names."""
+
+
+class PluginLoadError(ModelLoadError):
+    """A registered plugin that cannot be used: its module fails to import, its name is registered
+    twice, or it is not the kind of object its entry-point group holds (runtime.registry)."""
 
 
 class Unsupported(ServingError):

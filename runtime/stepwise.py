@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -205,7 +205,7 @@ class DecodeBatch:
         mask = self._mask  # [R, S]
         if loop.pointer:
             open_ = mask & ~self._chosen
-            self._done = ~open_.any(axis=1)
+            self._done = cast(np.ndarray, ~open_.any(axis=1))  # [R]
             # a finished row still needs one valid position to keep the graph's softmax defined
             mask = np.where(self._done[:, None], mask, open_)
         feeds = {**self.feeds, loop.prev_input: self._prev, loop.mask_input: mask}

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from runtime.errors import InvalidInput
+from runtime.errors import InvalidInput, shown
 
 DType = Literal[
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -74,7 +74,7 @@ class TensorSpec(BaseModel):
     @classmethod
     def of(cls, name: str, dtype: str, *axes: int | str) -> TensorSpec:
         """TensorSpec.of("attention", "float32", "batch", "src_len")."""
-        return cls(name=name, dtype=dtype, axes=axes)  # type: ignore[arg-type]
+        return cls(name=name, dtype=dtype, axes=axes)
 
     @property
     def datatype(self) -> str:
@@ -133,22 +133,24 @@ def deserialize_bytes(raw: bytes | memoryview, count: int, name: str, max_item: 
     items, offset, size = [], 0, len(raw)
     if count * LENGTH.size > size:
         raise InvalidInput(
-            f"input '{name}': {count} BYTES elements need at least {count * LENGTH.size} bytes "
+            f"input '{shown(name)}': {count} BYTES elements need at least {count * LENGTH.size} bytes "
             f"(4 per element), got {size}"
         )
     for i in range(count):
         if offset + 4 > size:
-            raise InvalidInput(f"input '{name}': raw BYTES data ends before element {i} of {count}")
+            raise InvalidInput(f"input '{shown(name)}': raw BYTES data ends before element {i} of {count}")
         (length,) = LENGTH.unpack_from(raw, offset)
         offset += 4
         if offset + length > size:
-            raise InvalidInput(f"input '{name}': element {i} claims {length} bytes, only {size - offset} remain")
+            raise InvalidInput(f"input '{shown(name)}': element {i} claims {length} bytes, only {size - offset} remain")
         if max_item is not None and length > max_item:
-            raise InvalidInput(f"input '{name}'[{i}] has {length} bytes; this model takes at most {max_item} per item")
+            raise InvalidInput(
+                f"input '{shown(name)}'[{i}] has {length} bytes; this model takes at most {max_item} per item"
+            )
         items.append(bytes(raw[offset : offset + length]))
         offset += length
     if offset != size:
-        raise InvalidInput(f"input '{name}': {size - offset} unexpected bytes after {count} elements")
+        raise InvalidInput(f"input '{shown(name)}': {size - offset} unexpected bytes after {count} elements")
     array = np.empty(count, dtype=np.object_)
     array[:] = items
     return array
@@ -195,17 +197,19 @@ def tensor_from_raw(
     """
     if datatype not in DTYPE_OF_DATATYPE:
         raise InvalidInput(
-            f"input '{name}': unknown datatype {datatype[:32]!r}; use one of {sorted(DTYPE_OF_DATATYPE)}"
+            f"input '{shown(name)}': unknown datatype {shown(repr(datatype))}; use one of {sorted(DTYPE_OF_DATATYPE)}"
         )
     if any(d < 0 for d in shape):
-        raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
+        raise InvalidInput(f"input '{shown(name)}': shape {shown(list(shape))} has a negative dimension")
     count = math.prod(shape)
     if datatype == "BYTES":
         return deserialize_bytes(raw, count, name, max_item).reshape(shape)
     dtype = np.dtype(DTYPE_OF_DATATYPE[datatype]).newbyteorder("<")
     expected = count * dtype.itemsize
     if len(raw) != expected:
-        raise InvalidInput(f"input '{name}': {datatype} {list(shape)} needs {expected} bytes, got {len(raw)}")
+        raise InvalidInput(
+            f"input '{shown(name)}': {datatype} {shown(list(shape))} needs {expected} bytes, got {len(raw)}"
+        )
     # a copy: aligned, native byte order, and independent of the request body it came in
     return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
 

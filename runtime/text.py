@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,11 +71,11 @@ class Vocab:
                 out.append(self.tokens[i])
         return ("" if self.kind == "char" else " ").join(out)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "tokens": self.tokens}
 
     @classmethod
-    def from_json(cls, data: dict) -> Vocab:
+    def from_json(cls, data: dict[str, Any]) -> Vocab:
         return cls(data["tokens"], data.get("kind", "char"))
 
     def save(self, path: Path) -> None:

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="${1:-model_repository}"
 stamp="$REPO/.built-from"
-want=$(cat checkpoints/*/weights.safetensors checkpoints/*/*.json exporters/*.py models/components/*.py runtime/*.py runtime/pipelines/*.py | sha256sum | cut -d' ' -f1)
+want=$(bash scripts/repository-key.sh)  # every file that changes the graphs (models/, exporters/, ...)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "model repository $REPO is up to date"
   exit 0

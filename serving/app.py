@@ -24,7 +24,7 @@ from serving.http.server import HttpServer
 from serving.metrics import ServingMetrics, TritonCompatCollector
 from serving.metrics_http import MetricsEndpoint
 from serving.model_control import ModelControl
-from serving.repository import ModelRepository, State
+from serving.repository import ModelRepository, State, repository_problem
 from serving.settings import ServerSettings
 from serving.stats import StatsRegistry
 from serving.tracing import RequestTracer
@@ -50,8 +50,9 @@ class App:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ServingMetrics(self.registry, tuple(settings.metrics.buckets))
         self.repository = ModelRepository(
-            settings.repository, get_backend, settings.backend, settings.device, limits=settings.overrides
-        )
+            settings.repository, get_backend, settings.backend, settings.device, limits=settings.overrides,
+            default_max_batch_size=settings.default_max_batch_size,
+        )  # fmt: skip
         self.tracer = RequestTracer(settings.tracing, span_exporter) if settings.tracing.enabled else None
         self.dataplane = DataPlane(
             self.repository, self.executor, self.stats, self.metrics, settings.grpc.inline_when_idle,
@@ -131,12 +132,9 @@ class App:
     def readiness_problems(self) -> list[str]:
         """Why the server is not ready: the repository is missing or empty, no model is ready, or
         a model named in `models` is not ready. Empty when it is ready (before draining)."""
-        root = self.settings.repository
-        if not root.is_dir():
-            return [f"model repository {root} does not exist"]
         index = self.repository.index()
-        if not index:
-            return [f"model repository {root} holds no model (no <name>/config.yaml)"]
+        if not index:  # missing or empty: say where it looked and how to build one
+            return [repository_problem(self.settings.repository) or "the model repository holds no model"]
         states = {e.name: e for e in index}
         problems = [
             f"model '{name}' is not ready: {states[name].reason if name in states else 'not in the repository'}"
@@ -173,6 +171,7 @@ class App:
         )  # fmt: skip
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        self.dataplane.drain()  # requests still queued (their calls outlived the grace) are refused
         self.repository.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.tracer is not None:

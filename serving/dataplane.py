@@ -8,16 +8,15 @@ import contextlib
 import dataclasses
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from runtime.errors import InvalidInput, ModelUnavailable
+from runtime.errors import InvalidInput, ModelUnavailable, shown
 from runtime.pipelines.base import Outputs, Pipeline, Prepared
-from runtime.variants import attention_label
 from serving.metrics import ModelLabels, ServingMetrics
 from serving.record import CANCELLED, DEADLINE_EXCEEDED, RecordSink, RequestRecord, code_of
 from serving.repository import LoadedVersion, ModelRepository
@@ -46,7 +45,7 @@ class InferResult:
 
 def labels_of(model: LoadedVersion, backend: str) -> ModelLabels:
     cfg = model.config
-    return ModelLabels(cfg.name, str(model.version), attention_label(cfg.attention), backend, cfg.device)
+    return ModelLabels(cfg.name, str(model.version), model.attention_label, backend, cfg.device)
 
 
 class Tracking:
@@ -139,21 +138,17 @@ class DataPlane:
         record: RequestRecord | None = None,
         deadline: float | None = None,
     ) -> InferResult:
-        """Run one request. `requested` names outputs to return (empty: all of them); `deadline` is
-        the client's, in event-loop time (None: none).
+        """Run one request: `infer_stream` without partial answers, folded to its one, final item.
+        `requested` names outputs to return (empty: all of them); `deadline` is the client's, in
+        event-loop time (None: none).
 
         `record` is the transport's (see `track`); without one, the request is tracked here.
         """
-        if record is None:
-            with self.track(name) as record:
-                return await self.infer(name, version, inputs, params, requested, record=record, deadline=deadline)
-        with self._serving(record, name, version, params, deadline) as (model, backend):
-            scheduler, prepared, limit, selected = await self._prepare(
-                record, model, backend, inputs, params, requested, deadline
-            )
-            done = await scheduler.submit(prepared, limit)
-            _finished(record, done)
-            return InferResult(model, backend, _select(done.outputs, selected))
+        stream = self.infer_stream(
+            name, version, inputs, params, requested, record=record, deadline=deadline, parts=False
+        )
+        (answer,) = [result async for result in stream]  # without parts, the final answer is the only item
+        return answer
 
     async def infer_stream(
         self,
@@ -165,46 +160,44 @@ class DataPlane:
         *,
         record: RequestRecord | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[InferResult]:
+        parts: bool = True,
+    ) -> AsyncGenerator[InferResult, None]:
         """Run one request as `infer` does, yielding its answer in parts as they are computed: one
         per decoded token for a greedy translation (runtime.pipelines.translate), else the whole
         answer as the only part. The last part has `final` set. One request to the statistics and
         metrics, however many parts. Close the iterator (or cancel its consumer) to stop the work:
         the request leaves its queue, or its batch at the next step once nobody else waits for it.
+        `parts=False`: only the whole answer (`infer`).
         """
         tracking = self.track(name) if record is None else contextlib.nullcontext(record)
         with tracking as record, self._serving(record, name, version, params, deadline) as (model, backend):
             scheduler, prepared, limit, selected = await self._prepare(
                 record, model, backend, inputs, params, requested, deadline
             )
-            loop = asyncio.get_running_loop()
-            parts: asyncio.Queue[tuple[Outputs, bool] | None] = asyncio.Queue()
+            final = False
+            if not parts:
+                done = await scheduler.submit(prepared, limit)
+            else:
+                loop = asyncio.get_running_loop()
+                queue: asyncio.Queue[tuple[Outputs, bool] | None] = asyncio.Queue()
 
-            def on_step(outputs: Outputs, final: bool) -> None:  # in the worker thread computing the batch
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
-                    loop.call_soon_threadsafe(parts.put_nowait, (outputs, final))
+                def on_step(outputs: Outputs, last: bool) -> None:  # in the thread computing the request
+                    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+                        loop.call_soon_threadsafe(queue.put_nowait, (outputs, last))
 
-            if isinstance(scheduler, IterationScheduler):  # it calls back on the loop, with the step's tokens
-
-                def on_tokens(tokens: np.ndarray, attention: np.ndarray) -> None:  # [n, t], [n, width]
-                    parts.put_nowait(model.pipeline.step_outputs(prepared, tokens, attention))
-
-                task = asyncio.ensure_future(scheduler.submit(prepared, limit, on_tokens))
-            else:  # the request-level scheduler's batch calls the request's own hook in its worker thread
                 task = asyncio.ensure_future(scheduler.submit(dataclasses.replace(prepared, on_step=on_step), limit))
-            # every part is queued before the batch's result reaches the loop, so None comes last
-            task.add_done_callback(lambda _: parts.put_nowait(None))
-            try:
-                final = False
-                while (part := await parts.get()) is not None:
-                    outputs, final = part
-                    yield InferResult(model, backend, _select(outputs, selected), final)
-                done = await task
-            finally:
-                if not task.done():  # the consumer left: the request leaves the scheduler
-                    task.cancel()
+                # every part is queued before the request's result reaches the loop, so None comes last
+                task.add_done_callback(lambda _: queue.put_nowait(None))
+                try:
+                    while (part := await queue.get()) is not None:
+                        outputs, final = part
+                        yield InferResult(model, backend, _select(outputs, selected), final)
+                    done = await task
+                finally:
+                    if not task.done():  # the consumer left: the request leaves the scheduler
+                        task.cancel()
             _finished(record, done)
-            if not final:  # not streamed (beam search, a classifier): the answer is the one part
+            if not final:  # not streamed (beam search, a classifier, `parts=False`): the answer is the one part
                 yield InferResult(model, backend, _select(done.outputs, selected))
 
     @contextlib.contextmanager
@@ -219,7 +212,7 @@ class DataPlane:
             _served_by(record, model)
             backend = params.get("backend")
             if backend is not None and not isinstance(backend, str):
-                raise InvalidInput(f"parameter 'backend' must be a string, got {backend!r}")
+                raise InvalidInput(f"parameter 'backend' must be a string, got {shown(repr(backend))}")
             backend_name = backend or model.default_backend
             if backend_name not in model.backends:
                 model.runners(backend_name)  # InvalidInput naming the backends it runs on
@@ -256,9 +249,9 @@ class DataPlane:
         known = [t.name for t in model.pipeline.outputs]
         unknown = [r for r in requested if r not in known]
         if unknown:
-            raise InvalidInput(f"model '{model.config.name}' has no output(s) {unknown}; it offers {known}")
+            raise InvalidInput(f"model '{model.config.name}' has no output(s) {shown(unknown)}; it offers {known}")
         if len(set(requested)) != len(requested):
-            raise InvalidInput(f"output(s) requested twice: {requested}")
+            raise InvalidInput(f"output(s) requested twice: {shown(requested)}")
         scheduler = self.schedulers.get(model, backend)
         loop = asyncio.get_running_loop()
         limit = scheduler.deadline(deadline, _timeout(params), loop.time())
@@ -309,6 +302,12 @@ class DataPlane:
             )
         return Scheduler(label, model.pipeline, instrument, policy, self.executor, on_execution, inline_ok, hold)
 
+    def drain(self) -> None:
+        """Refuse every request still waiting in a scheduler (UNAVAILABLE): the server is stopping and
+        its worker threads go next. Requests computing finish, or fail as their threads stop."""
+        for scheduler in self.schedulers.all():
+            scheduler.drain(ModelUnavailable(f"{scheduler.name}: the server is shutting down"))
+
     def _alone(self) -> bool:
         """Only the request asking is in the server: nothing to batch it with, nothing to overlap."""
         return self._active == 1
@@ -338,7 +337,7 @@ def _select(outputs: Outputs, requested: list[str]) -> Outputs:
 
 def _served_by(record: RequestRecord, model: LoadedVersion) -> None:
     cfg = model.config
-    attention = attention_label(cfg.attention)  # a registered variant or "other": no config makes label values
+    attention = model.attention_label  # a registered variant or "other": no config makes label values
     record.model, record.version, record.attention, record.device = cfg.name, model.version, attention, cfg.device
 
 
@@ -354,7 +353,9 @@ def _timeout(params: Mapping[str, Any]) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidInput(f"parameter 'timeout' must be a non-negative integer (microseconds), got {value!r}")
+        raise InvalidInput(
+            f"parameter 'timeout' must be a non-negative integer (microseconds), got {shown(repr(value))}"
+        )
     return value
 
 

@@ -4,9 +4,9 @@ once here so gRPC and HTTP answer alike."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from runtime.errors import ModelNotFound
+from runtime.errors import ModelNotFound, shown
 from runtime.tensors import TensorSpec
 from serving.repository import LoadedVersion, ModelRepository, State, check_name, version_number
 from serving.stats import Duration, StatsRegistry
@@ -67,7 +67,7 @@ def model_ready(repository: ModelRepository, name: str, version: str = "", drain
     if entry is None:
         if name in repository.available():
             return False
-        raise ModelNotFound(f"unknown model '{name}'")
+        raise ModelNotFound(f"unknown model '{shown(name)}'")
     if draining:
         return False
     if not version:
@@ -107,8 +107,11 @@ def model_config(model: LoadedVersion) -> dict[str, Any]:
         doc["version_policy"] = {"specific": {"versions": list(cfg.version_policy.specific)}}
     else:
         doc["version_policy"] = {"latest": {"num_versions": cfg.version_policy.latest or 1}}
-    for key, specs in (("input", model.pipeline.inputs), ("output", model.pipeline.outputs)):
-        doc[key] = [{"name": t.name, "data_type": _config_type(t.datatype), "dims": list(t.shape)} for t in specs]
+    pipeline = model.pipeline
+    for key, specs in (("input", pipeline.inputs), ("output", pipeline.outputs)):
+        doc[key] = [
+            {"name": t.name, "data_type": _config_type(t.datatype), "dims": pipeline.config_dims(t)} for t in specs
+        ]
     facts = {
         "task": cfg.task,
         "family": cfg.family,
@@ -126,7 +129,7 @@ def model_config(model: LoadedVersion) -> dict[str, Any]:
     doc["parameters"] = {key: {"string_value": str(value)} for key, value in facts.items()}
     kind = "KIND_GPU" if cfg.device == "cuda" else "KIND_CPU"
     doc["instance_group"] = [{"name": cfg.name, "kind": kind, "count": 1}]
-    return _without_defaults(doc)
+    return cast(dict[str, Any], _without_defaults(doc))
 
 
 def model_statistics(
@@ -137,7 +140,7 @@ def model_statistics(
     if name:
         check_name(name)
         if repository.entry(name) is None:
-            raise ModelNotFound(f"unknown model '{name}'")
+            raise ModelNotFound(f"unknown model '{shown(name)}'")
     snapshot = stats.snapshot()
     out = []
     for entry in repository.index():

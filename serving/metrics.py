@@ -147,7 +147,7 @@ class ServingMetrics:
 
     def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...] = DEFAULT_BUCKETS) -> None:
         self.registry = registry
-        kw = {"registry": registry}
+        kw: dict[str, Any] = {"registry": registry}
         self.request_duration = Histogram(
             "attnserve_request_duration_seconds",
             "Server-side duration of an inference request, from arrival to response.",

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runtime.config import DynamicBatching
-from runtime.errors import InvalidInput
+from runtime.errors import InvalidInput, shown
 
 # The fields of runtime.config.ModelConfig an override may set.
 OVERRIDABLE = ("backends", "max_batch_size", "dynamic_batching", "decode_batching")
@@ -70,14 +70,14 @@ def check_override(override: Mapping[str, Any], limits: OverrideLimits) -> None:
     for key in override:
         if key not in OVERRIDABLE:
             raise InvalidInput(
-                f"config override may not change '{key}': a client may change only {', '.join(OVERRIDABLE)}"
+                f"config override may not change '{shown(key)}': a client may change only {', '.join(OVERRIDABLE)}"
             )
     if "max_batch_size" in override:
         size = override["max_batch_size"]
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= limits.max_batch_size:
             raise InvalidInput(
                 f"config override 'max_batch_size' must be an integer from 1 to {limits.max_batch_size} "
-                f"(the server's limit), got {size!r}"
+                f"(the server's limit), got {shown(repr(size))}"
             )
     if "backends" in override:
         _check_backends(override["backends"], limits)
@@ -85,7 +85,8 @@ def check_override(override: Mapping[str, Any], limits: OverrideLimits) -> None:
         _check_batching(override["dynamic_batching"], limits)
     if "decode_batching" in override and override["decode_batching"] not in DECODE_BATCHING:
         raise InvalidInput(
-            f"config override 'decode_batching' must be 'iteration' or 'request', got {override['decode_batching']!r}"
+            "config override 'decode_batching' must be 'iteration' or "
+            f"'request', got {shown(repr(override['decode_batching']))}"
         )
 
 
@@ -99,7 +100,7 @@ def _check_batching(batching: Any, limits: OverrideLimits) -> None:
     for key in batching:
         if key not in BATCHING_FIELDS:
             raise InvalidInput(
-                f"config override 'dynamic_batching' may not set '{key}'; it takes {', '.join(BATCHING_FIELDS)}"
+                f"config override 'dynamic_batching' may not set '{shown(key)}'; it takes {', '.join(BATCHING_FIELDS)}"
             )
     ceilings = {  # field: (default when absent, lowest, highest); max_queue_size must be named
         "max_queue_delay_microseconds": (0, 0, limits.max_queue_delay_microseconds),
@@ -110,14 +111,14 @@ def _check_batching(batching: Any, limits: OverrideLimits) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise InvalidInput(
                 f"config override 'dynamic_batching.{key}' must be an integer from {low} to {high} "
-                f"(the server's limit), got {value!r}"
+                f"(the server's limit), got {shown(repr(value))}"
             )
     try:
         DynamicBatching.model_validate(batching)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = "".join(f".{p}" for p in err["loc"])
-        raise InvalidInput(f"config override 'dynamic_batching{where}': {err['msg']}") from None
+        raise InvalidInput(f"config override 'dynamic_batching{shown(where)}': {err['msg']}") from None
 
 
 def _check_backends(backends: Any, limits: OverrideLimits) -> None:
@@ -130,10 +131,10 @@ def _check_backends(backends: Any, limits: OverrideLimits) -> None:
             raise InvalidInput(f"{where}' must be an object with 'name' (optionally 'artifact', 'options')")
         for key in entry:
             if key not in BACKEND_FIELDS:
-                raise InvalidInput(f"{where}' may not set '{key}'; it takes {', '.join(BACKEND_FIELDS)}")
+                raise InvalidInput(f"{where}' may not set '{shown(key)}'; it takes {', '.join(BACKEND_FIELDS)}")
         name = entry.get("name")
         if not isinstance(name, str) or not _BACKEND_NAME.match(name):
-            raise InvalidInput(f"{where}.name' must be a backend name, got {name!r}")
+            raise InvalidInput(f"{where}.name' must be a backend name, got {shown(repr(name))}")
         if name in seen:
             raise InvalidInput(f"{where}.name': backend '{name}' is listed twice")
         seen.add(name)

@@ -5,6 +5,10 @@ backend (the first is the default). A configured backend whose plugin cannot be 
 torch in an image with ONNX Runtime only) is skipped with a warning, and the model serves on the
 others; unless it is the model's only backend or the server's chosen one (`backend_override`),
 which fails the load. Requests hold the version they run on (`acquire`/`release`).
+A folder with `<version>/model.onnx` and no config.yaml, or a config.yaml that lists no components,
+is served as task tensors with its config completed from the graph (runtime.autocomplete).
+Every folder under the root is listed (RepositoryIndex): one that cannot load is UNAVAILABLE with
+the reason, logged once when the repository loads it.
 Swapping a model in (RepositoryModelLoad) builds the new instance fully before replacing the old
 one; the old one (like an unloaded one) is retired: later requests no longer find it, and its
 backends close when the last request holding it releases it.
@@ -19,14 +23,15 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import ValidationError
 
-from backends.base import Backend
+from backends.base import Backend, Device
 from runtime import files
-from runtime.config import CONFIG_FILE, ModelConfig
+from runtime.autocomplete import COMPONENT, DEFAULT_BACKEND, DEFAULT_MAX_BATCH_SIZE, GRAPH_FILE, complete, is_partial
+from runtime.config import CONFIG_FILE, BackendConfig, Component, ModelConfig, read_raw
 from runtime.errors import (
     InvalidInput,
     InvalidModelConfig,
@@ -34,15 +39,18 @@ from runtime.errors import (
     ModelNotFound,
     ModelUnavailable,
     ServingError,
+    shown,
 )
 from runtime.flops import CallCounter, FlopsFile, counters
 from runtime.pipelines.base import Pipeline
 from runtime.pipelines.factory import build_pipeline
-from runtime.tensors import signature_mismatches
+from runtime.tensors import Signature, signature_mismatches
+from runtime.variants import attention_label
 from serving.overrides import OverrideLimits, apply_override, check_override
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_BAD_NAME = "not a model name: use letters, digits, '.', '_' and '-' (starting with a letter or digit)"
 
 BackendLoader = Callable[[str], type[Backend]]
 
@@ -66,10 +74,14 @@ class LoadedVersion:
     missing: dict[str, str] = field(default_factory=dict)  # configured backends not installed -> why
     flops: FlopsFile | None = None  # its flops.json (runtime.flops), when the version has one
     counters: dict[str, CallCounter] = field(default_factory=dict)  # component -> FLOPs of a call
+    attention_label: str = field(init=False)  # the metrics label of its attention (runtime.variants)
     _holds: int = field(default=0, init=False, repr=False)  # requests running on this version
     _retired: bool = field(default=False, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.attention_label = attention_label(self.config.attention)  # decided once, here
 
     @property
     def default_backend(self) -> str:
@@ -84,7 +96,7 @@ class LoadedVersion:
                     f"does not run on it here; it runs on {sorted(self.backends)}"
                 )
             raise InvalidInput(
-                f"unknown backend '{name}' for model '{self.config.name}'; it runs on {sorted(self.backends)}"
+                f"unknown backend '{shown(name)}' for model '{self.config.name}'; it runs on {sorted(self.backends)}"
             )
         return name, {comp: b.infer for comp, b in self.backends[name].items()}
 
@@ -145,17 +157,32 @@ class ModelEntry:
     versions: dict[int, LoadedVersion] = field(default_factory=dict)
 
 
+def repository_problem(root: Path) -> str | None:
+    """Why `root` is no model repository (missing, or no model folder in it), naming the path it
+    looked at and how to build one; None when it holds a model folder."""
+    if root.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+        return None
+    where = str(root) if root.is_absolute() else f"{root} (under {Path.cwd()})"
+    hint = f"build one with `bash scripts/build-repository.sh` or `attnserve export --all --repository {root}`"
+    if not root.is_dir():
+        return f"model repository {where} does not exist; {hint}"
+    return f"model repository {where} holds no model (no <name>/ folder); {hint}"
+
+
 def check_name(name: str) -> str:
     """Model names are plain identifiers: no paths, no blanks (`../etc` is rejected)."""
     if not _NAME.fullmatch(name or ""):
-        raise InvalidInput(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
+        raise InvalidInput(f"invalid model name {shown(repr(name))}: use letters, digits, '.', '_' and '-'")
     return name
 
 
+VERSION_DIGITS = 18  # a version number's digits at most (int() refuses strings of over 4300)
+
+
 def version_number(text: str) -> int | None:
-    """The version a string names, or None unless it is ASCII digits: str.isdigit() alone also
-    accepts "²" (which int() refuses) and "١" (which int() reads as 1)."""
-    return int(text) if text.isascii() and text.isdigit() else None
+    """The version a string names, or None unless it is at most VERSION_DIGITS ASCII digits:
+    str.isdigit() alone also accepts "²" (which int() refuses) and "١" (which int() reads as 1)."""
+    return int(text) if len(text) <= VERSION_DIGITS and text.isascii() and text.isdigit() else None
 
 
 class ModelRepository:
@@ -168,8 +195,10 @@ class ModelRepository:
         backend_override: str | None = None,
         device_override: str | None = None,
         limits: OverrideLimits | None = None,
+        default_max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> None:
         self.root = root
+        self.default_max_batch_size = default_max_batch_size  # of a graph whose config is completed
         self.limits = limits or OverrideLimits()
         self.backend_loader = backend_loader
         self.backend_override = backend_override
@@ -180,16 +209,26 @@ class ModelRepository:
     # --- discovery -----------------------------------------------------------------
 
     def available(self) -> list[str]:
-        """Model folders under the root that hold a config.yaml."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file() and _NAME.fullmatch(p.name))
+        """Model folders under the root (every folder named as a model may be; hidden ones are not)."""
+        return sorted(name for name in self._folders() if _NAME.fullmatch(name))
 
     def index(self) -> list[ModelEntry]:
-        """Every model found on disk or loaded, with its state."""
+        """Every model found on disk or loaded, with its state; a folder whose name no model may have
+        is listed UNAVAILABLE, saying so."""
         with self._lock:
             names = set(self._models) | set(self.available())
-            return [self._models.get(n) or ModelEntry(n, State.UNAVAILABLE, "not loaded") for n in sorted(names)]
+            entries = [self._models.get(n) or ModelEntry(n, State.UNAVAILABLE, "not loaded") for n in names]
+        entries += [ModelEntry(n, State.UNAVAILABLE, _BAD_NAME) for n in self._misnamed()]
+        return sorted(entries, key=lambda e: e.name)
+
+    def _folders(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return [p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+    def _misnamed(self) -> list[str]:
+        """Folders that cannot be models for their names (printable ones, at most 128 characters)."""
+        return [n for n in self._folders() if not _NAME.fullmatch(n) and n.isprintable() and len(n) <= 128]
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -199,6 +238,9 @@ class ModelRepository:
         Returns the failures: model name -> reason.
         """
         failed: dict[str, str] = {}
+        if names is None:
+            for name in self._misnamed():
+                log.error("folder %r of the repository is not loaded: %s", name, _BAD_NAME)
         for name in names or self.available():
             try:
                 self.load(name)
@@ -213,16 +255,18 @@ class ModelRepository:
         `check_client_override` first."""
         check_name(name)
         folder = self.root / name
-        if not (folder / CONFIG_FILE).is_file():
-            raise ModelNotFound(f"no model '{name}' in the repository")
+        if not folder.is_dir():
+            raise ModelNotFound(f"no model '{shown(name)}' in the repository")
         with self._lock:
             entry = self._models.setdefault(name, ModelEntry(name))
             if not entry.versions:
                 entry.state = State.LOADING
         try:
-            raw = ModelConfig.load(folder / CONFIG_FILE).model_dump()
+            raw = read_raw(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else {}
             if override is not None:
                 raw = apply_override(raw, override)
+            if is_partial(raw):
+                raw = self._complete(name, folder, raw)
             config = self._apply_overrides(ModelConfig.model_validate(raw))
             if config.name != name:
                 raise ModelLoadError(f"config.yaml of folder '{name}' names the model '{config.name}'; they must match")
@@ -256,7 +300,7 @@ class ModelRepository:
         with self._lock:
             entry = self._models.get(name)
             if entry is None or not entry.versions:
-                raise ModelNotFound(f"model '{name}' is not loaded")
+                raise ModelNotFound(f"model '{shown(name)}' is not loaded")
             old, entry.versions = entry.versions, {}
             entry.state, entry.reason = State.UNAVAILABLE, "unloaded"
         for v in old.values():
@@ -286,14 +330,14 @@ class ModelRepository:
         if entry is None:
             if name in self.available():
                 raise ModelUnavailable(f"model '{name}' is in the repository but not loaded")
-            raise ModelNotFound(f"unknown model '{name}'; ask RepositoryIndex for the list")
+            raise ModelNotFound(f"unknown model '{shown(name)}'; ask RepositoryIndex for the list")
         if not entry.versions:
             raise ModelUnavailable(f"model '{name}' is not ready: {entry.reason or entry.state.value}")
         if not version:
             return entry.versions[max(entry.versions)]
         number = version_number(version)
         if number not in entry.versions:
-            raise ModelNotFound(f"model '{name}' has no version '{version}'; serving {sorted(entry.versions)}")
+            raise ModelNotFound(f"model '{name}' has no version '{shown(version)}'; serving {sorted(entry.versions)}")
         return entry.versions[number]
 
     def entry(self, name: str) -> ModelEntry | None:
@@ -307,6 +351,46 @@ class ModelRepository:
         for root in {str(self.root.resolve()), str(self.root.absolute())}:
             message = message.replace(root + "/", "").replace(root, "<repository>")
         return message
+
+    def _complete(self, name: str, folder: Path, raw: dict[str, Any]) -> dict[str, Any]:
+        """`raw` completed from the graph of the newest version holding model.onnx, as the first
+        configured backend (or the server's chosen one) reads and runs it (runtime.autocomplete)."""
+        graphs = sorted(
+            v for p in folder.iterdir() if (v := version_number(p.name)) is not None and (p / GRAPH_FILE).is_file()
+        )
+        if not graphs:
+            partial = (folder / CONFIG_FILE).is_file()
+            has = f"a {CONFIG_FILE} that lists no components" if partial else f"no {CONFIG_FILE}"
+            raise ModelLoadError(f"model '{name}' has {has} and no <version>/{GRAPH_FILE} to complete it from")
+        entries = raw.get("backends") or [{"name": DEFAULT_BACKEND}]
+        try:
+            configured = [BackendConfig.model_validate(b) for b in entries]
+        except ValidationError as exc:
+            raise InvalidModelConfig(f"model '{name}' backends: {_first_error(exc)}") from None
+        chosen = [b for b in configured if b.name == self.backend_override] or configured
+        bc = chosen[0]
+        cls = self.backend_loader(bc.name)
+        try:
+            options = cls.Options.model_validate(bc.options)
+        except ValidationError as exc:
+            raise InvalidModelConfig(f"backend '{bc.name}' options: {_first_error(exc)}") from None
+        version_dir = folder / str(graphs[-1])
+        artifact = files.folder(version_dir, bc.artifact, f"backend '{bc.name}' artifact")
+        device = cast(Device, self.device_override or raw.get("device", "cpu"))  # Backend.load refuses others
+        empty = Signature(inputs=(), outputs=())
+        backend = cls.load(artifact, Component(COMPONENT, GRAPH_FILE, empty), device, options)
+        try:
+            done, notes = complete(raw, name, backend.signature, backend.infer, self.default_max_batch_size)
+        finally:
+            backend.close()
+        for note in notes:
+            log.warning("model %s: %s", name, note)
+        batching = "on" if done.get("dynamic_batching") is not None else "off"
+        log.info(
+            "model %s: config completed from version %d's %s: max_batch_size %d, dynamic batching %s",
+            name, graphs[-1], GRAPH_FILE, done["max_batch_size"], batching,
+        )  # fmt: skip
+        return done
 
     def _apply_overrides(self, config: ModelConfig) -> ModelConfig:
         changes: dict[str, Any] = {}

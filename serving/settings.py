@@ -89,6 +89,9 @@ class ServerSettings(BaseSettings):
 
     repository: Path = Path("model_repository")
     models: list[str] = []  # load only these (default: every model in the repository)
+    # max_batch_size of a graph whose config is completed and that batches (Triton's
+    # --backend-config=default-max-batch-size, also 4)
+    default_max_batch_size: int = Field(4, gt=0)
     backend: str | None = None  # make this backend every model's default
     device: Literal["cpu", "cuda"] | None = None  # override every model's device
     grace_seconds: float = Field(10.0, ge=0)  # SIGTERM: finish in-flight calls for this long

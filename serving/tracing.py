@@ -137,7 +137,7 @@ class RequestTracer:
             rpc or "infer",
             context=parent,
             kind=self._server_kind,
-            attributes={k: v for k, v in attributes.items() if v != ""},
+            attributes={k: v for k, v in attributes.items() if v != ""},  # type: ignore[misc]  # str and int values
             start_time=record.arrived + offset,
         )
         if not span.is_recording():  # not sampled

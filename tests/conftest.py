@@ -1,4 +1,6 @@
-"""Session fixtures shared across packages."""
+"""Session fixtures shared across packages, and the tier of every test (tests/helpers/tiers.py):
+its marker and its timeout (pytest-timeout; an explicit `@pytest.mark.timeout` wins), set from the
+fixtures it uses."""
 
 from __future__ import annotations
 
@@ -8,8 +10,36 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-REPOSITORY = ROOT / "model_repository"
+from tests.helpers.paths import REPOSITORY, ROOT
+from tests.helpers.processes import Processes
+from tests.helpers.server import RunningServer
+from tests.helpers.tiers import TIMEOUTS, tier_of
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(getattr(item, "fixturenames", []), {mark.name for mark in item.iter_markers()})
+        item.add_marker(getattr(pytest.mark, tier))
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TIMEOUTS[tier]))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test that starts a server (in process or as a process) fails, naming what to do: the
+    unit tier stays fast because nothing in it waits for a server."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(
+            "a unit test started a server: use the `server` or `processes` fixture, or declare the test's tier "
+            "(@pytest.mark.integration or system; tests/helpers/tiers.py)"
+        )
+
+    monkeypatch.setattr(RunningServer, "__init__", refuse)
+    monkeypatch.setattr(Processes, "serve", refuse)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,6 +59,14 @@ def reference_repository() -> Path:
     built here from checkpoints/ when absent or stale, as scripts/build-repository.sh does."""
     subprocess.run(["bash", str(ROOT / "scripts" / "build-repository.sh"), str(REPOSITORY)], check=True, cwd=ROOT)
     return REPOSITORY
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Starts servers (and other commands) as processes; whatever still runs at the end is stopped."""
+    started = Processes()
+    yield started
+    started.stop_all()
 
 
 @pytest.fixture(scope="session")

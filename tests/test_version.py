@@ -7,7 +7,7 @@ import sys
 import tomllib
 
 from runtime.version import attnserve_version
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def test_version_flag_prints_the_version() -> None:

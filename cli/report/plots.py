@@ -30,7 +30,7 @@ def quality(report: Report, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(variants) + 2), 3.6))
     for offset, dataset in ((-0.2, "dates"), (0.2, "dates-in-text")):
         values = [rows[v][dataset].value if dataset in rows[v] else np.nan for v in variants]
-        bars = ax.bar(x + offset, values, width=0.4, label=dataset)
+        bars = ax.bar(x + offset, values, width=0.4, label=dataset)  # type: ignore[arg-type]  # a variant without the figure draws no bar
         ax.bar_label(bars, fmt="%.4f", fontsize=5, padding=1)
     ax.axhline(0.95, color="grey", linewidth=0.8, linestyle="--")
     ax.set_xticks(x, variants, rotation=20, fontsize=8)

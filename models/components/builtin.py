@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +14,6 @@ from models.components.spec import (
     ExportSpec,
     TensorSpec,
     lengths_mask,
-    register_spec,
 )
 from runtime.decode import DecodeLoop
 from runtime.text import BOS_ID, EOS_ID
@@ -79,11 +78,10 @@ def gru_signatures(source: str, hidden: int, logits: int | str) -> tuple[Compone
     return enc, dec
 
 
-@register_spec
 class Seq2SeqSpec(_EncoderDecoder):
     family = "seq2seq"
     task = "translate"
-    example: Dims = {"batch": 2, "src_len": 7}
+    example: ClassVar[Dims] = {"batch": 2, "src_len": 7}
     check_shapes = [
         {"batch": 1, "src_len": 1},
         {"batch": 2, "src_len": 7},
@@ -125,11 +123,10 @@ class Seq2SeqSpec(_EncoderDecoder):
         ]
 
 
-@register_spec
 class PointerSpec(_EncoderDecoder):
     family = "pointer"
     task = "sort"
-    example: Dims = {"batch": 2, "src_len": 7}
+    example: ClassVar[Dims] = {"batch": 2, "src_len": 7}
     check_shapes = [
         {"batch": 1, "src_len": 1},
         {"batch": 2, "src_len": 7},
@@ -178,11 +175,10 @@ class PointerSpec(_EncoderDecoder):
         ]
 
 
-@register_spec
 class TransformerSpec(_EncoderDecoder):
     family = "transformer"
     task = "translate"
-    example: Dims = {"batch": 2, "src_len": 7, "past_len": 3}
+    example: ClassVar[Dims] = {"batch": 2, "src_len": 7, "past_len": 3}
     check_shapes = [
         {"batch": 1, "src_len": 1, "past_len": 0},
         {"batch": 2, "src_len": 7, "past_len": 3},
@@ -285,14 +281,13 @@ class _TransformerEncoder(nn.Module):
         self.model = model
 
     def forward(self, src_ids: Tensor, src_mask: Tensor) -> tuple[Tensor, Tensor]:
-        return self.model.cross_kv(self.model.encode(src_ids, src_mask))
+        return self.model.cross_kv(self.model.encode(src_ids, src_mask))  # type: ignore[operator]  # nn.Module attributes are typed Tensor | Module
 
 
-@register_spec
 class HanSpec(ExportSpec):
     family = "han"
     task = "classify"
-    example: Dims = {"batch": 2, "sentences": 3, "words": 5}
+    example: ClassVar[Dims] = {"batch": 2, "sentences": 3, "words": 5}
     check_shapes = [
         {"batch": 1, "sentences": 1, "words": 1},
         {"batch": 2, "sentences": 3, "words": 5},

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from runtime.config import Task
 from runtime.decode import DecodeLoop
+from runtime.registry import EXPORT_SPEC_GROUP, Registry, subclass_of
 from runtime.tensors import Signature, TensorSpec
 
 Dims = dict[str, int]  # symbol -> size, e.g. {"batch": 3, "src_len": 17}
@@ -98,25 +99,22 @@ class ExportSpec(abc.ABC):
         return facts if longest is None else {**facts, "max_output_length": int(longest)}
 
 
-_SPECS: dict[str, type[ExportSpec]] = {}
+def export_specs() -> Registry[type[ExportSpec]]:
+    """The export-spec registry: the `attnserve.export_specs` entry-point group, keyed by family."""
+    return Registry(EXPORT_SPEC_GROUP, "export spec", subclass_of(ExportSpec))
 
 
-def register_spec(cls: type[ExportSpec]) -> type[ExportSpec]:
-    """Class decorator: the ExportSpec for `cls.family`."""
-    _SPECS[cls.family] = cls
-    return cls
-
-
-def get_spec(family: str) -> type[ExportSpec]:
-    from models.components import builtin  # noqa: F401  (registers the built-in specs)
-
-    try:
-        return _SPECS[family]
-    except KeyError:
-        raise ValueError(f"no export spec for family {family!r}; known: {sorted(_SPECS)}") from None
+def get_spec(family: str, reference: str | None = None, package: str | None = None) -> type[ExportSpec]:
+    """The ExportSpec registered for `family`, or the one `reference` ("package.module:Spec", what
+    `attnserve export --spec` was given) names; `package`, where known, is named if it is missing."""
+    if reference is None:
+        return export_specs().load(family, package)
+    spec = export_specs().load_reference(reference, package)
+    if spec.family != family:
+        raise ValueError(f"export spec {reference} is for the family {spec.family!r}, not {family!r}")
+    return spec
 
 
 def registered_families() -> list[str]:
-    from models.components import builtin  # noqa: F401
-
-    return sorted(_SPECS)
+    """The families with a registered export spec."""
+    return export_specs().names()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import importlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -13,22 +12,8 @@ from torch import Tensor, nn
 
 from models.recipes import Recipe
 from runtime.attention_map import AttentionMap
+from runtime.registry import FAMILY_GROUP, Registry, subclass_of
 from runtime.text import Vocab, pad_rows
-
-# family name -> "module:Class"; imported lazily so one family's imports never slow another's.
-_FAMILIES: dict[str, str] = {
-    "seq2seq": "models.families.text2text:Seq2SeqFamily",
-    "transformer": "models.families.text2text:TransformerFamily",
-    "pointer": "models.families.pointer:PointerFamily",
-    "han": "models.families.classify:HanFamily",
-}
-# (family, task) -> "module:Class" where a family serves a task other than its own default
-_TASK_FAMILIES: dict[tuple[str, str], str] = {
-    ("seq2seq", "dates-in-text"): "models.families.text2text:Seq2SeqInTextFamily",
-    ("transformer", "dates-in-text"): "models.families.text2text:TransformerInTextFamily",
-    ("seq2seq", "debian-translate"): "models.families.translation:Seq2SeqTranslateFamily",
-    ("transformer", "debian-translate"): "models.families.translation:TransformerTranslateFamily",
-}
 
 
 @dataclass
@@ -126,17 +111,27 @@ class Family(abc.ABC):
         return {"metric": self.metric, "value": hits / max(len(test), 1), "n": len(test)}
 
 
-def get_family(name: str, task: str | None = None) -> type[Family]:
-    """The Family class registered under `name`, for `task` where the family serves several."""
-    try:
-        module, cls = _TASK_FAMILIES.get((name, task or ""), _FAMILIES[name]).split(":")
-    except KeyError:
-        raise ValueError(f"unknown family {name!r}; known: {sorted(_FAMILIES)}") from None
-    return getattr(importlib.import_module(module), cls)
+def families() -> Registry[type[Family]]:
+    """The family registry: the `attnserve.families` entry-point group (runtime.registry). A family
+    that serves a task other than its default registers as "family/task" too."""
+    return Registry(FAMILY_GROUP, "family", subclass_of(Family))
+
+
+def get_family(name: str, task: str | None = None, package: str | None = None) -> type[Family]:
+    """The Family class registered under `name`, for `task` where the family serves several;
+    `package`: the distribution that registered it when the checkpoint was saved (named if missing)."""
+    return families().load(family_entry(name, task), package)
+
+
+def family_entry(name: str, task: str | None = None) -> str:
+    """The registered name of `name` on `task`: "family/task" where one is registered, else the family."""
+    per_task = f"{name}/{task}"
+    return per_task if task and per_task in families().names() else name
 
 
 def family_names() -> list[str]:
-    return sorted(_FAMILIES)
+    """The registered family names (the per-task registrations aside)."""
+    return [name for name in families().names() if "/" not in name]
 
 
 def pad(rows: Sequence[Sequence[int]], value: int = 0) -> Tensor:

@@ -164,7 +164,7 @@ class HanFamily(Family):
     def target(self, example: debian.Doc) -> str:
         return example.label
 
-    def parse(self, text: str) -> tuple[str, ...]:
+    def parse(self, text: str) -> str:
         self.tokenize(text)  # ValueError when no sentence has a word
         return text
 

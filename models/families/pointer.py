@@ -80,7 +80,7 @@ class PointerFamily(Family):
         """Predicted orders (valid prefix only) and attention [B, N, N]."""
         model.eval()
         values, mask = self.encode_values(inputs)
-        order, attn = model.greedy(values, mask)  # [B, N], [B, N, N]
+        order, attn = model.greedy(values, mask)  # type: ignore[operator]  # [B, N], [B, N, N]; nn.Module attributes are typed Tensor | Module
         return [tuple(row[: len(v)]) for row, v in zip(order.tolist(), inputs, strict=True)], attn
 
     def predict(self, model: nn.Module, inputs: Sequence[Values]) -> list[Values]:

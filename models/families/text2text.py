@@ -67,7 +67,7 @@ class Text2TextFamily(Family):
         """Greedy outputs, their ids [B, T] and attention [B, T, S]."""
         model.eval()
         src, src_mask = self.encode_sources(texts)
-        ids, attn = model.greedy(src, src_mask, self.max_output_length or MAX_DECODE_LEN)
+        ids, attn = model.greedy(src, src_mask, self.max_output_length or MAX_DECODE_LEN)  # type: ignore[operator]  # nn.Module attributes are typed Tensor | Module
         return [self.vocabs["tgt"].decode(row.tolist()) for row in ids], ids, attn
 
     def predict(self, model: nn.Module, inputs: Sequence[str]) -> list[str]:

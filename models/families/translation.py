@@ -115,9 +115,9 @@ class TranslateTask:
         return max(chrf(p, refs) for p in self.baseline_predictions(data).values())
 
 
-class Seq2SeqTranslateFamily(TranslateTask, Seq2SeqFamily):
+class Seq2SeqTranslateFamily(TranslateTask, Seq2SeqFamily):  # type: ignore[misc]  # TranslateTask sets the int its families read
     """Seq2SeqFamily on debian-translate."""
 
 
-class TransformerTranslateFamily(TranslateTask, TransformerFamily):
+class TransformerTranslateFamily(TranslateTask, TransformerFamily):  # type: ignore[misc]  # as above
     """TransformerFamily on debian-translate."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from runtime.config import ModelConfig
 from runtime.decode import Runner
-from runtime.errors import InvalidInput, ModelLoadError
+from runtime.errors import InvalidInput, ModelLoadError, shown
 from runtime.tensors import DATATYPES, TensorSpec, dtype_name, numpy_dtype
 
 T = TensorSpec.of
@@ -99,6 +99,10 @@ class Pipeline(abc.ABC):
         """Validate, run the components and return every output tensor (one request, alone)."""
         return self.execute([self.prepare(inputs, params)], runners)[0]
 
+    def config_dims(self, spec: TensorSpec) -> list[int]:
+        """A tensor's `dims` in Triton's model configuration (-1: any size). Default: every axis."""
+        return list(spec.shape)
+
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Exactly the declared inputs, each of its datatype and rank, batch within max_batch_size."""
         self._check_names(inputs.keys())
@@ -117,7 +121,7 @@ class Pipeline(abc.ABC):
         for name, _, rank, meta in self._plan:
             datatype, shape = by_name[name]
             if datatype != meta.datatype:
-                raise InvalidInput(f"input '{name}' must be {meta.datatype}, got {datatype}")
+                raise InvalidInput(f"input '{name}' must be {meta.datatype}, got {shown(datatype)}")
             self._check_shape(name, rank, meta, shape)
 
     def check_shape(self, name: str, shape: Sequence[int]) -> None:  # noqa: B027  (optional hook)
@@ -130,7 +134,7 @@ class Pipeline(abc.ABC):
             missing = sorted(self._names - set(names))
             if missing:
                 raise InvalidInput(f"missing input(s) {missing}; {takes}")
-            raise InvalidInput(f"unexpected input(s) {sorted(set(names) - self._names)}; {takes}")
+            raise InvalidInput(f"unexpected input(s) {shown(sorted(set(names) - self._names))}; {takes}")
 
     def _check_shape(self, name: str, rank: int, meta: TensorSpec, shape: Sequence[int]) -> None:
         if len(shape) != rank:
@@ -149,11 +153,11 @@ class Pipeline(abc.ABC):
                 continue  # handled by the server, or Triton client fields we accept and ignore
             if key not in self.parameters:
                 raise InvalidInput(
-                    f"unknown parameter '{key}' for a {self.task} model; known: {sorted(self.parameters)}"
+                    f"unknown parameter '{shown(key)}' for a {self.task} model; known: {sorted(self.parameters)}"
                 )
             expected = self.parameters[key]
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise InvalidInput(f"parameter '{key}' must be {expected.__name__}, got {value!r}")
+                raise InvalidInput(f"parameter '{key}' must be {expected.__name__}, got {shown(repr(value))}")
 
 
 def decode_texts(array: np.ndarray, name: str, max_chars: int | None = None, why: str = "") -> list[str]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from runtime.decode import greedy
+from runtime.decode import DecodeLoop, greedy
 from runtime.errors import InvalidInput
 from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners, T
 from runtime.stepwise import Plan
@@ -59,7 +59,7 @@ class SortPipeline(Pipeline):
     def execute(self, batch: Sequence[Prepared], runners: Runners) -> list[Outputs]:
         # rows of different lengths share a batch: padding is masked out (exactly zero attention)
         feeds = self.encoder_feeds(batch)
-        order, attn = greedy(self.config.decode, runners["encoder"], runners["decoder_step"],
+        order, attn = greedy(cast(DecodeLoop, self.config.decode), runners["encoder"], runners["decoder_step"],
                              feeds, feeds["values"].shape[1])  # fmt: skip
         results, start = [], 0
         for p in batch:

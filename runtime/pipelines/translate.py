@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -97,7 +97,7 @@ class TranslatePipeline(Pipeline):
         return Prepared(rows=len(ids), key=key, data=_Request(ids, max_length))
 
     def execute(self, batch: Sequence[Prepared], runners: Runners) -> list[Outputs]:
-        beam = batch[0].key[0]
+        beam = cast(tuple[int, int], batch[0].key)[0]
         feeds = self.encoder_feeds(batch)
         steps = max(p.data.max_length for p in batch)
         enc, dec = runners["encoder"], runners["decoder_step"]
@@ -174,7 +174,7 @@ class TranslatePipeline(Pipeline):
         return {"src_ids": src_ids, "src_mask": src_ids != PAD_ID}
 
     def plan(self, prepared: Prepared) -> Plan:
-        return Plan(beam=prepared.key[0], max_steps=prepared.data.max_length)
+        return Plan(beam=cast(tuple[int, int], prepared.key)[0], max_steps=prepared.data.max_length)
 
     def source_lengths(self, prepared: Prepared) -> np.ndarray:
         return np.array([len(r) for r in prepared.data.ids], dtype=np.int64)

@@ -45,7 +45,7 @@ def scope_of(method: str) -> Scope | None:
     return Scope.CONTROL if method in CONTROL else Scope.INFER
 
 
-class AccessInterceptor(aio.ServerInterceptor):
+class AccessInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints: its base is Any
     """Refuse a call before its handler runs: UNAUTHENTICATED / PERMISSION_DENIED for tokens,
     FAILED_PRECONDITION for load/unload while model control is off.
 

@@ -11,7 +11,7 @@ NO_DEADLINE_S = 1e8  # gRPC reports "no deadline" as None, or as a far-future re
 
 def deadline_of(context: aio.ServicerContext) -> float | None:
     """When the client stops waiting, on the running loop's clock (None: it set no deadline)."""
-    remaining = context.time_remaining()
+    remaining: float | None = context.time_remaining()
     if remaining is None or remaining > NO_DEADLINE_S:
         return None
     return asyncio.get_running_loop().time() + remaining

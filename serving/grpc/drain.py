@@ -43,7 +43,7 @@ INFERENCE_STREAMS = frozenset(
 )
 
 
-class DrainGate(aio.ServerInterceptor):
+class DrainGate(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints: its base is Any
     """Counts the unary calls and inference streams being handled; after `close()`, refuses new ones
     with UNAVAILABLE.
 

@@ -11,6 +11,7 @@ bytes; anything unusual (many top-level fields, groups) is left to protobuf.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from google.protobuf.message import DecodeError
 
@@ -48,7 +49,7 @@ def parse_infer_request(body: bytes, split_bytes: int = SPLIT_BYTES) -> pb.Model
     """The request in `body`: a SplitRequest when it has `split_bytes` or more, else protobuf's
     parse. Raises DecodeError on a body protobuf would refuse."""
     if len(body) < split_bytes:
-        return pb.ModelInferRequest.FromString(body)
+        return cast(pb.ModelInferRequest, pb.ModelInferRequest.FromString(body))
     view = memoryview(body)
     rest: list[memoryview] = []
     raw: list[memoryview] = []
@@ -78,8 +79,8 @@ def parse_infer_request(body: bytes, split_bytes: int = SPLIT_BYTES) -> pb.Model
                 raise DecodeError("truncated fixed-size field")
             rest.append(view[start:pos])
         else:  # groups or invalid wire types: protobuf's own verdict
-            return pb.ModelInferRequest.FromString(body)
+            return cast(pb.ModelInferRequest, pb.ModelInferRequest.FromString(body))
     else:
         if pos < size:
-            return pb.ModelInferRequest.FromString(body)
+            return cast(pb.ModelInferRequest, pb.ModelInferRequest.FromString(body))
     return SplitRequest(pb.ModelInferRequest.FromString(b"".join(rest)), raw)

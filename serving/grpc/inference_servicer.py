@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 from grpc import StatusCode, aio
@@ -208,16 +208,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelStatisticsRequest, context: aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
         stats = model_statistics(self.repository, self.stats, request.name, request.version)
-        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+        return cast(
+            pb.ModelStatisticsResponse, json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+        )
 
     # --- repository ------------------------------------------------------------------
 
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: aio.ServicerContext
     ) -> pb.RepositoryIndexResponse:
-        return json_format.ParseDict(
-            {"models": repository_index(self.repository, request.ready)}, pb.RepositoryIndexResponse()
-        )
+        index = {"models": repository_index(self.repository, request.ready)}
+        return cast(pb.RepositoryIndexResponse, json_format.ParseDict(index, pb.RepositoryIndexResponse()))
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: aio.ServicerContext

@@ -29,7 +29,7 @@ DEADLINE_EXCEEDED, CANCELLED = "DEADLINE_EXCEEDED", "CANCELLED"
 DEADLINE_SLACK_S = 0.002  # a cancellation this close to the deadline is the deadline's
 
 
-class IntakeInterceptor(aio.ServerInterceptor):
+class IntakeInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints: its base is Any
     """Count the calls of `methods` that end before their request is read (see the module).
 
     Placed after the interceptors that cache handlers per method (it caches its own).

@@ -99,7 +99,7 @@ def _message_name(deserializer: Any) -> str:
     return getattr(descriptor, "full_name", "request")
 
 
-class ErrorInterceptor(aio.ServerInterceptor):
+class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints: its base is Any
     """Turn ServingError into its status code and message; anything else into INTERNAL.
 
     Every INTERNAL answer is logged once, with its traceback and a request id that the answer

@@ -27,7 +27,7 @@ def traced_methods() -> frozenset[str]:
     return frozenset(methods)
 
 
-class TraceContextInterceptor(aio.ServerInterceptor):
+class TraceContextInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints: its base is Any
     """Sets `incoming` to (method, traceparent, tracestate) for the traced methods."""
 
     def __init__(self, incoming: ContextVar[Incoming | None], methods: frozenset[str] | None = None) -> None:

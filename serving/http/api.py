@@ -27,7 +27,7 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
-from runtime.errors import ControlDisabled, InvalidInput
+from runtime.errors import ControlDisabled, InvalidInput, shown
 from serving.dataplane import DataPlane
 from serving.describe import (
     EXTENSIONS,
@@ -138,7 +138,7 @@ class RestApi:
         except UnicodeDecodeError:
             raise HttpError(400, "the request path is not UTF-8 once percent-decoded") from None
         if parts[:1] != ["v2"]:
-            raise HttpError(404, f"no endpoint {path[:200]!r}; the API is under /v2")
+            raise HttpError(404, f"no endpoint {shown(repr(path))}; the API is under /v2")
         rest = parts[1:]
         if rest in ([], [""]):
             return _only("GET", method, Route(self.server_metadata))
@@ -165,7 +165,7 @@ class RestApi:
         if rest[0] == "repository" and len(rest) == 4 and rest[1] == "models" and rest[3] in ("load", "unload"):
             name, action = rest[2], self.load if rest[3] == "load" else self.unload
             return _only("POST", method, Route(lambda r: action(r, name), scope=Scope.CONTROL))
-        raise HttpError(404, f"no endpoint {path[:200]!r}")
+        raise HttpError(404, f"no endpoint {shown(repr(path))}")
 
     def authorize(self, route: Route, method: str, path: str, authorization: str | None) -> None:
         """Before the body is read, as gRPC's access interceptor: Unauthenticated / PermissionDenied
@@ -195,7 +195,7 @@ class RestApi:
             [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in specs]
             for specs in (md.inputs, md.outputs)
         ]
-        doc = {"name": md.name, "versions": list(md.versions), "platform": md.platform}
+        doc: dict[str, Any] = {"name": md.name, "versions": list(md.versions), "platform": md.platform}
         doc |= {"inputs": tensors[0], "outputs": tensors[1]}
         return Response.json(200, doc | ({"parameters": md.parameters} if md.parameters else {}))
 
@@ -242,7 +242,7 @@ class RestApi:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
-            raise InvalidInput(f"malformed request body at {where}: {first['msg']}"[:300]) from None
+            raise InvalidInput(f"malformed request body at {shown(where)}: {first['msg']}") from None
 
     # --- inference -------------------------------------------------------------------
 
@@ -279,7 +279,7 @@ class RestApi:
         if encoding == "identity":
             return request.body
         if encoding not in ("gzip", "deflate"):
-            raise HttpError(415, f"unsupported Content-Encoding {encoding[:40]!r}; use gzip, deflate or none")
+            raise HttpError(415, f"unsupported Content-Encoding {shown(repr(encoding))}; use gzip, deflate or none")
         wbits = 31 if encoding == "gzip" else 15
         limit = self.max_body_bytes
         if len(request.body) <= INLINE_INFLATE_BYTES:

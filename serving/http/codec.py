@@ -20,7 +20,7 @@ import numpy as np
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from runtime.errors import InvalidInput, Unsupported
+from runtime.errors import InvalidInput, Unsupported, shown
 from runtime.tensors import DTYPE_OF_DATATYPE, datatype_of, numpy_dtype, tensor_from_raw, tensor_to_raw
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -98,22 +98,23 @@ def parse_request(
     offset = 0
     for t in request.inputs:
         if t.name in inputs:
-            raise InvalidInput(f"input '{t.name}' appears twice")
-        _refuse_shared_memory(t.parameters, f"input '{t.name}'")
+            raise InvalidInput(f"input '{shown(t.name)}' appears twice")
+        _refuse_shared_memory(t.parameters, f"input '{shown(t.name)}'")
         size = t.parameters.get("binary_data_size")
         shape = tuple(t.shape)
         if size is None:
             if t.data is None:
-                raise InvalidInput(f"input '{t.name}' has no data: send 'data' or binary data")
+                raise InvalidInput(f"input '{shown(t.name)}' has no data: send 'data' or binary data")
             inputs[t.name] = tensor_from_json(t.name, t.datatype, shape, t.data)
             continue
         if t.data is not None:
-            raise InvalidInput(f"input '{t.name}' has both 'data' and binary_data_size: send one")
+            raise InvalidInput(f"input '{shown(t.name)}' has both 'data' and binary_data_size: send one")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise InvalidInput(f"input '{t.name}': binary_data_size must be a non-negative integer")
+            raise InvalidInput(f"input '{shown(t.name)}': binary_data_size must be a non-negative integer")
         if offset + size > len(binary):
             raise InvalidInput(
-                f"input '{t.name}': binary_data_size {size} runs past the body's {len(binary)} bytes of binary data"
+                f"input '{shown(t.name)}': binary_data_size {size} runs "
+                f"past the body's {len(binary)} bytes of binary data"
                 + ("" if header_length is not None else " (no Inference-Header-Content-Length header)")
             )
         limit = (max_item_bytes or {}).get(t.name)
@@ -123,12 +124,12 @@ def parse_request(
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data after the inputs claimed {offset}")
     requested, wants_binary = [], {}
     for o in request.outputs:
-        _refuse_shared_memory(o.parameters, f"output '{o.name}'")
+        _refuse_shared_memory(o.parameters, f"output '{shown(o.name)}'")
         if o.parameters.get("classification"):
-            raise Unsupported(f"output '{o.name}': attnserve does not offer the classification extension")
+            raise Unsupported(f"output '{shown(o.name)}': attnserve does not offer the classification extension")
         flag = o.parameters.get("binary_data", None)
         if flag is not None and not isinstance(flag, bool):
-            raise InvalidInput(f"output '{o.name}': binary_data must be true or false")
+            raise InvalidInput(f"output '{shown(o.name)}': binary_data must be true or false")
         requested.append(o.name)
         if flag is not None:
             wants_binary[o.name] = flag
@@ -153,14 +154,14 @@ def _validate(json_part: bytes) -> InferBody:
     try:
         body = InferBody.model_validate(doc)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:3]]
+        problems = [f"{shown('.'.join(str(p) for p in e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3]]
         raise InvalidInput(f"malformed inference request: {'; '.join(problems)}") from None
-    tensors = [(f"input '{t.name}' ", t.parameters) for t in body.inputs]
-    tensors += [(f"output '{t.name}' ", t.parameters) for t in body.outputs]
+    tensors = [(f"input '{shown(t.name)}' ", t.parameters) for t in body.inputs]
+    tensors += [(f"output '{shown(t.name)}' ", t.parameters) for t in body.outputs]
     for where, params in [("", body.parameters), *tensors]:
         for key, value in params.items():
             if not isinstance(value, SCALARS):
-                raise InvalidInput(f"{where}parameter '{key[:64]}' must be a boolean, a number or a string")
+                raise InvalidInput(f"{where}parameter '{shown(key)}' must be a boolean, a number or a string")
     return body
 
 
@@ -173,28 +174,34 @@ def tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any
     """A tensor from JSON `data` (flat or nested lists, row-major); InvalidInput when the values
     do not fit the datatype (type or range) or their count does not fill the shape."""
     if datatype not in DTYPE_OF_DATATYPE:
-        raise InvalidInput(f"input '{name}': unknown datatype {datatype!r}; use one of {sorted(DTYPE_OF_DATATYPE)}")
+        raise InvalidInput(
+            f"input '{shown(name)}': unknown datatype {shown(repr(datatype))}; use one of {sorted(DTYPE_OF_DATATYPE)}"
+        )
     count = math.prod(shape)
     if datatype == "BYTES":
         items = _leaves(data)
         if len(items) != count:
-            raise InvalidInput(f"input '{name}': shape {list(shape)} needs {count} values, got {len(items)}")
+            raise InvalidInput(
+                f"input '{shown(name)}': shape {shown(list(shape))} needs {count} values, got {len(items)}"
+            )
         array = np.empty(count, dtype=np.object_)
         for i, item in enumerate(items):
             if not isinstance(item, str):
-                raise InvalidInput(f"input '{name}': BYTES data are JSON strings; element {i} is {_kind(item)}")
+                raise InvalidInput(f"input '{shown(name)}': BYTES data are JSON strings; element {i} is {_kind(item)}")
             try:
                 array[i] = item.encode("utf-8")
             except UnicodeEncodeError:
-                raise InvalidInput(f"input '{name}'[{i}] is not valid Unicode (a lone surrogate)") from None
+                raise InvalidInput(f"input '{shown(name)}'[{i}] is not valid Unicode (a lone surrogate)") from None
         return array.reshape(shape)
     dtype = numpy_dtype(DTYPE_OF_DATATYPE[datatype])
     try:
         values = np.asarray(data)
     except (ValueError, TypeError):
-        raise InvalidInput(f"input '{name}': data is not rectangular (nested lists of unequal lengths)") from None
+        raise InvalidInput(
+            f"input '{shown(name)}': data is not rectangular (nested lists of unequal lengths)"
+        ) from None
     if values.size != count:
-        raise InvalidInput(f"input '{name}': shape {list(shape)} needs {count} values, got {values.size}")
+        raise InvalidInput(f"input '{shown(name)}': shape {shown(list(shape))} needs {count} values, got {values.size}")
     if count == 0:
         return np.zeros(shape, dtype=dtype)
     if values.dtype.kind not in ACCEPTED[dtype.kind] or (
@@ -205,7 +212,7 @@ def tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any
         leaves = _leaves(data)
         misfit = _misfit(datatype, dtype, leaves)
         if misfit:
-            raise InvalidInput(f"input '{name}': {misfit}")
+            raise InvalidInput(f"input '{shown(name)}': {misfit}")
         return np.array(leaves, dtype=dtype).reshape(shape)
     with np.errstate(over="ignore"):  # a float beyond FP16/FP32 becomes inf, as a cast does
         return values.astype(dtype).reshape(shape)
@@ -290,5 +297,5 @@ def _json_data(name: str, array: np.ndarray) -> tuple[str, list[Any]]:
         try:
             return "BYTES", [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in flat]
         except UnicodeDecodeError:
-            raise InvalidInput(f"output '{name}' holds bytes that are not UTF-8: ask for it in binary") from None
+            raise InvalidInput(f"output '{shown(name)}' holds bytes that are not UTF-8: ask for it in binary") from None
     return datatype_of(array.dtype.newbyteorder("=")), flat.tolist()

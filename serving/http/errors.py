@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.errors import ErrorCode, ServingError
+from runtime.errors import ErrorCode, ServingError, bounded
 
 # Triton's HTTP codes where it has the error (400, 404, 503, 501, 500); the others as Google's API
 # design guide maps the gRPC codes (429, 400 for a failed precondition, 401, 403, 504, 499)
@@ -25,6 +25,7 @@ class HttpError(Exception):
     """A refusal of the HTTP layer itself (unknown route, method, body too large), not of a model."""
 
     def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.status = status
         self.message = message

@@ -26,7 +26,7 @@ from ssl import SSLContext
 
 import h11
 
-from runtime.errors import ErrorCode, ServingError
+from runtime.errors import ErrorCode, ServingError, shown
 from serving.http.api import Request, Response, RestApi, Route
 from serving.http.errors import HttpError, status_of
 from serving.settings import HttpSettings
@@ -143,7 +143,7 @@ class HttpServer:
             try:
                 event = c.h11.next_event()
             except h11.RemoteProtocolError as exc:  # malformed, or a head over max_header_bytes (431)
-                message = f"malformed HTTP request: {str(exc)[:200]}"
+                message = f"malformed HTTP request: {shown(str(exc), 200)}"
                 await self._send(c, _error(exc.error_status_hint, message), close=True)
                 return None
             if isinstance(event, h11.Request):
@@ -225,7 +225,7 @@ class HttpServer:
             late = f"the request body did not arrive within {self.settings.body_timeout_seconds} s"
             raise HttpError(408, late) from None
         except h11.RemoteProtocolError as exc:
-            raise HttpError(400, f"malformed HTTP request body: {str(exc)[:200]}") from None
+            raise HttpError(400, f"malformed HTTP request body: {shown(str(exc), 200)}") from None
 
     async def _call_watched(self, c: _Connection, route: Route, request: Request) -> Response | None:
         """`_call`, cancelled when the client closes the connection before the answer (None then).
@@ -277,7 +277,7 @@ class HttpServer:
         c.writer.write(c.h11.send(h11.Response(status_code=response.status, headers=headers, reason=reason)))
         for chunk in response.body:
             if chunk:
-                c.writer.writelines(c.h11.send_with_data_passthrough(h11.Data(data=chunk)))
+                c.writer.writelines(c.h11.send_with_data_passthrough(h11.Data(data=chunk)))  # type: ignore[arg-type]  # None only after ConnectionClosed
         c.writer.write(c.h11.send(h11.EndOfMessage()))
         await asyncio.wait_for(c.writer.drain(), self.settings.body_timeout_seconds)
         return not close

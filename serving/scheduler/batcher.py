@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,8 +24,7 @@ import numpy as np
 from runtime.decode import Runner
 from runtime.errors import Cancelled, ModelUnavailable, ServingError
 from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners
-from serving.scheduler.base import BaseScheduler, Calls, Done, Execution, Hold, Instrument
-from serving.scheduler.inline import InlineGate
+from serving.scheduler.base import BaseScheduler, Calls, Done, Execution, Hold, Instrument, Job
 from serving.scheduler.policy import Policy
 
 
@@ -38,17 +37,15 @@ class _Batch:
 
 
 @dataclass(eq=False)
-class _Job:
-    prepared: Prepared
-    future: asyncio.Future[Done]
-    queued_ns: int
-    deadline: float | None  # loop time
-    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+class _Job(Job):
     batch: _Batch | None = None  # set when it starts computing in a worker thread
 
 
-class Scheduler(BaseScheduler):
+class Scheduler(BaseScheduler[_Job]):
     """Admits, queues and batches the requests of one model version on one backend."""
+
+    pipeline: Pipeline
+    job_type = _Job
 
     def __init__(
         self,
@@ -61,52 +58,22 @@ class Scheduler(BaseScheduler):
         inline_ok: Callable[[], bool] = lambda: False,
         hold: Hold = lambda: lambda: None,
     ) -> None:
-        super().__init__(name, policy)
-        self.pipeline = pipeline
-        self.instrument = instrument
-        self.executor = executor
-        self.on_execution = on_execution
-        self.inline_ok = inline_ok
-        self.hold = hold  # a batch in a worker thread holds its version: its callers may leave
+        super().__init__(name, pipeline, instrument, policy, executor, on_execution, inline_ok, hold)
         self._queue: deque[_Job] = deque()
         self._running = 0  # batches executing now
         self._delay: asyncio.TimerHandle | None = None
-        self._gate = InlineGate()
-        self._arrivals = 0  # requests submitted so far
 
     @property
     def queued(self) -> int:
         """Requests waiting (not yet computing)."""
         return len(self._queue)
 
-    async def submit(self, prepared: Prepared, deadline: float | None = None) -> Done:
-        """Run one request (alone or in a batch) and return its answer.
+    def _idle(self) -> bool:
+        return not self._running and not self._queue
 
-        QueueFull at once when `max_queue_size` requests wait; DeadlineExceeded when `deadline`
-        (loop time) passes before the request starts. A cancelled caller's request leaves the queue.
-        """
-        loop = self.loop
-        self.admit(len(self._queue), deadline)
-        job = _Job(prepared, loop.create_future(), time.perf_counter_ns(), deadline)
-        self._arrivals += 1
-        if self._inline(prepared):
-            return self._run_inline(job)
+    def _enqueue(self, job: _Job) -> None:
         self._queue.append(job)
-        if deadline is not None:
-            job.timer = loop.call_at(deadline, self._expire, job)
         self._dispatch()
-        try:
-            return await job.future
-        except asyncio.CancelledError:
-            self._leave(job)
-            raise
-
-    def _inline(self, prepared: Prepared) -> bool:
-        """Compute this request on the loop: it is alone, small, and the model has been quiet (and
-        not streamed: its parts must reach the client while it computes)."""
-        if self._running or self._queue or prepared.rows > 1 or prepared.on_step is not None or not self.inline_ok():
-            return False
-        return self._gate.allow()
 
     # --- forming and running batches -------------------------------------------------
 
@@ -115,7 +82,7 @@ class Scheduler(BaseScheduler):
         if self._queue:
             now = self.loop.time()
             for job in [j for j in self._queue if j.deadline is not None and j.deadline <= now]:
-                self._expire(job)  # its timer has not fired yet (the loop was busy): never start it
+                self.expire(job)  # its timer has not fired yet (the loop was busy): never start it
         while self._running < self.policy.concurrency and self._queue:
             batch = self._form()
             if not batch:
@@ -137,7 +104,8 @@ class Scheduler(BaseScheduler):
         if target is None:
             return []
         if target < rows:  # cut at a preferred size, oldest first
-            kept, rows = [], 0
+            kept: list[_Job] = []
+            rows = 0
             for job in chosen:
                 if rows + job.prepared.rows > target and kept:
                     break
@@ -229,18 +197,9 @@ class Scheduler(BaseScheduler):
 
     # --- requests that leave before they run -------------------------------------------
 
-    def _expire(self, job: _Job) -> None:
-        """A queued request's deadline passed: drop it unrun."""
-        job.timer = None
-        if self._remove(job) and not job.future.done():
-            job.future.set_exception(self.expired())
-
-    def _leave(self, job: _Job) -> None:
-        """The caller was cancelled (client gone, or its gRPC deadline): drop the request if queued;
-        if it computes, its batch stops at the next component call once all its callers are gone."""
-        if job.timer is not None:
-            job.timer.cancel()
-        if not self._remove(job) and job.batch is not None:
+    def _abandon(self, job: _Job) -> None:
+        """A computing request's batch stops at its next component call once all its callers are gone."""
+        if job.batch is not None:
             job.batch.waiting -= 1
             job.batch.abandoned = job.batch.waiting == 0
 
@@ -250,6 +209,11 @@ class Scheduler(BaseScheduler):
         except ValueError:
             return False  # already running or done
         return True
+
+    def _take_waiting(self) -> list[_Job]:
+        jobs = list(self._queue)
+        self._queue.clear()
+        return jobs
 
 
 def _abandonable(runner: Runner, batch: _Batch, name: str) -> Runner:

@@ -54,8 +54,7 @@ from runtime.config import ModelConfig
 from runtime.errors import ModelUnavailable, ServingError
 from runtime.pipelines.base import Outputs, Prepared, Runners
 from runtime.stepwise import DecodeBatch, Plan, StepHook, Track, supports
-from serving.scheduler.base import BaseScheduler, Calls, Done, Execution, Hold, Instrument
-from serving.scheduler.inline import InlineGate
+from serving.scheduler.base import BaseScheduler, Calls, Done, Execution, Hold, Instrument, Job
 from serving.scheduler.policy import Policy
 
 StepCallback = Callable[[np.ndarray, np.ndarray], None]
@@ -64,6 +63,7 @@ StepCallback = Callable[[np.ndarray, np.ndarray], None]
 (its own source width); the call of the last step comes before the answer. Not called for a beam
 request (its hypotheses reorder until the end) nor once its caller has left. An exception it raises
 fails the request."""
+PartOf = Callable[[Prepared, np.ndarray, np.ndarray], tuple[Outputs, bool]]  # ids, attention -> a partial answer
 StepRecorder = Callable[[list[int], Calls], None]  # rows of each decoder step, and its call
 FLUSH_STEPS = 64  # decoder steps recorded at most before their metrics go to the loop
 
@@ -87,17 +87,16 @@ class Stepwise(Protocol):
 
 
 @dataclass(eq=False)
-class _Job:
-    prepared: Prepared
-    future: asyncio.Future[Done]
-    queued_ns: int
-    deadline: float | None  # loop time by which it must join
-    on_step: StepCallback | None = None
-    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+class _Job(Job):
+    on_step: StepCallback | None = None  # its tokens after each step (greedy requests only)
     track: Track | None = None  # set by the driver when it takes the job (under the lock)
     started_ns: int = 0  # its admission started
     execution: Execution | None = None  # its admission
     calls: Calls = field(default_factory=list)  # its encoder call and the decoder steps it took part in
+
+    @property
+    def streams(self) -> bool:
+        return self.on_step is not None
 
 
 @dataclass
@@ -117,8 +116,10 @@ class _Outbox:
         return bool(self.streams or self.results or self.executions or self.step_rows)
 
 
-class IterationScheduler(BaseScheduler):
+class IterationScheduler(BaseScheduler[_Job]):
     """Admits requests into the running decode batch of one model version on one backend."""
+
+    job_type = _Job
 
     def __init__(
         self,
@@ -132,21 +133,17 @@ class IterationScheduler(BaseScheduler):
         inline_ok: Callable[[], bool] = lambda: False,
         hold: Hold = lambda: lambda: None,
     ) -> None:
-        super().__init__(name, policy)
+        super().__init__(name, pipeline, instrument, policy, executor, on_execution, inline_ok, hold)
         config = pipeline.config
         if config.decode is None or not supports(config.decode):  # ModelConfig refuses these already
             raise ValueError(f"{name}: its decode loop cannot batch decoder steps across requests")
-        self.pipeline = pipeline
+        self.pipeline: Stepwise = pipeline
+        # partial answers from a greedy step (TranslatePipeline); a pipeline without it streams nothing
+        self.step_outputs: PartOf | None = getattr(pipeline, "step_outputs", None)
         self.decode = config.decode
         self.joins = config.iteration_batching  # when newcomers join a decoding batch
         self.decoder = next(c.signature for c in config.component_list() if c.name == "decoder_step")
-        self.instrument = instrument
-        self.executor = executor
-        self.on_execution = on_execution
         self.on_steps = on_steps
-        self.inline_ok = inline_ok
-        self.hold = hold  # a driver in a thread holds its version while it runs: its callers may leave
-        self._gate = InlineGate()
         self._lock = threading.Lock()  # guards _waiting, _driving and a job's track
         self._waiting: deque[_Job] = deque()  # requests waiting to join
         self._driving = False
@@ -171,34 +168,34 @@ class IterationScheduler(BaseScheduler):
 
         QueueFull at once when `max_queue_size` requests wait to join; DeadlineExceeded when
         `deadline` (loop time) passes before it joins. A cancelled caller's request leaves the
-        queue, or the batch before its next step. `on_step`: see `StepCallback`.
+        queue, or the batch before its next step. `on_step`: see `StepCallback`; without it, a
+        greedy request whose `Prepared.on_step` is set gets its partial answers after each step
+        (on the loop thread).
         """
-        loop = self.loop
-        self.admit(len(self._waiting), deadline)
-        job = _Job(prepared, loop.create_future(), time.perf_counter_ns(), deadline, on_step)
-        if self._inline(job):
-            return self._run_inline(job)
-        if deadline is not None:
-            job.timer = loop.call_at(deadline, self._expire, job)
+        job = self._job(prepared, deadline)
+        if on_step is not None:
+            job.on_step = on_step
+        return await self._submit(job)
+
+    def _job(self, prepared: Prepared, deadline: float | None) -> _Job:
+        job = super()._job(prepared, deadline)
+        hook, step_outputs = prepared.on_step, self.step_outputs
+        if hook is not None and step_outputs is not None:
+            job.on_step = lambda ids, attn: hook(*step_outputs(prepared, ids, attn))
+        return job
+
+    # --- on the loop thread -------------------------------------------------------------------
+
+    def _idle(self) -> bool:
+        # No driver can start while an inline request runs: only `submit`, on this thread, starts one.
+        return not self._driving
+
+    def _enqueue(self, job: _Job) -> None:
         with self._lock:
             self._waiting.append(job)
             start, self._driving = not self._driving, True
         if start:
             self._start()
-        try:
-            return await job.future
-        except asyncio.CancelledError:
-            self._leave(job)
-            raise
-
-    # --- on the loop thread -------------------------------------------------------------------
-
-    def _inline(self, job: _Job) -> bool:
-        """Decode this request on the loop: it is alone, small and streams nothing, and the model
-        has been quiet. (No driver can start while it runs: only `submit`, on this thread, starts one.)"""
-        if self._driving or job.prepared.rows > 1 or job.on_step is not None or not self.inline_ok():
-            return False
-        return self._gate.allow()
 
     def _run_inline(self, job: _Job) -> Done:
         calls: Calls = []
@@ -237,11 +234,11 @@ class IterationScheduler(BaseScheduler):
         else:
             self._gate.observed(company=task.result() > 1)
 
-    def _fail_waiting(self, exc: BaseException) -> None:
+    def _fail_waiting(self, exc: ServingError) -> None:
+        """The driver could not start: fail the waiting requests (the next submit starts one anew)."""
         with self._lock:
-            jobs, self._waiting, self._driving = list(self._waiting), deque(), False
-        for job in jobs:
-            self._settle(job, exc)
+            self._driving = False
+        self.drain(exc)
 
     def _deliver(self) -> None:
         with self._lock:
@@ -267,22 +264,11 @@ class IterationScheduler(BaseScheduler):
         else:
             job.future.set_result(result)
 
-    def _expire(self, job: _Job) -> None:
-        """A waiting request's deadline passed: drop it unjoined."""
-        job.timer = None
-        if self._remove(job) and not job.future.done():
-            job.future.set_exception(self.expired())
-
-    def _leave(self, job: _Job) -> None:
-        """The caller was cancelled: drop the request if it waits; its rows leave before the next step."""
-        if job.timer is not None:
-            job.timer.cancel()
+    def _abandon(self, job: _Job) -> None:
+        """Its rows leave the batch before the next step."""
         with self._lock:
-            try:
-                self._waiting.remove(job)
-            except ValueError:
-                if job.track is not None:
-                    job.track.cancelled = True
+            if job.track is not None:
+                job.track.cancelled = True
 
     def _remove(self, job: _Job) -> bool:
         with self._lock:
@@ -292,13 +278,18 @@ class IterationScheduler(BaseScheduler):
                 return False  # taken by the driver, or done
         return True
 
+    def _take_waiting(self) -> list[_Job]:
+        with self._lock:
+            jobs, self._waiting = list(self._waiting), deque()
+        return jobs
+
     def _stream(self, job: _Job, ids: np.ndarray, attn: np.ndarray) -> None:
         if job.on_step is None or job.future.done():
             return
         try:
             job.on_step(ids, attn)
         except Exception as exc:
-            self._leave(job)
+            self.leave(job)
             job.future.set_exception(exc)
 
     # --- the driver (a worker thread) ---------------------------------------------------------

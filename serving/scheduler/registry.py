@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 from serving.repository import LoadedVersion
-from serving.scheduler.batcher import Scheduler
-from serving.scheduler.iteration import IterationScheduler
+from serving.scheduler.base import BaseScheduler
 
-ModelScheduler = Scheduler | IterationScheduler
+ModelScheduler = BaseScheduler[Any]  # any scheduler: the data plane uses only the contract
 Build = Callable[[LoadedVersion, str], ModelScheduler]
 
 

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.exporters.conftest import TINY
-
-FAMILY = "seq2seq"
+from tests.helpers.tiny import BACKEND_FAMILY, TINY
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +18,7 @@ def model_dir(tmp_path_factory) -> Path:
     from models.train import train
 
     torch.set_num_threads(1)
-    recipe = TINY[FAMILY]
+    recipe = TINY[BACKEND_FAMILY]
     root = tmp_path_factory.mktemp("backends")
     ck = root / "checkpoints" / recipe.name
     train(recipe, ck, progress=False, evaluate=False)

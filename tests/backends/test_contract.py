@@ -20,15 +20,15 @@ import torch
 from onnx.helper import tensor_dtype_to_np_dtype
 from pydantic import ValidationError
 
-from backends import loader
 from backends.base import ENTRY_POINT_GROUP, Backend, BackendOptions
 from backends.loader import available_backends, get_backend
 from models import checkpoint
 from models.components.spec import get_spec
+from runtime import registry
 from runtime.config import CONFIG_FILE, Component, ModelConfig
 from runtime.errors import InvalidInput, ModelLoadError
 from runtime.tensors import Signature
-from tests.backends.conftest import FAMILY
+from tests.helpers.tiny import BACKEND_FAMILY
 
 BACKENDS = sorted(available_backends())
 COMPONENTS = ["encoder", "decoder_step"]  # the seq2seq split
@@ -80,7 +80,7 @@ def get_loaded(cache, config, version_dir, name: str, component: str) -> Backend
 def make_feeds(version_dir: Path):
     """component, dims -> numpy feeds from the spec's own input makers (right-padded masks)."""
     ck = checkpoint.load(version_dir / "torch")
-    comps = {c.spec.name: c for c in get_spec(FAMILY)(ck.model, ck.config["model"]).components()}
+    comps = {c.spec.name: c for c in get_spec(BACKEND_FAMILY)(ck.model, ck.config["model"]).components()}
 
     def make(component: str, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
         feeds = comps[component].make_inputs(dims, torch.Generator().manual_seed(seed))
@@ -125,12 +125,15 @@ def test_entry_point_is_a_backend_with_strict_options(name: str):
 
 
 def test_unknown_backend_lists_installed_ones():
-    with pytest.raises(InvalidInput, match=r"unknown backend 'nope'; installed: .*onnxruntime, torch"):
+    with pytest.raises(InvalidInput, match=r"unknown backend 'nope'; known: \[.*'onnxruntime', 'torch'\]"):
         get_backend("nope")
 
 
-def _eps(*pairs: tuple[str, str]):
-    return lambda group: [EntryPoint(n, v, group) for n, v in pairs] if group == ENTRY_POINT_GROUP else []
+def _only(monkeypatch, *pairs: tuple[str, str]) -> None:
+    """The backends group lists exactly `pairs` (attnserve's own pyproject.toml is not read either)."""
+    eps = [EntryPoint(n, v, ENTRY_POINT_GROUP) for n, v in pairs]
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps if group == ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(registry, "_from_source", lambda group: [])
 
 
 @pytest.mark.parametrize(
@@ -138,31 +141,29 @@ def _eps(*pairs: tuple[str, str]):
     [
         ("builtins:dict", "not a subclass of backends.base.Backend"),
         ("backends.base:Backend", "does not implement"),
-        ("no_such_module_xyz:Thing", "failed to import"),
+        ("no_such_module_xyz:Thing", "cannot be imported: no module named 'no_such_module_xyz'"),
+        ("backends.base:NoSuchThing", "failed to import"),
         ("backends.loader:get_backend", "not a subclass"),
     ],
 )
 def test_bad_entry_point_is_a_load_error(monkeypatch, value: str, message: str):
-    monkeypatch.setattr(loader, "entry_points", _eps(("bad", value)))
-    assert list(loader.available_backends()) == ["bad"]
+    _only(monkeypatch, ("bad", value))
+    assert list(available_backends()) == ["bad"]
     with pytest.raises(ModelLoadError, match=message):
-        loader.get_backend("bad")
+        get_backend("bad")
 
 
 def test_ambiguous_entry_point_is_a_load_error(monkeypatch):
-    monkeypatch.setattr(
-        loader,
-        "entry_points",
-        _eps(
-            ("torch", "backends.torch:TorchBackend"),
-            ("torch", "backends.torch:TorchBackend"),  # the same distribution seen twice: fine
-            ("onnxruntime", "backends.onnxruntime:OnnxRuntimeBackend"),
-            ("onnxruntime", "other_pkg:OnnxRuntimeBackend"),
-        ),
+    _only(
+        monkeypatch,
+        ("torch", "backends.torch:TorchBackend"),
+        ("torch", "backends.torch:TorchBackend"),  # the same distribution seen twice: fine
+        ("onnxruntime", "backends.onnxruntime:OnnxRuntimeBackend"),
+        ("onnxruntime", "other_pkg:OnnxRuntimeBackend"),
     )
-    assert loader.get_backend("torch").name == "torch"
+    assert get_backend("torch").name == "torch"
     with pytest.raises(ModelLoadError, match="registered more than once"):
-        loader.get_backend("onnxruntime")
+        get_backend("onnxruntime")
 
 
 # --- signature and inference -------------------------------------------------------------------

@@ -179,4 +179,4 @@ def test_without_the_distribution_echo_is_unknown(echo_site: Path):
     """
     proc = run_fresh(code, None)
     assert proc.returncode == 0, proc.stderr
-    assert "unknown backend 'echo'; installed:" in proc.stdout and "onnxruntime, torch" in proc.stdout
+    assert "unknown backend 'echo'; known: [" in proc.stdout and "'onnxruntime', 'torch']" in proc.stdout

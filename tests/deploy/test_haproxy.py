@@ -18,8 +18,8 @@ from types import ModuleType
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.serving.conftest import RunningServer, start_server
-from tests.serving.test_lifecycle import onnx_only
+from tests.helpers.processes import onnx_only
+from tests.helpers.server import RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY = ROOT / "deploy" / "haproxy"

@@ -140,7 +140,7 @@ def test_the_runner_refuses_what_it_cannot_run_faithfully(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def prefix() -> Iterator[Path]:
+def image_prefix() -> Iterator[Path]:
     """A scratch prefix uid 1000 can traverse (pytest's tmp folders are private to their owner)."""
     path = Path(tempfile.mkdtemp(prefix="attnserve-image-", dir="/tmp"))
     path.chmod(0o755)
@@ -240,9 +240,8 @@ def translate(stub: pb_grpc.GRPCInferenceServiceStub, backend: str | None = None
     return answer.raw_output_contents[0][4:].decode(), answer.parameters["backend"].string_param
 
 
-@pytest.mark.slow
-def test_the_slim_and_torch_images_build_outside_a_container_and_serve(prefix: Path):
-    slim = build(prefix, "slim")
+def test_the_slim_and_torch_images_build_outside_a_container_and_serve(image_prefix: Path):
+    slim = build(image_prefix, "slim")
     venv = Path(slim["root"]) / "opt" / "attnserve" / "venv"
     found = subprocess.run([venv / "bin" / "python", "-c", "import torch"], capture_output=True, text=True)
     assert "No module named 'torch'" in found.stderr  # the slim image has no torch
@@ -271,7 +270,7 @@ def test_the_slim_and_torch_images_build_outside_a_container_and_serve(prefix: P
     assert len(re.findall(r"backend torch skipped \(not installed\)", log)) == fp32  # int8 twins list none
     assert snapshot(image_files) == before  # nothing written outside /tmp (as uid 1000 it could not be)
 
-    torch = build(prefix, "torch", "repository", "wheel")
+    torch = build(image_prefix, "torch", "repository", "wheel")
     server = ImageProcess(torch)
     try:
         with grpc.insecure_channel(server.address) as channel:

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +17,9 @@ from prometheus_client import CollectorRegistry
 
 from serving.metrics import ServingMetrics
 from serving.settings import GrpcSettings, HttpSettings, MetricsSettings, ServerSettings
+from tests.helpers.k8s import adapter_query, adapter_rules
+from tests.helpers.paths import K8S, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
 KUSTOMIZATIONS = ["base", "kserve", "overlays/cpu", "overlays/cpu-keda", "overlays/cpu-pvc", "overlays/cuda",
                   "prometheus-adapter"]  # fmt: skip
 INSTALL_FAILED = 3  # scripts/check-deploy.sh's exit status when pip cannot install a missing tool
@@ -80,6 +79,7 @@ def test_every_kustomization_renders_and_validates(rendered):
     assert {"ServiceMonitor", "PrometheusRule", "ScaledObject", "ServingRuntime", "InferenceService"} <= kinds
 
 
+@pytest.mark.packaging  # runs the deployment tools (kubectl kustomize)
 def test_the_check_fails_on_broken_manifests(tmp_path):
     """Negative controls: a misspelt built-in field, a misspelt custom-resource field, a wrong type,
     and a custom resource whose CRD schema is not vendored each fail the check, with the reason."""
@@ -115,6 +115,7 @@ def test_the_check_fails_on_broken_manifests(tmp_path):
     assert "2 kustomizations, 2 failed" in text
 
 
+@pytest.mark.packaging  # runs the monitoring generator
 def test_generated_monitoring_is_current_and_staleness_is_caught(tmp_path):
     gen = [sys.executable, str(ROOT / "scripts" / "gen-k8s-monitoring.py")]
     assert subprocess.run([*gen, "--check"], capture_output=True).returncode == 0
@@ -224,17 +225,6 @@ def _metric_names(promql: str) -> set[str]:
     return set(re.findall(r"\battnserve_[a-z_]+", promql))
 
 
-def _adapter_rules() -> list[dict[str, Any]]:
-    return yaml.safe_load((K8S / "prometheus-adapter" / "config.yaml").read_text())["rules"]
-
-
-def adapter_query(rule: dict[str, Any], matchers: str, group_by: str) -> str:
-    """A rule's metricsQuery as prometheus-adapter fills its template in."""
-    series = re.match(r"[a-z_]+", rule["seriesQuery"].strip("'\"")).group(0)
-    q = rule["metricsQuery"].replace("<<.Series>>", series)
-    return q.replace("<<.LabelMatchers>>", matchers).replace("<<.GroupBy>>", group_by)
-
-
 def keda_query(rendered: dict[str, list[dict[str, Any]]]) -> str:
     (trigger,) = one(rendered["overlays/cpu-keda"], "ScaledObject")["spec"]["triggers"]
     return trigger["metadata"]["query"]
@@ -242,7 +232,7 @@ def keda_query(rendered: dict[str, list[dict[str, Any]]]) -> str:
 
 def test_autoscaling_uses_the_servers_metrics(rendered):
     exported = _server_metric_names()
-    rules = _adapter_rules()
+    rules = adapter_rules()
     served = {r["name"]["as"] for r in rules}
     hpa = one(rendered["overlays/cpu"], "HorizontalPodAutoscaler")
     assert {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"]} == served
@@ -261,7 +251,7 @@ def test_autoscaling_queries_are_valid_promql(rendered, tmp_path):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed here (.ci/run installs Debian's prometheus package)")
-    exprs = [adapter_query(r, 'namespace="attnserve",pod="attnserve-0"', "pod") for r in _adapter_rules()]
+    exprs = [adapter_query(r, 'namespace="attnserve",pod="attnserve-0"', "pod") for r in adapter_rules()]
     exprs.append(keda_query(rendered))
     rules = {
         "groups": [{"name": "check", "rules": [{"record": f"check:q{i}", "expr": e} for i, e in enumerate(exprs)]}]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import onnxruntime as ort
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -13,6 +14,8 @@ from exporters.export import export_model
 from models.attention import masked_softmax
 from models.components.spec import Component, ComponentSpec, ExportSpec, TensorSpec, lengths_mask
 from runtime.flops import FlopsFile
+
+pytestmark = pytest.mark.integration  # exports a model with torch.onnx and runs it on ONNX Runtime
 
 
 # 1. The user's model: a token classifier pooling with cosine-similarity attention.

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from exporters.flops import component_flops, count
 from runtime.flops import FlopsFile
 from runtime.tensors import TensorSpec
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def _small_graph(path: Path) -> Path:

@@ -17,6 +17,8 @@ from models.components.builtin import TransformerSpec
 from models.components.spec import Component, ComponentSpec, ExportSpec, TensorSpec, lengths_mask
 from models.transformer import Transformer, TransformerConfig
 
+pytestmark = pytest.mark.integration  # each test exports real graphs with torch.onnx and runs them
+
 
 class OneHotPositions(nn.Module):
     """Hard attention written with F.one_hot(idx, S): the exporter freezes S (docs/export-pitfalls.md, G2)."""

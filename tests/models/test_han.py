@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models import checkpoint
-from models.attention import REGISTRY
+from models.attention import own_attention_names
 from models.data import debian
 from models.families.base import TaskData, get_family
 from models.families.classify import HanFamily
@@ -61,7 +61,7 @@ DOCS = [[3, 5], [4, 1, 6, 2], [2]]
 
 
 @pytest.mark.parametrize("max_pool", [False, True])
-@pytest.mark.parametrize("attention", sorted(REGISTRY))
+@pytest.mark.parametrize("attention", own_attention_names())
 def test_shapes_and_distributions(attention: str, max_pool: bool) -> None:
     model = small_model(attention, max_pool=max_pool)
     ids, word_mask, sent_mask = make_batch(DOCS)
@@ -229,6 +229,7 @@ def test_parse_and_bad_inputs(family: HanFamily) -> None:
         family.encode([" \n\n  . "])
 
 
+@pytest.mark.integration  # trains a model
 def test_training_lowers_loss_and_roundtrips(family: HanFamily, data: TaskData, tmp_path) -> None:
     torch.manual_seed(0)
     model = family.build_model(family.model_config())

@@ -181,6 +181,7 @@ def test_batches_pad_values_and_orders() -> None:
         assert torch.all(values[b, n:] == 0) and torch.all(order[b, n:] == 0)
 
 
+@pytest.mark.integration  # trains a model
 def test_tiny_training_lowers_loss() -> None:
     torch.manual_seed(0)
     family = PointerFamily(_recipe(), {})

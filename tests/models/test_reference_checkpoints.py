@@ -51,6 +51,7 @@ def test_three_content_based_variants_read_dates_in_text():
     assert sum(v >= 0.95 for v in figures.values()) >= 3, figures
 
 
+@pytest.mark.integration  # evaluates a committed model on its test split
 @pytest.mark.parametrize("name", ["sort-pointer", "dates-dot"])
 def test_evaluation_reproduces_the_recorded_figure(name: str):
     [record] = evaluate([ROOT / name], threads=1)

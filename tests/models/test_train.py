@@ -34,6 +34,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.integration  # trains a model
 def test_training_lowers_the_loss():
     seed_everything(0)
     torch.set_num_threads(1)

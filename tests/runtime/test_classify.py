@@ -11,8 +11,7 @@ from runtime.errors import InvalidInput
 from runtime.pipelines.base import bytes_tensor
 from runtime.pipelines.classify import MAX_DOCUMENT_CHARS, ClassifyPipeline
 from runtime.tensors import numpy_dtype
-from tests.fakes import LABELS
-from tests.runtime.conftest import Served
+from tests.helpers.fakes import LABELS, Served
 
 GAMES = "A fun game. Play the game!"  # 2 sentences of 4 tokens (punctuation is a token)
 LIBS = "The library and the network library. Small and fast. A c library."  # 3 sentences: 7 (cut to 6), 4, 4

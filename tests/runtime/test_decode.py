@@ -9,7 +9,7 @@ import pytest
 
 from runtime.decode import PAD_ID, DecodeLoop, Runner, beam_search, greedy
 from runtime.text import BOS_ID, EOS_ID, UNK_ID
-from tests.fakes import (
+from tests.helpers.fakes import (
     Policy,
     copy_policy,
     gru_loop,

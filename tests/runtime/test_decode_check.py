@@ -6,7 +6,7 @@ import pytest
 
 from runtime.decode import DecodeLoop
 from runtime.tensors import Signature, TensorSpec
-from tests.fakes import transformer_loop, transformer_signatures
+from tests.helpers.fakes import transformer_loop, transformer_signatures
 
 T = TensorSpec.of
 ENCODER = Signature(

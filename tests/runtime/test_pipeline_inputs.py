@@ -15,8 +15,7 @@ from runtime.pipelines.classify import ClassifyPipeline
 from runtime.pipelines.factory import build_pipeline, pipeline_class
 from runtime.pipelines.sort import SortPipeline
 from runtime.pipelines.translate import TranslatePipeline
-from tests.fakes import FAKES
-from tests.runtime.conftest import Served
+from tests.helpers.fakes import FAKES, Served
 
 GOOD = {
     "copy-gru": {"text": bytes_tensor(["abc"])},
@@ -87,7 +86,9 @@ def test_pipeline_class_per_task():
     assert pipeline_class("translate") is TranslatePipeline
     assert pipeline_class("sort") is SortPipeline
     assert pipeline_class("classify") is ClassifyPipeline
-    with pytest.raises(ValueError, match="unknown task 'summarize'; known: \\['classify', 'sort', 'translate'\\]"):
+    with pytest.raises(
+        ValueError, match="unknown task 'summarize'; known: \\['classify', 'sort', 'tensors', 'translate'\\]"
+    ):
         pipeline_class("summarize")
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from runtime.errors import InvalidInput
 from runtime.pipelines.sort import SortPipeline
-from tests.runtime.conftest import Served
+from tests.helpers.fakes import Served
 
 
 @pytest.fixture

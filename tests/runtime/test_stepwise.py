@@ -16,8 +16,7 @@ from runtime.config import TORCH_DIR, ModelConfig
 from runtime.pipelines.base import Prepared, bytes_tensor
 from runtime.pipelines.factory import build_pipeline
 from runtime.stepwise import DecodeBatch, Track, supports
-from tests.fakes import FAKES, random_policy, seq2seq_runners, transformer_runners, translate_vocabs
-from tests.runtime.conftest import Served
+from tests.helpers.fakes import FAKES, Served, random_policy, seq2seq_runners, transformer_runners, translate_vocabs
 
 WORDS = ["hello world", "ab-1", "x", "2. september 1983", "stepwise", "a b c d e f", "zz", "join late"]
 DATES = [

@@ -12,7 +12,7 @@ from runtime.errors import InvalidInput
 from runtime.pipelines.base import bytes_tensor
 from runtime.pipelines.translate import MAX_BEAM, TranslatePipeline
 from runtime.tensors import numpy_dtype
-from tests.runtime.conftest import Served
+from tests.helpers.fakes import Served
 
 KINDS = ["copy-gru", "copy-transformer"]
 

@@ -1,67 +1,25 @@
-"""A real server on port 0 over the reference model repository (tests/conftest.py builds it)."""
+"""The serving tests' shared servers: one in process on port 0 over the reference repository
+(tests/conftest.py builds it), a stub onto it, and a real Prometheus scraping a second one."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
+import yaml
 
-from protocol.gen.inference import grpc_service_pb2 as pb
-from runtime.tensors import serialize_bytes
-from serving.app import App
-from serving.settings import ServerSettings
-from tests.conftest import ROOT  # noqa: F401  (re-exported for the serving tests)
+from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
+from tests.helpers.metrics import query
+from tests.helpers.paths import ROOT
+from tests.helpers.processes import Processes, free_port
+from tests.helpers.server import UNLIMITED, RunningServer, grpc_stub, start_server
+from tests.helpers.wait import wait_until
 
-# dates-additive's longest input (max_input_length 64): its encoder and every attention step cost
-# most. 64 of them at beam 16 decode for about 1.4 s on torch and 0.6 s on ONNX Runtime (2-core
-# machine), where 64 short dates took 0.4 s and 0.2 s: tests that must catch a request computing
-# use these, so that a faster machine does not end it first.
-LONGEST_DATES_INPUT = "Mittwoch, 21. September 1951, und Donnerstag, 22. September 1952"
-assert len(LONGEST_DATES_INPUT) == 64
-
-
-class RunningServer:
-    """An App serving in a background thread with its own event loop."""
-
-    def __init__(self, settings: ServerSettings) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.app: App = self.call(self._build(settings))
-        self.port: int = self.call(self.app.start())
-        self.address = f"127.0.0.1:{self.port}"
-        self.http_address = f"127.0.0.1:{self.app.http_port}"  # KServe V2 REST
-
-    @staticmethod
-    async def _build(settings: ServerSettings) -> App:
-        return App(settings)
-
-    def call(self, coro, timeout: float = 120):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def settle(self) -> None:
-        """Return once the loop has run every callback scheduled so far.
-
-        The data plane records a request's metrics as a loop callback after the response is
-        handed to gRPC; a reader on another thread (/metrics) calls this before reading.
-        """
-        self.call(asyncio.sleep(0))
-
-    def stop(self) -> None:
-        self.call(self.app.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-
-
-def start_server(repository: Path, **settings) -> RunningServer:
-    grpc = {"host": "127.0.0.1", "port": 0, **settings.pop("grpc", {})}
-    metrics = {"host": "127.0.0.1", "port": 0, **settings.pop("metrics", {})}
-    http = {"host": "127.0.0.1", "port": 0, **settings.pop("http", {})}
-    return RunningServer(ServerSettings(repository=repository, grpc=grpc, metrics=metrics, http=http, **settings))
+PROMETHEUS_MODELS = ["dates-additive", "dates-dot"]
+PROMETHEUS_ITERATION_MODEL = "dates-dot"
 
 
 @pytest.fixture(scope="session")
@@ -73,20 +31,58 @@ def server(reference_repository: Path) -> Iterator[RunningServer]:
     srv.stop()
 
 
-def slow_request() -> pb.ModelInferRequest:
-    """dates-additive on torch, 56 texts, beam 16: a call that runs for a while."""
-    texts = np.array([f"{d}. September 19{d + 50}".encode() for d in range(1, 29)] * 2, dtype=np.object_)
-    req = pb.ModelInferRequest(model_name="dates-additive")
-    req.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
-    req.raw_input_contents.append(serialize_bytes(texts))
-    req.parameters["backend"].string_param = "torch"
-    req.parameters["beam_size"].int64_param = 16
-    return req
+@pytest.fixture(scope="module")
+def stub(server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
+    """An Open Inference Protocol stub onto `server` (a module may define its own), no client-side size limits."""
+    with grpc_stub(server.address, UNLIMITED) as s:
+        yield s
 
 
-def light_request() -> pb.ModelInferRequest:
-    """sort-pointer, batch 1 of 5 values (answer: order 3 1 0 4 2): a call of about a millisecond."""
-    req = pb.ModelInferRequest(model_name="sort-pointer")
-    req.inputs.add(name="values", datatype="INT64", shape=[1, 5])
-    req.raw_input_contents.append(np.array([[5, 3, 9, 1, 7]], dtype="<i8").tobytes())
-    return req
+@pytest.fixture(scope="module")
+def prometheus_binary() -> str:
+    """The prometheus binary (.ci/run installs Debian's package); the test skips without it."""
+    found = shutil.which("prometheus")
+    if found is None:
+        pytest.skip("the prometheus binary is not installed here (.ci/run installs Debian's package)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack(
+    prometheus_binary: str, reference_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningServer, str]]:
+    """(server, Prometheus base URL): a server of dates-additive (batched by request) and dates-dot
+    (by iteration), so that every batching panel has data, scraped every second."""
+    work = tmp_path_factory.mktemp("prometheus")
+    for model in PROMETHEUS_MODELS:
+        shutil.copytree(reference_repository / model, work / "repo" / model)
+    config_path = work / "repo" / PROMETHEUS_ITERATION_MODEL / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config_path.write_text(yaml.safe_dump({**config, "decode_batching": "iteration"}, sort_keys=False))
+    srv = start_server(work / "repo", models=PROMETHEUS_MODELS)
+    shutil.copy(ROOT / "deploy" / "prometheus" / "rules.yml", work / "rules.yml")
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{srv.app.metrics_port}"]}]
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    processes = Processes()
+    processes.popen(
+        [prometheus_binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _up(base), "the scrape target to be up", interval=0.5)
+        yield srv, base
+    finally:
+        processes.stop_all()
+        srv.stop()
+
+
+def _up(base: str) -> bool:
+    try:
+        return any(r["value"][1] == "1" for r in query(base, "up"))
+    except OSError:
+        return False

@@ -23,7 +23,8 @@ from client import AsyncClient, Client, ClientError
 from protocol.codec import infer_request
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import ROOT, RunningServer, start_server
+from tests.helpers.paths import ROOT
+from tests.helpers.server import RunningServer, start_server
 
 MODEL = "dates-additive"
 DATE = "Freitag, 2. September 1983"
@@ -259,7 +260,8 @@ def test_cli_token_from_flag_or_environment(
     assert main(["client", "translate", MODEL, DATE, "--url", url]) == 1
     assert "UNAUTHENTICATED" in capsys.readouterr().err
     # options after the action, as after `client`
-    assert main(["client", "translate", MODEL, DATE, "--url", url, "--token", INFER_TOKEN]) == 0
+    # --token=...: a token_urlsafe token starts with "-" one time in 64, which argparse takes for an option
+    assert main(["client", "translate", MODEL, DATE, "--url", url, f"--token={INFER_TOKEN}"]) == 0
     assert capsys.readouterr().out == f"{DATE} -> 1983-09-02\n"
     monkeypatch.setenv("ATTNSERVE_TOKEN", INFER_TOKEN)
     assert main(["client", "--url", url, "models"]) == 0

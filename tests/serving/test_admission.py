@@ -36,7 +36,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from protocol import codec
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import LONGEST_DATES_INPUT, ROOT
+from tests.helpers.paths import ROOT
+from tests.helpers.server import LONGEST_DATES_INPUT
+from tests.helpers.wait import wait_until_async
 
 MODEL = "dates-additive"
 BACKEND = "torch"  # see the module's docstring
@@ -327,11 +329,12 @@ def test_a_batch_whose_client_left_stops_computing(srv):
             async with grpc.aio.insecure_channel(srv.address) as aio_channel:
                 call = pb_grpc.GRPCInferenceServiceStub(aio_channel).ModelInfer(slow_requests()[0], timeout=120)
                 inflight = lambda: [s.value for s in metric_samples(srv, "attnserve_inflight_requests")]  # noqa: E731
-                end = time.monotonic() + 30
-                while sum(inflight()) != 1:  # the server has it (one series per backend)
+
+                def seen() -> bool:  # the server has it (one series per backend)
                     assert not call.done(), "the slow request ended before it was seen in flight"
-                    assert time.monotonic() < end, f"not in flight after 30 s: {inflight()}"
-                    await asyncio.sleep(0.02)
+                    return sum(inflight()) == 1
+
+                await wait_until_async(seen, "the slow request in flight", timeout=30, interval=0.02)
                 await asyncio.sleep(0.1)  # computing: about 1.4 s of work
                 call.cancel()
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def test_serve_latency_benchmark_writes_json_and_markdown(reference_repository: Path, tmp_path: Path):

@@ -17,7 +17,7 @@ from protocol import codec
 from protocol.codec import infer_request as _infer_request
 from protocol.codec import response_tensors as _infer_outputs
 from protocol.gen.inference import grpc_service_pb2 as pb
-from tests.serving.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 TRANSLATE, SORT, CLASSIFY = "dates-transformer", "sort-pointer", "debian-han"
 DATES = ["Freitag, 2. September 1983", "14 de març 2003", "perjantai 7. kesäkuuta 1957"]

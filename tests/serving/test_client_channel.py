@@ -23,9 +23,9 @@ from client.channel import RetryPolicy, call_metadata, configure, service_config
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc.drain import SHUTTING_DOWN
-from tests.serving.conftest import RunningServer, start_server
-from tests.serving.pki import make_pki
-from tests.serving.test_lifecycle import onnx_only
+from tests.helpers.pki import make_pki
+from tests.helpers.processes import onnx_only
+from tests.helpers.server import RunningServer, start_server
 
 VALUES = np.array([[5, 3, 9, 1, 7]])
 ORDER = [3, 1, 0, 4, 2]

@@ -20,10 +20,8 @@ import pytest
 import yaml
 
 from protocol.gen.inference import grpc_service_pb2 as pb
-from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.tensors import serialize_bytes
-from tests.serving.conftest import RunningServer, start_server
-from tests.serving.control import EXPLICIT_CONTROL
+from tests.helpers.server import RunningServer, start_server
 
 MODEL = "victim"
 LIMITS = {"max_batch_size": 16, "max_threads": 2}
@@ -44,16 +42,9 @@ def repo(reference_repository: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def server(repo: Path) -> Iterator[RunningServer]:
-    srv = start_server(repo, overrides=LIMITS, **EXPLICIT_CONTROL)
+    srv = start_server(repo, overrides=LIMITS, model_control_mode="explicit")
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def stub(server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
-    channel = grpc.insecure_channel(server.address)
-    yield pb_grpc.GRPCInferenceServiceStub(channel)
-    channel.close()
 
 
 @pytest.fixture

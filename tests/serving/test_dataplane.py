@@ -22,7 +22,7 @@ from serving.dataplane import DataPlane, InferResult
 from serving.metrics import ServingMetrics
 from serving.repository import ModelRepository
 from serving.stats import ModelStats, StatsRegistry
-from tests.fakes import BackendPool, NumpyBackend, copy_gru, write_model, write_repository
+from tests.helpers.fakes import BackendPool, NumpyBackend, copy_gru, write_model, write_repository
 
 WORKER = "dataplane-test-worker"
 # the fakes' attention "fake" is no registered variant: its label is "other" (runtime.variants)

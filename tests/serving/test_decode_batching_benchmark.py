@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def test_decode_batching_benchmark_measures_every_mode(reference_repository: Path, tmp_path: Path):

@@ -9,14 +9,6 @@ import numpy as np
 import pytest
 
 from protocol.gen.inference import grpc_service_pb2 as pb
-from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
-
-
-@pytest.fixture(scope="module")
-def stub(server):
-    channel = grpc.insecure_channel(server.address)
-    yield pb_grpc.GRPCInferenceServiceStub(channel)
-    channel.close()
 
 
 def bytes_raw(items: list[bytes]) -> bytes:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 import numpy as np
 import pytest
 
@@ -20,8 +20,8 @@ from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.flops import FlopsFile
 from runtime.tensors import serialize_bytes
-from tests.serving.conftest import start_server
-from tests.serving.test_metrics import samples, scrape
+from tests.helpers.metrics import samples, scrape
+from tests.helpers.server import grpc_stub, start_server
 
 MODELS = ["dates-additive", "dates-transformer"]
 TEXT = "Freitag, 2. September 1983"
@@ -39,10 +39,9 @@ def flops_server(reference_repository):
 
 
 @pytest.fixture(scope="module")
-def stub(flops_server):
-    channel = grpc.insecure_channel(flops_server.address)
-    yield pb_grpc.GRPCInferenceServiceStub(channel)
-    channel.close()
+def stub(flops_server) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
+    with grpc_stub(flops_server.address) as s:
+        yield s
 
 
 def load(stub, model: str, **override) -> None:

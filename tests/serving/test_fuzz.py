@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.tensors import serialize_bytes
-from tests.serving.conftest import RunningServer, start_server
+from tests.helpers.server import RunningServer, start_server
 
 MODELS = ["dates-additive", "sort-pointer", "debian-han"]
 CLIENT_ERRORS = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE", "RESOURCE_EXHAUSTED"}

@@ -7,7 +7,7 @@ import sys
 
 from serving.grpc.core import ENV, apply_experiments
 from serving.settings import GrpcSettings
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 PROBE = """
 import os, sys

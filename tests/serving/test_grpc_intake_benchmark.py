@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+import pytest
+
+from tests.helpers.paths import ROOT
 
 
+@pytest.mark.integration  # runs the benchmark
 def test_grpc_intake_benchmark_counts_the_handlers_that_ran(tmp_path: Path):
     doc = tmp_path / "performance.md"
     doc.write_text("# Performance\n")

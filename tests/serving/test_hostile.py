@@ -31,7 +31,7 @@ from runtime.errors import BackendFailure
 from runtime.tensors import serialize_bytes
 from serving.grpc.interceptors import ErrorInterceptor
 from serving.settings import MAX_MESSAGE_BYTES
-from tests.serving.conftest import RunningServer, start_server
+from tests.helpers.server import RunningServer, start_server
 
 MODELS = ["dates-additive", "sort-pointer"]
 INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -48,11 +48,6 @@ def server(reference_repository: Path) -> Iterator[RunningServer]:
 def channel(server: RunningServer) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", -1)]) as channel:
         yield channel
-
-
-@pytest.fixture(scope="module")
-def stub(channel: grpc.Channel) -> pb_grpc.GRPCInferenceServiceStub:
-    return pb_grpc.GRPCInferenceServiceStub(channel)
 
 
 def raw_items(items: list[bytes]) -> bytes:

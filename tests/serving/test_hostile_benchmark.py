@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def test_hostile_benchmark_records_every_case(reference_repository: Path, tmp_path: Path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from runtime.config import IterationBatching, ModelConfig
 from runtime.decode import Runner
-from runtime.errors import BackendFailure, DeadlineExceeded, QueueFull
+from runtime.errors import BackendFailure, DeadlineExceeded, ModelUnavailable, QueueFull
 from runtime.pipelines.base import Pipeline, bytes_tensor
 from runtime.pipelines.factory import build_pipeline
 from serving.dataplane import DataPlane
@@ -26,7 +26,7 @@ from serving.metrics import ServingMetrics
 from serving.repository import ModelRepository
 from serving.scheduler import Calls, Execution, IterationScheduler, Policy
 from serving.stats import StatsRegistry
-from tests.fakes import (
+from tests.helpers.fakes import (
     FAKES,
     BackendPool,
     copy_gru,
@@ -36,6 +36,7 @@ from tests.fakes import (
     write_model,
     write_repository,
 )
+from tests.helpers.wait import wait_until_async
 
 WORDS = ["hello world", "ab-1", "x", "2. september 1983", "stepwise", "a b c d e f", "zz", "join late"]
 
@@ -125,22 +126,17 @@ class Harness:
         waits (requests submitted now join the step after it) or the driver stopped."""
         await asyncio.sleep(0.005)  # the requests submitted before are queued
         for _ in range(n):
-            await self.until(lambda: self.reached > self.released, "no decoder step is waiting")
+            await wait_until_async(lambda: self.reached > self.released, "a decoder step to wait")
             self.released += 1
             self.permits.release()
-        await self.until(lambda: self.reached > self.released or not self.scheduler.running, "the driver is stuck")
-
-    @staticmethod
-    async def until(condition: Callable[[], bool], message: str) -> None:
-        for _ in range(5000):
-            if condition():
-                return
-            await asyncio.sleep(0.001)
-        raise AssertionError(message)
+        await wait_until_async(
+            lambda: self.reached > self.released or not self.scheduler.running,
+            "the next step to wait or the driver to stop",
+        )
 
     async def idle(self) -> None:
         """Until the driver has stopped (nothing left to decode) and handed everything back."""
-        await self.until(lambda: not self.scheduler.running, "the driver never stopped")
+        await wait_until_async(lambda: not self.scheduler.running, "the driver to stop")
         await asyncio.sleep(0.01)  # its last callbacks
 
     async def go(self) -> None:
@@ -471,3 +467,24 @@ def test_the_data_plane_decodes_iteration_level_and_records_executions_and_step_
     assert steps == sample("attnserve_compute_duration_seconds_count", stage="decode_step") >= 6  # "hello" + EOS
     assert sample("attnserve_decode_step_rows_sum") == 4 + 6 + 2 + 3  # each request's rows, one per step
     assert sample("attnserve_decode_steps_count") == 0  # a request-level batch's steps: none here
+
+
+def test_drain_refuses_the_requests_waiting_to_join_and_the_batch_decodes_on(fake_repository: Path):
+    async def go() -> None:
+        h = noisy(fake_repository, max_batch_size=2)
+        busy = h.submit(["hello world", "ab-1"])  # fills the batch: 2 rows
+        await h.step(1)
+        waiting = [h.submit(["x"], deadline=asyncio.get_running_loop().time() + 60), h.submit(["zz"])]
+        await asyncio.sleep(0.01)
+        h.scheduler.drain(ModelUnavailable("model 'fake' version 1: the server is shutting down"))
+        assert h.scheduler.queued == 0
+        await h.go()
+        assert_same(h.alone(["hello world", "ab-1"]), (await busy).outputs)
+        for task in waiting:
+            with pytest.raises(ModelUnavailable, match="shutting down"):
+                await task
+        await h.idle()
+        assert [e.requests for e in h.executions] == [1]  # the drained requests were never encoded
+        assert_same(h.alone(["zz"]), (await h.submit(["zz"])).outputs)  # later requests are served
+
+    run(go())

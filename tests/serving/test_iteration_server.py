@@ -23,8 +23,8 @@ from protocol import codec
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.repository import ModelRepository
-from tests.serving.conftest import LONGEST_DATES_INPUT, RunningServer, start_server
-from tests.serving.test_batching import held_out, send_all, statistics
+from tests.helpers.heldout import held_out, send_all, statistics
+from tests.helpers.server import LONGEST_DATES_INPUT, RunningServer, start_server
 
 DATES, SORTER = "dates-additive", "sort-pointer"
 REQUESTS = 120  # per model

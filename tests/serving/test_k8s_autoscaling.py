@@ -5,19 +5,15 @@ the KEDA ScaledObject's query."""
 from __future__ import annotations
 
 import math
-import shutil
 import time
 
-import pytest
 import yaml
 
-from tests.deploy.test_k8s import K8S, _adapter_rules, adapter_query
-from tests.serving.test_prometheus import query, send, stack, wait_for  # noqa: F401  (stack: the fixture)
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None,
-    reason="the prometheus binary is not installed here (.ci/run installs Debian's package)",
-)
+from tests.helpers.k8s import adapter_query, adapter_rules
+from tests.helpers.metrics import query
+from tests.helpers.paths import K8S
+from tests.helpers.server import send_dates
+from tests.helpers.wait import wait_until
 
 
 def _rows(base: str, expr: str) -> list[tuple[dict, float]] | None:
@@ -30,16 +26,16 @@ def _scraped_since(base: str, since: float) -> bool:
     return any(float(r["value"][1]) > since for r in query(base, 'timestamp(up{job="attnserve"})'))
 
 
-def test_adapter_and_keda_queries_answer_per_replica(stack):  # noqa: F811
+def test_adapter_and_keda_queries_answer_per_replica(stack):
     srv, base = stack
-    send(srv.address, {("dates-additive", "onnxruntime"): 3, ("dates-dot", "onnxruntime"): 2})
+    send_dates(srv.address, {("dates-additive", "onnxruntime"): 3, ("dates-dot", "onnxruntime"): 2})
     # a scrape taken while those requests ran saw them in flight: read the values of one taken after
     sent = time.time()
-    wait_for(lambda: _scraped_since(base, sent), timeout=30, what="a scrape after the requests")
+    wait_until(lambda: _scraped_since(base, sent), "a scrape after the requests", timeout=30, interval=0.5)
     values = {}
-    for rule in _adapter_rules():
+    for rule in adapter_rules():
         expr = adapter_query(rule, 'job="attnserve"', "instance")
-        rows = wait_for(lambda e=expr: _rows(base, e), timeout=60, what=f"data for {expr}")
+        rows = wait_until(lambda e=expr: _rows(base, e), f"data for {expr}", timeout=60, interval=0.5)
         assert len(rows) == 1 and set(rows[0][0]) == {"instance"}, rows  # one value per replica
         values[rule["name"]["as"]] = rows[0][1]
     assert values["attnserve_inflight_requests"] == 0  # every request has finished
@@ -49,5 +45,5 @@ def test_adapter_and_keda_queries_answer_per_replica(stack):  # noqa: F811
     (trigger,) = scaled["spec"]["triggers"]
     expr = trigger["metadata"]["query"].replace('namespace="attnserve"', 'job="attnserve"')
     assert expr != trigger["metadata"]["query"]
-    rows = wait_for(lambda: _rows(base, expr), timeout=30, what=f"data for {expr}")
+    rows = wait_until(lambda: _rows(base, expr), f"data for {expr}", timeout=30, interval=0.5)
     assert [v for _, v in rows] == [0]

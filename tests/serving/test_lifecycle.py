@@ -4,96 +4,33 @@ readiness and --exit-on-error; a broken model does not stop the others."""
 from __future__ import annotations
 
 import collections
-import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protocol.gen.attnserve.v1 import attention_pb2, attention_pb2_grpc
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.grpc.drain import SHUTTING_DOWN
-from tests.serving.conftest import light_request, slow_request, start_server
+from tests.helpers.processes import Processes, onnx_only
+from tests.helpers.server import light_request, slow_request, start_server
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-@dataclass
-class Served:
-    """A `python -m cli.main serve` subprocess; `log` holds its output lines read so far.
-
-    Once it serves, a thread reads its output all along: a pipe nobody reads fills, and the server
-    then blocks in its next log call."""
-
-    proc: subprocess.Popen
-    port: int = 0
-    metrics_port: int = 0
-    log: list[str] = field(default_factory=list)
-    reader: threading.Thread | None = None
-
-    def inflight(self, model: str) -> float:
-        """The attnserve_inflight_requests gauge of `model`, read from /metrics."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        match = re.search(rf'^attnserve_inflight_requests{{model="{re.escape(model)}"}} (\S+)$', text, re.M)
-        return float(match.group(1)) if match else 0.0
-
-    def rest_of_log(self) -> str:
-        """Every output line, once the process has exited."""
-        if self.reader is None:
-            self.log.extend(self.proc.stdout)
-        else:
-            self.reader.join(timeout=60)
-        return "".join(self.log)
-
-
-def serve(args: list[str], env: dict[str, str] | None = None, wait_port: bool = True) -> Served:
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--grpc-port", "0", "--metrics-port", "0", "--http-port", "0",
-           "--host", "127.0.0.1", *args]  # fmt: skip
-    environ = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS" and not k.startswith("ATTNSERVE_")}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environ | (env or {}))
-    served = Served(proc)
-    if not wait_port:
-        return served
-    for line in proc.stdout:
-        served.log.append(line)
-        match = re.search(r"serving gRPC on port (\d+), metrics on port (\d+)", line)
-        if match:
-            served.port, served.metrics_port = int(match.group(1)), int(match.group(2))
-            served.reader = threading.Thread(target=served.log.extend, args=(proc.stdout,), daemon=True)
-            served.reader.start()
-            return served
-    raise AssertionError("server did not start:\n" + "".join(served.log))
-
-
-def onnx_only(reference: Path, root: Path, name: str = "sort-pointer", as_name: str | None = None) -> Path:
-    """A copy of a reference model that runs on ONNX Runtime only (no torch import: starts in ~2 s)."""
-    folder = root / (as_name or name)
-    shutil.copytree(reference / name, folder, ignore=shutil.ignore_patterns("torch"))
-    config = yaml.safe_load((folder / "config.yaml").read_text())
-    config["name"] = as_name or name
-    config["backends"] = [b for b in config["backends"] if b["name"] == "onnxruntime"]
-    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return folder
-
-
-def test_sigterm_finishes_in_flight_calls_and_exits_zero(reference_repository: Path):
+def test_sigterm_finishes_in_flight_calls_and_exits_zero(reference_repository: Path, processes: Processes):
     args = ["--repository", str(reference_repository), "--models", "dates-additive"]
-    served = serve(args, {"ATTNSERVE_DRAIN_DELAY_SECONDS": "0"})
+    served = processes.serve(args, {"ATTNSERVE_DRAIN_DELAY_SECONDS": "0"})
     proc, port, log = served.proc, served.port, served.log
     try:
         # the default core experiments were set before gRPC loaded, and the server runs with them
@@ -159,12 +96,12 @@ def light_repository(reference_repository: Path, tmp_path_factory: pytest.TempPa
 
 
 @pytest.mark.parametrize("run", range(5))
-def test_sigterm_under_load_loses_no_accepted_call(light_repository: Path, run: int):
+def test_sigterm_under_load_loses_no_accepted_call(light_repository: Path, run: int, processes: Processes):
     """20 clients in a loop, SIGTERM mid-load: every call is answered OK or refused UNAVAILABLE
     (never CANCELLED), the server's count of answered requests equals the clients' OKs, calls
     keep succeeding while health says NOT_SERVING (the drain delay), and the exit code is 0."""
     delay, grace = 0.5, 10.0
-    served = serve(
+    served = processes.serve(
         ["--repository", str(light_repository), "--models", "sort-pointer"],
         {"ATTNSERVE_DRAIN_DELAY_SECONDS": str(delay), "ATTNSERVE_GRACE_SECONDS": str(grace)},
     )
@@ -212,8 +149,8 @@ def test_sigterm_under_load_loses_no_accepted_call(light_repository: Path, run: 
     assert all(call.sent > sigterm for call in everything if call.code == "UNAVAILABLE")
 
 
-def test_a_second_signal_skips_the_drain_delay(light_repository: Path):
-    served = serve(["--repository", str(light_repository)], {"ATTNSERVE_DRAIN_DELAY_SECONDS": "600"})
+def test_a_second_signal_skips_the_drain_delay(light_repository: Path, processes: Processes):
+    served = processes.serve(["--repository", str(light_repository)], {"ATTNSERVE_DRAIN_DELAY_SECONDS": "600"})
     try:
         served.proc.send_signal(signal.SIGTERM)
         with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
@@ -270,6 +207,7 @@ def readiness(address: str) -> tuple[bool, bool, int]:
         )
 
 
+@pytest.mark.integration  # a server in process
 @pytest.mark.parametrize("kind", ["missing", "empty"])
 def test_not_ready_while_the_repository_is_missing_or_empty(tmp_path: Path, kind: str):
     repo = tmp_path / "repo"
@@ -279,7 +217,8 @@ def test_not_ready_while_the_repository_is_missing_or_empty(tmp_path: Path, kind
     try:
         assert readiness(srv.address) == (True, False, NOT_SERVING)
         expected = "does not exist" if kind == "missing" else "holds no model"
-        assert expected in srv.app.readiness_problems()[0]
+        (problem,) = srv.app.readiness_problems()
+        assert f"model repository {repo} {expected}" in problem and "bash scripts/build-repository.sh" in problem
     finally:
         srv.stop()
 
@@ -315,17 +254,19 @@ def test_not_ready_while_a_configured_model_failed_to_load(reference_repository:
         srv.stop()
 
 
-def test_exit_on_error_exits_non_zero_when_a_model_fails_to_load(reference_repository: Path, tmp_path: Path):
+def test_exit_on_error_exits_non_zero_when_a_model_fails_to_load(
+    reference_repository: Path, tmp_path: Path, processes: Processes
+):
     repo = broken_repository(reference_repository, tmp_path / "repo")
-    served = serve(["--repository", str(repo), "--exit-on-error"], wait_port=False)
+    served = processes.serve(["--repository", str(repo), "--exit-on-error"], wait_port=False)
     assert served.proc.wait(timeout=60) == 1
     log = served.rest_of_log()
     assert "exiting (exit_on_error): model 'broken' failed to load" in log, log
     assert "serving gRPC on port" not in log
-    served = serve(["--repository", str(tmp_path / "missing"), "--exit-on-error"], wait_port=False)
+    served = processes.serve(["--repository", str(tmp_path / "missing"), "--exit-on-error"], wait_port=False)
     assert served.proc.wait(timeout=60) == 1
     log = served.rest_of_log()
-    assert f"exiting (exit_on_error): model repository {tmp_path / 'missing'} does not exist" in log, log
+    assert f"exiting (exit_on_error): model repository {tmp_path / 'missing'} does not exist; build one" in log, log
 
 
 def test_a_closed_gate_refuses_calls_with_unavailable_and_still_answers_probes(light_repository: Path):

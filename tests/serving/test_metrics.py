@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import urllib.request
 import uuid
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -18,7 +19,7 @@ from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.tensors import serialize_bytes
 from serving.metrics import MODEL_LABELS
-from tests.serving.conftest import start_server
+from tests.helpers.server import grpc_stub, start_server
 
 ALLOWED_LABELS = {*MODEL_LABELS, "stage", "code", "le"}
 
@@ -32,10 +33,9 @@ def metrics_server(reference_repository):
 
 
 @pytest.fixture(scope="module")
-def stub(metrics_server):
-    channel = grpc.insecure_channel(metrics_server.address)
-    yield pb_grpc.GRPCInferenceServiceStub(channel)
-    channel.close()
+def stub(metrics_server) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
+    with grpc_stub(metrics_server.address) as s:
+        yield s
 
 
 def scrape(srv) -> str:

@@ -13,7 +13,6 @@ import http.client
 import shutil
 import socket
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +24,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from protocol.gen.inference import grpc_service_pb2 as pb
-from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import RunningServer, start_server
-from tests.serving.control import EXPLICIT_CONTROL
+from tests.helpers.server import RunningServer, start_server
+from tests.helpers.wait import wait_until
 
 MAX_CONNECTIONS = 4
 TIMEOUT = 1.0
@@ -43,15 +41,9 @@ def repo(reference_repository: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def server(repo: Path) -> Iterator[RunningServer]:
     metrics = {"max_connections": MAX_CONNECTIONS, "timeout_seconds": TIMEOUT, "triton_names": True}
-    srv = start_server(repo, metrics=metrics, **EXPLICIT_CONTROL)
+    srv = start_server(repo, metrics=metrics, model_control_mode="explicit")
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def stub(server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
-    with grpc.insecure_channel(server.address) as channel:
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
 
 
 def get(server: RunningServer, path: str = "/metrics", headers: dict | None = None) -> tuple[int, dict, bytes]:
@@ -64,22 +56,13 @@ def get(server: RunningServer, path: str = "/metrics", headers: dict | None = No
         conn.close()
 
 
-def wait_until(condition, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def test_idle_connections_are_bounded_and_hold_no_threads(server: RunningServer):
     endpoint = server.app.metrics_server
     threads = threading.active_count()
     accepted_before, refused_before = endpoint.accepted, endpoint.refused
     sockets = [socket.create_connection(("127.0.0.1", server.app.metrics_port)) for _ in range(40)]
     try:
-        assert wait_until(lambda: endpoint.accepted - accepted_before == 40)
+        wait_until(lambda: endpoint.accepted - accepted_before == 40, "40 accepted connections", timeout=10)
         # a held connection ends after TIMEOUT, so on a slow machine a later one may take its place:
         # what holds is the bound, and that every connection is either served (held) or answered 503
         assert endpoint.peak == MAX_CONNECTIONS
@@ -93,7 +76,7 @@ def test_idle_connections_are_bounded_and_hold_no_threads(server: RunningServer)
         assert len(busy) == refused
         # the held ones send nothing: each is closed after the timeout, with nothing answered
         assert all(a == b"" for a in answers if not a.startswith(b"HTTP/1.1 503"))
-        assert wait_until(lambda: endpoint.active == 0, timeout=TIMEOUT * 5)
+        wait_until(lambda: endpoint.active == 0, "every held connection to end", timeout=TIMEOUT * 5)
     finally:
         for s in sockets:
             s.close()

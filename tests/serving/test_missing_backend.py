@@ -24,8 +24,8 @@ from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.errors import InvalidInput, ModelLoadError
 from runtime.pipelines.base import bytes_tensor
 from serving.repository import ModelRepository, State
-from tests.fakes import BackendPool, copy_gru, sorter, write_model
-from tests.serving.conftest import start_server
+from tests.helpers.fakes import BackendPool, copy_gru, sorter, write_model
+from tests.helpers.server import start_server
 
 NOT_INSTALLED = (
     "backend 'torch' (backends.torch:TorchBackend) failed to import: ModuleNotFoundError(\"No module named 'torch'\")"

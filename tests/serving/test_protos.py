@@ -76,6 +76,7 @@ def files(root: Path) -> dict[str, bytes]:
 # --- (a) staleness -------------------------------------------------------------------------------
 
 
+@pytest.mark.packaging  # runs the protobuf compiler
 def test_generated_code_is_current(tmp_path: Path) -> None:
     out = tmp_path / "_gen"
     run = gen_protos(out)
@@ -86,6 +87,7 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
     assert not stale, f"stale generated code {stale}: run scripts/gen-protos.sh"
 
 
+@pytest.mark.packaging  # runs the protobuf compiler
 def test_generation_is_idempotent(tmp_path: Path) -> None:
     out = tmp_path / "_gen"
     for _ in range(2):

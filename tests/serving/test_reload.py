@@ -17,7 +17,8 @@ import pytest
 
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import RunningServer, light_request, slow_request, start_server
+from tests.helpers.server import RunningServer, grpc_stub, light_request, slow_request, start_server
+from tests.helpers.wait import wait_until
 
 ORT_FIRST = [{"name": "onnxruntime", "artifact": ""}, {"name": "torch", "artifact": "torch"}]
 TORCH_FIRST = ORT_FIRST[::-1]
@@ -35,9 +36,9 @@ def reloading(reference_repository: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture
-def stub(reloading: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
-    with grpc.insecure_channel(reloading.address) as channel:
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
+def stub(reloading) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
+    with grpc_stub(reloading.address) as s:
+        yield s
 
 
 def load_request(name: str, backends: list[dict] | None = None) -> pb.RepositoryModelLoadRequest:
@@ -59,9 +60,12 @@ def slow_call_in_flight(srv: RunningServer, stub: pb_grpc.GRPCInferenceServiceSt
 
     worker = threading.Thread(target=call)
     worker.start()
-    while srv.app.metrics.inflight_by_model().get("dates-additive", 0) < 1:
-        assert worker.is_alive(), result
-        time.sleep(0.01)
+
+    def in_flight() -> bool:
+        assert worker.is_alive(), result  # it ended before the server had it in flight
+        return srv.app.metrics.inflight_by_model().get("dates-additive", 0) >= 1
+
+    wait_until(in_flight, "the request to be in flight", interval=0.01)
     return worker, result
 
 
@@ -151,8 +155,7 @@ def test_swaps_and_unloads_under_8_clients_fail_nothing(reloading: RunningServer
     for c in clients:
         c.start()
     try:
-        while not all(calls):
-            time.sleep(0.01)
+        wait_until(lambda: all(calls), "every client's first call", interval=0.01)
         swaps_began = time.monotonic()
         for i in range(40):
             stub.RepositoryModelLoad(load_request("sort-pointer", TORCH_FIRST if i % 2 == 0 else ORT_FIRST))

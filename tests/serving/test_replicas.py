@@ -4,7 +4,7 @@ calls, one replica gets SIGTERM when 75 % are answered. No call fails, every rep
 counters show >= 20 % of the calls, and the replicas' counts of answered calls add up to the
 clients' OKs. HAProxy also sends the calls a SIGKILLed replica cannot take to the others. Then the
 recording rules of deploy/prometheus aggregate p99 across the three in a real Prometheus. About
-80 s for the four tests (docs/operations.md); run alone with `python -m pytest -q -m replicas`
+80 s for the four tests (docs/operations.md); run alone with `python -m pytest -q tests/serving/test_replicas.py`
 (-s prints the figures)."""
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from client import Client, ClientError
-from tests.serving.conftest import ROOT
-from tests.serving.test_lifecycle import Served, onnx_only, serve
-from tests.serving.test_prometheus import free_port, query, wait_for
-
-pytestmark = pytest.mark.replicas
+from tests.helpers.metrics import query
+from tests.helpers.paths import ROOT
+from tests.helpers.processes import Processes, Served, free_port, onnx_only
+from tests.helpers.wait import wait_until
 
 CLIENTS, PER_CLIENT = 16, 320  # 5,120 calls
 KILL_AT = 0.75  # SIGTERM one replica once this share of the calls is answered
@@ -62,11 +61,11 @@ def haproxy() -> str:
     return found
 
 
-def start_replicas(repository: Path, drain_delay: float, n: int = 3) -> list[Served]:
+def start_replicas(processes: Processes, repository: Path, drain_delay: float, n: int = 3) -> list[Served]:
     """`n` servers started at once; returns when each has printed its ports."""
     env = {"ATTNSERVE_DRAIN_DELAY_SECONDS": str(drain_delay), "ATTNSERVE_GRACE_SECONDS": "10"}
     args = ["--repository", str(repository), "--models", "sort-pointer"]
-    replicas = [serve(args, env, wait_port=False) for _ in range(n)]
+    replicas = [processes.serve(args, env, wait_port=False) for _ in range(n)]
     for r in replicas:
         for line in r.proc.stdout:
             r.log.append(line)
@@ -207,13 +206,13 @@ def lb(haproxy: str, tmp_path: Path) -> Iterator[StartLb]:
 
 def wait_through(address: str) -> None:
     with Client(address, wait_for_ready=True, timeout=20) as c:
-        wait_for(lambda: c.ready(), timeout=20, what=f"a call through {address}")
+        wait_until(lambda: c.ready(), f"a call through {address}", timeout=20, interval=0.5)
 
 
-def test_haproxy_spreads_calls_and_loses_none_when_a_replica_drains(light: Path, lb: StartLb):
+def test_haproxy_spreads_calls_and_loses_none_when_a_replica_drains(light: Path, lb: StartLb, processes: Processes):
     """The shipped HAProxy config, drain delay 2 s (above the check's inter x fall = 1 s): HAProxy
     takes the replica out when its health says NOT_SERVING, before it refuses anything."""
-    replicas = start_replicas(light, drain_delay=2.0)
+    replicas = start_replicas(processes, light, drain_delay=2.0)
     try:
         port = free_port()
         proc, log = lb(haproxy_config(port, replicas))
@@ -230,11 +229,11 @@ def test_haproxy_spreads_calls_and_loses_none_when_a_replica_drains(light: Path,
     print(f"\nHAProxy: {figures}")
 
 
-def test_haproxy_sends_a_call_a_dead_replica_cannot_take_to_another(light: Path, lb: StartLb):
+def test_haproxy_sends_a_call_a_dead_replica_cannot_take_to_another(light: Path, lb: StartLb, processes: Processes):
     """SIGKILL, no drain: until its check notices (here never: inter 1 h), HAProxy still picks the
     dead replica; the config's retries and redispatch send those calls to the others. The control,
     the same config without `option redispatch` and `retry-on`, hands some failures to the client."""
-    replicas = start_replicas(light, drain_delay=0.0)
+    replicas = start_replicas(processes, light, drain_delay=0.0)
     try:
         ports = free_port(), free_port()
         shipped = haproxy_config(ports[0], replicas).replace("check inter 1s", "check inter 1h")
@@ -268,11 +267,11 @@ def sequential(client: Client, n: int) -> collections.Counter[str]:
     return outcomes
 
 
-def test_client_round_robin_loses_none_when_a_replica_drains(light: Path):
+def test_client_round_robin_loses_none_when_a_replica_drains(light: Path, processes: Processes):
     """No load balancer: Client("a,b,c") balances and health-checks itself. Drain delay 0, as in
     deploy/k8s (the preStop sleep holds SIGTERM): refusals begin at once and the retry policy and
     the health check absorb them."""
-    replicas = start_replicas(light, drain_delay=0.0)
+    replicas = start_replicas(processes, light, drain_delay=0.0)
     try:
         address = ",".join(f"127.0.0.1:{r.port}" for r in replicas)
         run = load_and_kill(address, replicas[0])
@@ -286,8 +285,8 @@ PROMETHEUS = shutil.which("prometheus")
 
 
 @pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not installed here (.ci/run installs it)")
-def test_recording_rules_aggregate_p99_across_replicas(light: Path, tmp_path: Path):
-    replicas = start_replicas(light, drain_delay=0.0)
+def test_recording_rules_aggregate_p99_across_replicas(light: Path, tmp_path: Path, processes: Processes):
+    replicas = start_replicas(processes, light, drain_delay=0.0)
     rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yml").read_text())
     shutil.copy(ROOT / "deploy" / "prometheus" / "rules.yml", tmp_path / "rules.yml")
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
@@ -311,21 +310,21 @@ def test_recording_rules_aggregate_p99_across_replicas(light: Path, tmp_path: Pa
 
     sender = threading.Thread(target=traffic)
     try:
-        wait_for(lambda: _up(base) == 3, what="the three scrape targets to be up")
+        wait_until(lambda: _up(base) == 3, "the three scrape targets to be up", interval=0.5)
         sender.start()
         live = "count(count by (instance) (rate(attnserve_request_duration_seconds_count[1m]) > 0))"
-        wait_for(lambda: _scalar(base, live) == 3, what="requests seen on all three replicas")
+        wait_until(lambda: _scalar(base, live) == 3, "requests seen on all three replicas", interval=0.5)
         p99 = "attention_backend:attnserve_request_duration_seconds:p99"
 
         def finite(expr: str) -> list[dict] | None:
             rows = query(base, expr)
             return rows if rows and all(math.isfinite(float(r["value"][1])) for r in rows) else None
 
-        (row,) = wait_for(lambda: finite(p99), what="the aggregated p99")
+        (row,) = wait_until(lambda: finite(p99), "the aggregated p99", interval=0.5)
         assert row["metric"] == {"__name__": p99, "attention": "additive", "backend": "onnxruntime"}
         assert 0 < float(row["value"][1]) < 10
         for record in (r["record"] for g in rules["groups"] for r in g["rules"]):  # no rule keeps a replica label
-            rows = wait_for(lambda e=record: finite(e), timeout=30, what=f"data for {record}")
+            rows = wait_until(lambda e=record: finite(e), f"data for {record}", timeout=30, interval=0.5)
             assert not any({"instance", "job"} & set(r["metric"]) for r in rows), rows
     finally:
         done.set()

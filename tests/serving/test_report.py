@@ -14,7 +14,7 @@ from cli.report import build_report, write_report
 from cli.report.figures import Int8Figures, ModelFigures, collect
 from cli.report.measure import Latency
 from cli.report.render import Report, markdown
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -123,3 +123,20 @@ def test_the_committed_report_is_current_and_the_readme_shows_it():
     for plot in ("quality.png", "cost.png", "scale.png"):
         assert (ROOT / "docs" / "report" / plot).read_bytes().startswith(PNG)
         assert f"(docs/report/{plot})" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_report_without_a_repository_says_where_it_looked_and_how_to_build_one(tmp_path, monkeypatch, capsys, state):
+    from cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    if state == "empty":
+        (tmp_path / "model_repository").mkdir()
+    assert main(["report", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    found = "does not exist" if state == "missing" else "holds no model (no <name>/ folder)"
+    assert f"attnserve report: model repository model_repository (under {tmp_path}) {found}" in err, err
+    assert "bash scripts/build-repository.sh" in err and "attnserve export --all --repository model_repository" in err
+    assert "Errno" not in err and not (tmp_path / "out").exists()
+    assert main(["report", "--repository", str(tmp_path / "elsewhere")]) == 2  # an absolute path is shown as given
+    assert f"model repository {tmp_path / 'elsewhere'} does not exist; build one" in capsys.readouterr().err

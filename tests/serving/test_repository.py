@@ -1,4 +1,4 @@
-"""ModelRepository over a tiny repository of fake models served by the numpy backend (tests/fakes.py):
+"""ModelRepository over a tiny repository of fake models served by the numpy backend (tests/helpers/fakes.py):
 loading, the config/graph signature check, version policies, unload and reload."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from runtime.pipelines.classify import ClassifyPipeline
 from runtime.pipelines.sort import SortPipeline
 from runtime.pipelines.translate import TranslatePipeline
 from serving.repository import ModelRepository, State, check_name
-from tests.fakes import FAKES, BackendPool, copy_gru, write_model, write_repository
+from tests.helpers.fakes import FAKES, BackendPool, copy_gru, write_model, write_repository
 
 
 @pytest.fixture
@@ -141,6 +141,31 @@ def test_a_broken_model_does_not_stop_the_others(root: Path, repository: ModelRe
     states = {e.name: e.state for e in repository.index()}
     assert states == {"copy-gru": State.READY, "copy-transformer": State.READY, "keywords": State.READY,
                       "sorter": State.UNAVAILABLE}  # fmt: skip
+
+
+def test_every_folder_is_listed_and_what_cannot_load_says_why_once(
+    root: Path, repository: ModelRepository, caplog: pytest.LogCaptureFixture
+):
+    (root / "notes" / "1").mkdir(parents=True)  # neither config.yaml nor a graph
+    (root / "half" / "1").mkdir(parents=True)
+    (root / "half" / CONFIG_FILE).write_text("max_batch_size: 8\n")  # a partial config, no graph
+    (root / "my model").mkdir()  # a name no model may have
+    (root / ".cache").mkdir()  # hidden: not a model
+    (root / "README").write_text("not a folder")
+    with caplog.at_level("ERROR", logger="serving.repository"):
+        failed = repository.load_all()
+    assert failed == {
+        "notes": "model 'notes' has no config.yaml and no <version>/model.onnx to complete it from",
+        "half": "model 'half' has a config.yaml that lists no components and no <version>/model.onnx "
+        "to complete it from",
+    }
+    index = {e.name: (e.state, e.reason) for e in repository.index()}
+    assert sorted(index) == ["copy-gru", "copy-transformer", "half", "keywords", "my model", "notes", "sorter"]
+    assert index["notes"] == (State.UNAVAILABLE, failed["notes"])
+    assert index["my model"][0] is State.UNAVAILABLE and "not a model name" in index["my model"][1]
+    said = [r.getMessage() for r in caplog.records]
+    assert [m for m in said if "notes" in m] == [f"model notes failed to load: {failed['notes']}"]
+    assert len([m for m in said if "my model" in m]) == 1
 
 
 @pytest.mark.parametrize(

@@ -30,9 +30,9 @@ from tritonclient.utils import InferenceServerException
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.http.server import SHUTTING_DOWN, TOO_MANY
-from tests.serving.conftest import RunningServer, start_server
-from tests.serving.pki import make_pki
-from tests.serving.test_lifecycle import onnx_only, serve
+from tests.helpers.pki import make_pki
+from tests.helpers.processes import Processes, onnx_only
+from tests.helpers.server import RunningServer, start_server
 
 DATES = ["Freitag, 2. September 1983", "14 de març 2003", "perjantai 7. kesäkuuta 1957", "3 mars 2021"]
 DOC = "real-time strategy game. Build an empire of seven kingdoms, trade, and fight wars."
@@ -415,8 +415,10 @@ def light_repository(reference_repository: Path, tmp_path_factory: pytest.TempPa
     return root
 
 
-def test_ready_is_503_while_draining_after_sigterm_and_requests_still_succeed(light_repository: Path):
-    served = serve(["--repository", str(light_repository)], {"ATTNSERVE_DRAIN_DELAY_SECONDS": "600"})
+def test_ready_is_503_while_draining_after_sigterm_and_requests_still_succeed(
+    light_repository: Path, processes: Processes
+):
+    served = processes.serve(["--repository", str(light_repository)], {"ATTNSERVE_DRAIN_DELAY_SECONDS": "600"})
     try:
         address = http_address(served.log)
         assert call(address, "GET", "/v2/health/ready")[:3:2] == (200, {"ready": True})
@@ -454,11 +456,11 @@ def looping_client(address: str, results: list[str], stop: threading.Event) -> N
             return
 
 
-def test_sigterm_under_load_answers_every_accepted_rest_request(light_repository: Path):
+def test_sigterm_under_load_answers_every_accepted_rest_request(light_repository: Path, processes: Processes):
     """8 REST clients in a loop, SIGTERM mid-load: each request is answered 200, or refused 503
     (shutting down) or never accepted (connection closed or refused); none fails otherwise, and
     the server's count of answered requests equals the clients' 200s."""
-    served = serve(
+    served = processes.serve(
         ["--repository", str(light_repository), "--models", "sort-pointer"],
         {"ATTNSERVE_DRAIN_DELAY_SECONDS": "0.5", "ATTNSERVE_GRACE_SECONDS": "10"},
     )

@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from runtime.errors import ErrorCode
 from serving.http.errors import HTTP_STATUS
-from tests.serving.conftest import RunningServer, start_server
+from tests.helpers.server import RunningServer, start_server
 
 MODELS = ["dates-additive", "sort-pointer"]
 SPARE = "dates-dot"  # in the repository, not loaded at start

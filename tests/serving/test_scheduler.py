@@ -14,14 +14,12 @@ import pytest
 from pydantic import ValidationError
 
 from runtime.config import ModelConfig
-from runtime.errors import BackendFailure, DeadlineExceeded, QueueFull
+from runtime.errors import BackendFailure, DeadlineExceeded, ModelUnavailable, QueueFull
 from runtime.pipelines.base import Outputs, Pipeline, Prepared, Runners, T
 from serving.scheduler import Execution, Policy, Scheduler
 from serving.scheduler.inline import PROBE_EVERY, PROBE_LEN, QUIET_TO_INLINE, InlineGate
-from tests.fakes import copy_gru
-from tests.serving.test_iteration import Harness as IterationHarness
-
-until = IterationHarness.until  # bounded poll of a condition another thread makes true
+from tests.helpers.fakes import copy_gru
+from tests.helpers.wait import wait_until_async
 
 
 class Gated(Pipeline):
@@ -87,8 +85,7 @@ class Harness:
     async def busy(self) -> asyncio.Task:
         """Submit one request and wait until it computes (held until the test lets it proceed)."""
         task = self.submit(100)
-        while not self.pipeline.started.is_set():
-            await asyncio.sleep(0.001)
+        await wait_until_async(self.pipeline.started.is_set, "the request to start computing")
         return task
 
     async def release(self, *tasks: asyncio.Task) -> list[Any]:
@@ -160,7 +157,7 @@ def test_without_batching_requests_run_alone_and_concurrently():
     async def go() -> None:
         h = Harness(Policy(max_batch_size=8, batching=False, concurrency=2))
         tasks = [h.submit(i) for i in range(3)]
-        await until(lambda: len(h.pipeline.batches) == 2, "the executor's threads never started two requests")
+        await wait_until_async(lambda: len(h.pipeline.batches) == 2, "the executor's threads to start two requests")
         await asyncio.sleep(0.01)  # a third would have started by now if it could
         assert len(h.pipeline.batches) == 2 and h.scheduler.queued == 1  # two run at once
         await h.release(*tasks)
@@ -322,12 +319,28 @@ def test_a_computing_batch_goes_on_while_one_of_its_callers_waits():
         h.pipeline.started.clear()
         h.pipeline.open()
         await first
-        while not h.pipeline.started.is_set():
-            await asyncio.sleep(0.001)
+        await wait_until_async(h.pipeline.started.is_set, "the second batch to start computing")
         assert h.pipeline.batches == [[100], [1, 2]]
         gone.cancel()  # while its batch computes
         await asyncio.sleep(0.01)
         h.pipeline.open()
         assert int((await kept).outputs["y"][0]) == 4 and h.steps == 2
+
+    run(go())
+
+
+def test_drain_refuses_the_waiting_requests_and_the_running_batch_finishes():
+    async def go() -> None:
+        h = Harness(BATCHING)
+        first = await h.busy()
+        queued = [h.submit(1, deadline=asyncio.get_running_loop().time() + 60), h.submit(2)]
+        await asyncio.sleep(0.01)
+        h.scheduler.drain(ModelUnavailable("model 'toy' version 1: the server is shutting down"))
+        assert h.scheduler.queued == 0
+        done = await h.release(first, *queued)
+        assert int(done[0].outputs["y"][0]) == 200
+        assert [type(r) for r in done[1:]] == [ModelUnavailable, ModelUnavailable]
+        assert h.pipeline.batches == [[100]]  # the drained requests never ran
+        assert int((await h.submit(3)).outputs["y"][0]) == 6  # later requests are served
 
     run(go())

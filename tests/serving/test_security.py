@@ -15,7 +15,7 @@ from serving.app import App
 from serving.grpc.auth import CONTROL, MODEL_CONTROL, OPEN, scope_of
 from serving.security import AuthSettings, Scope, TlsFiles, TlsSettings, TokenTable, read_tokens_file
 from serving.settings import ServerSettings, load_settings
-from tests.serving.pki import Pki, make_pki
+from tests.helpers.pki import Pki, make_pki
 
 INFER, CONTROL_TOKEN, BOTH = (secrets.token_urlsafe(24) for _ in range(3))
 

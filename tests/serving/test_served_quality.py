@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import grpc
 import pytest
 
 from models import checkpoint
 from models.recipes import RECIPES
 from protocol import codec
-from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.pipelines.factory import pipeline_class
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,13 +26,6 @@ TASKS = {
     "debian-translate": "translate",
 }
 OUTPUTS = {"translate": ["text"], "sort": ["order"], "classify": ["label"]}
-
-
-@pytest.fixture(scope="module")
-def stub(server):
-    channel = grpc.insecure_channel(server.address, options=[("grpc.max_receive_message_length", 2**31 - 1)])
-    yield pb_grpc.GRPCInferenceServiceStub(channel)
-    channel.close()
 
 
 def served(stub, model: str, task: str, sources: list, backend: str) -> list:

@@ -23,8 +23,9 @@ from protocol.gen.attnserve.v1 import attention_pb2_grpc as apb_grpc
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.text import EOS
-from tests.serving.conftest import LONGEST_DATES_INPUT, RunningServer, light_request, start_server
-from tests.serving.test_tritonclient import DATES, text_input
+from tests.helpers.server import LONGEST_DATES_INPUT, RunningServer, light_request, start_server
+from tests.helpers.triton import DATES, text_input
+from tests.helpers.wait import wait_until
 
 MODEL = "dates-additive"
 OUTPUTS = ["text", "attention", "output_lengths", "input_lengths"]
@@ -156,10 +157,8 @@ def test_closing_the_stream_stops_its_requests(server: RunningServer):
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         before = stats(stub)
         call = stub.ModelStreamInfer(requests())
-        end = time.monotonic() + 30
-        while server.app.metrics.inflight_by_model().get(MODEL) != 1:  # the server has it
-            assert time.monotonic() < end, "the slow request never showed in flight"
-            time.sleep(0.02)
+        in_flight = lambda: server.app.metrics.inflight_by_model().get(MODEL) == 1  # noqa: E731
+        wait_until(in_flight, "the server to have the slow request in flight", timeout=30, interval=0.02)
         time.sleep(0.1)  # computing
         call.cancel()
         open_.set()

@@ -20,8 +20,9 @@ from tritonclient.utils import InferenceServerException
 
 from cli.main import main
 from client import Client, ClientError
-from tests.serving.conftest import ROOT, RunningServer, start_server
-from tests.serving.pki import Pki, make_pki
+from tests.helpers.paths import ROOT
+from tests.helpers.pki import Pki, make_pki
+from tests.helpers.server import RunningServer, start_server
 
 MODEL = "dates-additive"
 DATE = "Freitag, 2. September 1983"

@@ -25,7 +25,8 @@ from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.tensors import serialize_bytes
 from serving.app import App
 from serving.settings import ServerSettings
-from tests.serving.conftest import ROOT, RunningServer, light_request
+from tests.helpers.paths import ROOT
+from tests.helpers.server import RunningServer, light_request
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -234,7 +235,7 @@ async def main():
                               metrics={"enabled": False})
     app = App(settings)
     await app.start()
-    from tests.serving.conftest import light_request
+    from tests.helpers.server import light_request
     import grpc
     from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:

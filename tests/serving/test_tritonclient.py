@@ -9,7 +9,8 @@ import pytest
 import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
-DATES = ["Freitag, 2. September 1983", "14 de març 2003", "perjantai 7. kesäkuuta 1957"]
+from tests.helpers.triton import DATES, text_input
+
 DOC = (
     "real-time strategy game. Build an empire of seven kingdoms, trade, and fight wars. "
     "The game offers a campaign and multiplayer over the network."
@@ -19,12 +20,6 @@ DOC = (
 @pytest.fixture(scope="module")
 def client(server) -> tc.InferenceServerClient:
     return tc.InferenceServerClient(server.address)
-
-
-def text_input(texts: list[str]) -> tc.InferInput:
-    inp = tc.InferInput("text", [len(texts)], "BYTES")
-    inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))
-    return inp
 
 
 def test_health_and_metadata(client):

@@ -22,7 +22,15 @@ from models.data.dates_in_text import (
     splits,
 )
 
-TRAIN, TEST = splits(seed=0, n_train=1500, n_test=400)
+pytestmark = pytest.mark.integration  # draws the task's whole train and test splits (babel)
+
+
+@pytest.fixture(scope="module")
+def drawn() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(train, test): the splits of seed 0, 1,500 and 400 examples (drawn once: babel is slow)."""
+    return splits(seed=0, n_train=1500, n_test=400)
+
+
 FIELDS = {
     "n": r"\d{3,6}",
     "amount": r"\d{1,4},\d\d \S+",
@@ -70,15 +78,17 @@ def clauses_used(sentence: str, iso: str) -> tuple[set[str], set[str]]:
     return date_words, others
 
 
-def test_sentences_are_40_to_120_characters_with_the_iso_date_as_target():
-    for sentence, iso in TRAIN + TEST:
+def test_sentences_are_40_to_120_characters_with_the_iso_date_as_target(drawn):
+    train, test = drawn
+    for sentence, iso in train + test:
         assert MIN_CHARS <= len(sentence) <= MAX_CHARS, sentence
         dt.date.fromisoformat(iso)  # a real date
         assert dates.FIRST.isoformat() <= iso <= dates.LAST.isoformat()
 
 
-def test_each_sentence_is_a_date_clause_among_two_to_four_distractors():
-    for sentence, iso in TRAIN[:300] + TEST[:300]:
+def test_each_sentence_is_a_date_clause_among_two_to_four_distractors(drawn):
+    train, test = drawn
+    for sentence, iso in train[:300] + test[:300]:
         date_words, others = clauses_used(sentence, iso)
         assert date_words, sentence
         assert 2 <= len(others) <= 4, (sentence, others)
@@ -86,18 +96,20 @@ def test_each_sentence_is_a_date_clause_among_two_to_four_distractors():
         assert year not in sentence.replace(date_form(sentence, iso), ""), sentence  # the only year is the date's
 
 
-def test_held_out_dates_are_never_trained_on():
-    train_dates, test_dates = {iso for _, iso in TRAIN}, {iso for _, iso in TEST}
+def test_held_out_dates_are_never_trained_on(drawn):
+    train, test = drawn
+    train_dates, test_dates = {iso for _, iso in train}, {iso for _, iso in test}
     assert train_dates.isdisjoint(test_dates)
     assert all(is_held_out(dt.date.fromisoformat(iso)) for iso in test_dates)
     assert not any(is_held_out(dt.date.fromisoformat(iso)) for iso in train_dates)
-    assert not {s for s, _ in TRAIN} & {s for s, _ in TEST}
+    assert not {s for s, _ in train} & {s for s, _ in test}
     assert language("pl") == "en" and language("pt_BR") == "pt"
 
 
-def test_the_wordings_around_held_out_dates_are_the_trained_ones():
-    trained = set().union(*(d | o for d, o in (clauses_used(s, iso) for s, iso in TRAIN)))
-    held_out = set().union(*(d | o for d, o in (clauses_used(s, iso) for s, iso in TEST)))
+def test_the_wordings_around_held_out_dates_are_the_trained_ones(drawn):
+    train, test = drawn
+    trained = set().union(*(d | o for d, o in (clauses_used(s, iso) for s, iso in train)))
+    held_out = set().union(*(d | o for d, o in (clauses_used(s, iso) for s, iso in test)))
     assert held_out <= trained
     assert len(held_out) > len(CLAUSES["en"]["other"])  # many wordings, of several languages
 
@@ -107,17 +119,19 @@ def test_deterministic_under_a_seed():
     assert generate(50, seed=3, held_out=False) != generate(50, seed=4, held_out=False)
 
 
-def test_the_held_out_split_alone_is_the_one_splits_gives():
+def test_the_held_out_split_alone_is_the_one_splits_gives(drawn):
     """What export validation and the served-quality tests read: the same sentences, in order."""
+    _, test = drawn
     from models.families.text2text import InTextTask
 
-    assert held_out_split(0, 400) == TEST
+    assert held_out_split(0, 400) == test
     assert InTextTask.held_out(0, 50) == splits(seed=0, n_train=10)[1][:50]
 
 
 @pytest.mark.parametrize("held_out", [False, True])
-def test_every_language_with_clauses_is_drawn(held_out):
-    sample = TEST if held_out else TRAIN
+def test_every_language_with_clauses_is_drawn(held_out, drawn):
+    train, test = drawn
+    sample = test if held_out else train
     langs = {
         lang
         for sentence, iso in sample

@@ -13,7 +13,6 @@ from models.data import debian
 from models.data.debian import LABELS, Doc, assemble, parse_packages, parse_translations
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "debian-docs-sample.jsonl"
-REAL = Path(__file__).resolve().parents[3] / "data" / "debian-docs.jsonl"
 
 
 def _md5(text: str) -> str:
@@ -303,6 +302,7 @@ def test_load_fixture() -> None:
     assert FIXTURE.stat().st_size < 100_000
 
 
+@pytest.mark.integration  # fits the TF-IDF baseline
 def test_tfidf_logreg_on_fixture() -> None:
     from models.baselines import tfidf_logreg_accuracy
 
@@ -313,10 +313,8 @@ def test_tfidf_logreg_on_fixture() -> None:
     assert isinstance(acc, float) and 0.0 <= acc <= 1.0
 
 
-def test_real_build_has_no_source_in_both_splits() -> None:
-    if not REAL.exists():
-        pytest.skip(f"{REAL} not built (run models.data.debian.build)")
-    docs = debian.load(REAL)
+def test_real_build_has_no_source_in_both_splits(debian_corpus: Path) -> None:
+    docs = debian.load(debian_corpus)
     splits: dict[str, set[str]] = {}
     for d in docs:
         splits.setdefault(d.source, set()).add(d.split)

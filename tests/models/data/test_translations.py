@@ -147,6 +147,7 @@ def test_held_out_falls_back_to_the_sample(tmp_path: Path):
     assert [(p.en, p.xx) for p in got] == [(p.en, p.xx) for p in translations.load(translations.sample_path("de"))[:7]]
 
 
+@pytest.mark.integration  # fetches the real archive and builds the corpus twice
 def test_fetch_as_any_user_and_rebuild_identically(tmp_path: Path):
     """The real archive: fetched into a private folder (no root needed), built twice from the same
     files with equal hashes. Skips where Debian's mirrors cannot be reached."""

@@ -25,6 +25,7 @@ from backends.base import Backend, BackendOptions, Device, artifact_file
 from runtime.config import Component, ModelConfig
 from runtime.decode import DecodeLoop, Runner
 from runtime.errors import BackendFailure, InvalidInput, ModelLoadError
+from runtime.pipelines.base import Pipeline
 from runtime.tensors import Signature, TensorSpec
 from runtime.text import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Vocab
 
@@ -530,6 +531,17 @@ class BackendPool:
         if name not in classes:
             raise InvalidInput(f"unknown backend {name!r}; installed: {', '.join(sorted(classes))}")
         return type(classes[name].__name__, (classes[name],), {"pool": self.loaded})
+
+
+@dataclass
+class Served:
+    """A fake model's pipeline with its runners, called as the server calls it."""
+
+    pipeline: Pipeline
+    runners: dict[str, Runner]
+
+    def run(self, inputs: Mapping[str, np.ndarray], **params: Any) -> dict[str, np.ndarray]:
+        return self.pipeline.run(inputs, params, self.runners)
 
 
 # --- the repository writer -------------------------------------------------------------------
