@@ -40,6 +40,17 @@ class Backend(abc.ABC):
     Options: ClassVar[type[BackendOptions]] = BackendOptions
 
     @classmethod
+    def coerce_options(cls, options: BackendOptions | Mapping[str, Any] | None) -> Any:
+        """`options` as this backend's `Options`: None gives the defaults; another BackendOptions
+        passes the fields it set, a mapping its keys (validated: unknown keys are errors)."""
+        if isinstance(options, cls.Options):
+            return options
+        if options is None:
+            return cls.Options()
+        data = options.model_dump(exclude_unset=True) if isinstance(options, BackendOptions) else dict(options)
+        return cls.Options.model_validate(data)
+
+    @classmethod
     @abc.abstractmethod
     def load(cls, artifact_dir: Path, component: Component, device: Device, options: BackendOptions) -> Self:
         """Load `component` (its name, the file `config.yaml` names, its declared signature) from

@@ -68,15 +68,6 @@ def _tensor_spec(arg: Any, path: Path) -> TensorSpec:
     return TensorSpec(name=arg.name, dtype=_DTYPES[arg.type], axes=axes)
 
 
-def _coerce_options(cls: type[Backend], options: BackendOptions | Mapping[str, Any] | None) -> Any:
-    if isinstance(options, cls.Options):
-        return options
-    if options is None:
-        return cls.Options()
-    data = options.model_dump(exclude_unset=True) if isinstance(options, BackendOptions) else dict(options)
-    return cls.Options.model_validate(data)
-
-
 def _texts(array: np.ndarray, what: str) -> np.ndarray:
     """A BYTES tensor (bytes or str items) as an object array of str; InvalidInput when not UTF-8."""
     flat = array.reshape(-1)
@@ -160,7 +151,7 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def load(cls, artifact_dir: Path, component: Component, device: Device, options: BackendOptions) -> Self:
-        opts: OnnxRuntimeOptions = _coerce_options(cls, options)
+        opts: OnnxRuntimeOptions = cls.coerce_options(options)
         path = artifact_file(artifact_dir, component.file)
         if device not in ("cpu", "cuda"):
             raise ModelLoadError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")

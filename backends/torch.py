@@ -24,15 +24,6 @@ class TorchOptions(BackendOptions):
     num_threads: int = 1  # torch.set_num_threads: process-wide, applied at load
 
 
-def _coerce_options(cls: type[Backend], options: BackendOptions | Mapping[str, Any] | None) -> Any:
-    if isinstance(options, cls.Options):
-        return options
-    if options is None:
-        return cls.Options()
-    data = options.model_dump(exclude_unset=True) if isinstance(options, BackendOptions) else dict(options)
-    return cls.Options.model_validate(data)
-
-
 def check_inputs(component: str, signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
     """Names, array type, dtype, rank, fixed sizes and one size per symbolic axis; else InvalidInput."""
     expected = [t.name for t in signature.inputs]
@@ -87,7 +78,7 @@ class TorchBackend(Backend):
 
     @classmethod
     def load(cls, artifact_dir: Path, component: Component, device: Device, options: BackendOptions) -> Self:
-        opts: TorchOptions = _coerce_options(cls, options)
+        opts: TorchOptions = cls.coerce_options(options)
         from models import checkpoint
         from models.components.spec import get_spec
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from backends.loader import get_backend
+from runtime.percentiles import percentile
 from runtime.pipelines.base import Prepared, bytes_tensor
 from serving.repository import LoadedVersion, ModelRepository
 from serving.scheduler import Calls, Execution, IterationScheduler, Policy, Scheduler
@@ -154,10 +155,10 @@ def summary(
     row |= {
         "rps": len(every) / wall,
         "cpu_ms": 1e3 * cpu / len(every),
-        "p50_ms": float(np.percentile(every, 50)),
-        "p99_ms": float(np.percentile(every, 99)),
+        "p50_ms": percentile(every, 50),
+        "p99_ms": percentile(every, 99),
     }
-    row |= {f"p50_ms_{m}": float(np.percentile(v, 50)) for m, v in latencies.items() if v}  # fmt: skip
+    row |= {f"p50_ms_{m}": percentile(v, 50) for m, v in latencies.items() if v}  # fmt: skip
     if recorder.step_rows:
         row |= {"steps": len(recorder.step_rows), "mean_rows": float(np.mean(recorder.step_rows)),
                 "requests_per_admission": float(np.mean([e.requests for e in recorder.executions]))}  # fmt: skip

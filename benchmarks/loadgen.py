@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from runtime.percentiles import percentile
+
 Call = Callable[[int], Awaitable[Any]]  # the i-th request of a client
 
 
@@ -27,14 +29,6 @@ class Load:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile (nearest rank) of `values`, 0.0 when empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def closed_loop(call: Call, clients: int, seconds: float, warmup: float = 0.5) -> Load:
@@ -69,6 +63,6 @@ async def closed_loop(call: Call, clients: int, seconds: float, warmup: float = 
         requests=answered,
         errors=errors,
         rps=answered / seconds,
-        p50_ms=percentile(latencies, 0.5) * 1e3,
-        p99_ms=percentile(latencies, 0.99) * 1e3,
+        p50_ms=percentile(latencies, 50) * 1e3,
+        p99_ms=percentile(latencies, 99) * 1e3,
     )

@@ -21,6 +21,8 @@ import numpy as np
 import tritonclient.grpc as tg
 import tritonclient.http as th
 
+from runtime.percentiles import percentile
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -85,7 +87,7 @@ def main() -> int:
     print(f"sort-pointer, batch 1, {args.rounds} rounds interleaved, one client at a time")
     print("| way | p50 ms | p99 ms | p50 / gRPC p50 |\n|---|---|---|---|")
     for name, ts in times.items():
-        p50, p99 = statistics.median(ts), float(np.percentile(ts, 99))
+        p50, p99 = percentile(ts, 50), percentile(ts, 99)
         print(f"| {name} | {p50 * 1e3:.2f} | {p99 * 1e3:.2f} | {p50 / base:.2f} |")
 
     limit = HttpSettings().max_json_bytes  # the largest JSON part accepted: integers are the slowest to parse

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import threading
@@ -41,6 +40,7 @@ from backends.loader import get_backend
 from protocol import codec
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
+from runtime.percentiles import percentile
 from serving.repository import ModelRepository
 
 BLOCK = 10  # requests of one kind in a row
@@ -119,8 +119,8 @@ def switches_per_call(pid: int, call: Callable[[], object], n: int = 500) -> flo
 
 
 def summary(samples: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1e3 for s in samples)
-    return {"p50_ms": statistics.median(ms), "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))], "n": len(ms)}
+    ms = [s * 1e3 for s in samples]
+    return {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "n": len(ms)}
 
 
 def rotate(kinds: dict[str, Callable[[], object]], requests: int) -> dict[str, list[float]]:

@@ -3,7 +3,6 @@
 from client.channel import RetryPolicy
 from client.clients import (
     AsyncClient,
-    AttentionMap,
     Classification,
     Client,
     ClientError,
@@ -11,6 +10,7 @@ from client.clients import (
     Sorted,
     Translation,
 )
+from runtime.attention_map import AttentionMap
 
 __all__ = [
     "AsyncClient",

@@ -21,10 +21,10 @@ connection instead of failing at once; `metadata={"x-team": "a"}` adds headers t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Concatenate, Generic, Literal, NamedTuple, ParamSpec, TypeVar
 
 import grpc
 import numpy as np
@@ -37,22 +37,13 @@ from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from runtime.attention_map import AttentionMap
 
-__all__ = [
-    "AsyncClient",
-    "AttentionMap",
-    "Classification",
-    "Client",
-    "ClientError",
-    "RetryPolicy",
-    "Sentence",
-    "Sorted",
-    "Translation",
-]
-
 MAX_MESSAGE = 2**31 - 1
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
 DEFAULT_RETRY = RetryPolicy()  # up to 5 attempts on UNAVAILABLE, backoff 0.1 s doubling to 1 s
 ROW_LABEL_CHARS = 40  # hierarchical maps: sentence row labels cut to this many characters
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ClientError(Exception):
@@ -152,7 +143,7 @@ class Sorted:
     attention: AttentionMap | None = None  # rows: decoding steps (the value picked), cols: input values
 
 
-# --- requests and responses (shared by both clients) --------------------------------------
+# --- responses and requests of both clients -----------------------------------------------
 
 
 def _index(response: pb.RepositoryIndexResponse) -> list[dict[str, str]]:
@@ -170,6 +161,10 @@ def _metadata(response: pb.ModelMetadataResponse) -> dict[str, Any]:
         "inputs": tensors(response.inputs),
         "outputs": tensors(response.outputs),
     }
+
+
+def _is_ready(response: Any) -> bool:
+    return bool(response.ready)
 
 
 def _texts(texts: str | Sequence[str]) -> list[str]:
@@ -217,11 +212,92 @@ def _sort_request(model: str, rows: Any, return_attention: bool, backend: str) -
     return request
 
 
-# --- the clients --------------------------------------------------------------------------
+# --- the calls, written once for both clients -------------------------------------------
 
 
-class Client:
-    """Synchronous client; use as a context manager or call close()."""
+@dataclass(frozen=True)
+class Call(Generic[R]):
+    """One RPC: the stub (`inference` or `attention`) and method to call, the request, and how the
+    response becomes the result."""
+
+    stub: Literal["inference", "attention"]
+    method: str
+    request: Any
+    result: Callable[[Any], R]
+
+
+def _models() -> Call[list[dict[str, str]]]:
+    """The repository index: one entry per model version (or per model without versions)."""
+    return Call("inference", "RepositoryIndex", pb.RepositoryIndexRequest(), _index)
+
+
+def _ready(model: str | None = None, version: str = "") -> Call[bool]:
+    """Server readiness, or a model's (NOT_FOUND for a model the repository does not have)."""
+    if model is None:
+        return Call("inference", "ServerReady", pb.ServerReadyRequest(), _is_ready)
+    return Call("inference", "ModelReady", pb.ModelReadyRequest(name=model, version=str(version)), _is_ready)
+
+
+def _model_metadata(model: str, version: str = "") -> Call[dict[str, Any]]:
+    """A model's name, versions, platform, inputs and outputs."""
+    return Call("inference", "ModelMetadata", pb.ModelMetadataRequest(name=model, version=str(version)), _metadata)
+
+
+def _infer(
+    model: str,
+    inputs: Mapping[str, Any],
+    outputs: Sequence[str] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    version: str = "",
+) -> Call[dict[str, np.ndarray]]:
+    """ModelInfer with raw tensors; `outputs` None: every output the model has."""
+    request = codec.infer_request(model, inputs, outputs, parameters, version)
+    return Call("inference", "ModelInfer", request, codec.response_tensors)
+
+
+def _translate(
+    model: str,
+    texts: str | Sequence[str],
+    return_attention: bool = False,
+    beam_size: int = 0,
+    max_length: int = 0,
+    backend: str = "",
+) -> Call[list[Translation]]:
+    """Translate each text; with `return_attention`, each result carries its attention map."""
+    request = apb.TranslateRequest(
+        model=model,
+        texts=_texts(texts),
+        return_attention=return_attention,
+        beam_size=beam_size,
+        max_length=max_length,
+        backend=backend,
+    )
+    return Call("attention", "Translate", request, lambda r: _translations(r, return_attention))
+
+
+def _classify(
+    model: str, texts: str | Sequence[str], return_attention: bool = False, backend: str = ""
+) -> Call[list[Classification]]:
+    """Classify each document; with `return_attention`, its sentences and their weights."""
+    request = apb.ClassifyRequest(model=model, texts=_texts(texts), return_attention=return_attention, backend=backend)
+    return Call("attention", "Classify", request, _classifications)
+
+
+def _sort(model: str, rows: Any, return_attention: bool = False, backend: str = "") -> Call[list[Sorted]]:
+    """Sort each row of integers (a single row may be given as a flat list)."""
+    return Call(
+        "attention",
+        "Sort",
+        _sort_request(model, rows, return_attention, backend),
+        lambda r: _sorted(r, return_attention),
+    )
+
+
+# --- the clients: one constructor, each call made blocking or awaitable ---------------------
+
+
+class _Channel:
+    """The options both clients take, and the channel, stubs and per-call settings they give."""
 
     def __init__(
         self,
@@ -250,20 +326,64 @@ class Client:
         self.call_metadata = _headers(token, metadata)
         credentials = _credentials(tls, ca, cert, key)
         self.target, options = configure(address, retry, health_check)
-        if credentials is None:
-            self.channel = grpc.insecure_channel(self.target, options=[*CHANNEL_OPTIONS, *options])
-        else:
-            self.channel = grpc.secure_channel(self.target, credentials, options=[*CHANNEL_OPTIONS, *options])
+        self.channel = self._open(self.target, credentials, [*CHANNEL_OPTIONS, *options])
         self.inference = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.attention = apb_grpc.AttentionStub(self.channel)
 
-    def _call(self, method: Any, request: Any) -> Any:
+    def _open(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> Any:
+        raise NotImplementedError
+
+    def _invoke(self, call: Call[Any]) -> Any:
+        """Start `call` with this client's timeout, headers and wait_for_ready (grpc.aio: awaitable)."""
+        method = getattr(self.inference if call.stub == "inference" else self.attention, call.method)
+        return method(
+            call.request, timeout=self.timeout, metadata=self.call_metadata, wait_for_ready=self.wait_for_ready
+        )
+
+
+def _named(method: F, make: Callable[..., Any]) -> F:
+    """`method` with the name and docstring of the call it sends."""
+    method.__name__ = make.__name__.lstrip("_")
+    method.__qualname__ = method.__name__
+    method.__doc__ = make.__doc__
+    return method
+
+
+def _blocking(make: Callable[P, Call[R]]) -> Callable[Concatenate[Client, P], R]:
+    """`make`'s call as a Client method: sent on the blocking channel, its result returned."""
+
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        call = make(*args, **kwargs)
         try:
-            return method(
-                request, timeout=self.timeout, metadata=self.call_metadata, wait_for_ready=self.wait_for_ready
-            )
+            response = self._invoke(call)
         except grpc.RpcError as exc:
             raise _error(exc) from None
+        return call.result(response)
+
+    return _named(method, make)
+
+
+def _awaitable(make: Callable[P, Call[R]]) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]]:
+    """`make`'s call as an AsyncClient coroutine: sent on the grpc.aio channel, its result returned."""
+
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        call = make(*args, **kwargs)
+        try:
+            response = await self._invoke(call)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        return call.result(response)
+
+    return _named(method, make)
+
+
+class Client(_Channel):
+    """Synchronous client; use as a context manager or call close()."""
+
+    def _open(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> Any:
+        if credentials is None:
+            return grpc.insecure_channel(target, options=options)
+        return grpc.secure_channel(target, credentials, options=options)
 
     def close(self) -> None:
         self.channel.close()
@@ -274,108 +394,24 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- Open Inference Protocol ---
-
-    def models(self) -> list[dict[str, str]]:
-        """The repository index: one entry per model version (or per model without versions)."""
-        return _index(self._call(self.inference.RepositoryIndex, pb.RepositoryIndexRequest()))
-
-    def ready(self, model: str | None = None, version: str = "") -> bool:
-        """Server readiness, or a model's (NOT_FOUND for a model the repository does not have)."""
-        if model is None:
-            return bool(self._call(self.inference.ServerReady, pb.ServerReadyRequest()).ready)
-        return bool(self._call(self.inference.ModelReady, pb.ModelReadyRequest(name=model, version=str(version))).ready)
-
-    def metadata(self, model: str, version: str = "") -> dict[str, Any]:
-        request = pb.ModelMetadataRequest(name=model, version=str(version))
-        return _metadata(self._call(self.inference.ModelMetadata, request))
-
-    def infer(
-        self,
-        model: str,
-        inputs: Mapping[str, Any],
-        outputs: Sequence[str] | None = None,
-        parameters: Mapping[str, Any] | None = None,
-        version: str = "",
-    ) -> dict[str, np.ndarray]:
-        """ModelInfer with raw tensors; `outputs` None: every output the model has."""
-        request = codec.infer_request(model, inputs, outputs, parameters, version)
-        return codec.response_tensors(self._call(self.inference.ModelInfer, request))
-
-    # --- attnserve.v1.Attention ---
-
-    def translate(
-        self,
-        model: str,
-        texts: str | Sequence[str],
-        return_attention: bool = False,
-        beam_size: int = 0,
-        max_length: int = 0,
-        backend: str = "",
-    ) -> list[Translation]:
-        request = apb.TranslateRequest(
-            model=model,
-            texts=_texts(texts),
-            return_attention=return_attention,
-            beam_size=beam_size,
-            max_length=max_length,
-            backend=backend,
-        )
-        return _translations(self._call(self.attention.Translate, request), return_attention)
-
-    def classify(
-        self, model: str, texts: str | Sequence[str], return_attention: bool = False, backend: str = ""
-    ) -> list[Classification]:
-        request = apb.ClassifyRequest(
-            model=model, texts=_texts(texts), return_attention=return_attention, backend=backend
-        )
-        return _classifications(self._call(self.attention.Classify, request))
-
-    def sort(self, model: str, rows: Any, return_attention: bool = False, backend: str = "") -> list[Sorted]:
-        """Sort each row of integers (a single row may be given as a flat list)."""
-        request = _sort_request(model, rows, return_attention, backend)
-        return _sorted(self._call(self.attention.Sort, request), return_attention)
+    # Open Inference Protocol
+    models = _blocking(_models)
+    ready = _blocking(_ready)
+    metadata = _blocking(_model_metadata)
+    infer = _blocking(_infer)
+    # attnserve.v1.Attention
+    translate = _blocking(_translate)
+    classify = _blocking(_classify)
+    sort = _blocking(_sort)
 
 
-class AsyncClient:
-    """grpc.aio client with Client's methods as coroutines; use `async with` or `await close()`."""
+class AsyncClient(_Channel):
+    """grpc.aio client with Client's options and methods, as coroutines; use `async with` or `await close()`."""
 
-    def __init__(
-        self,
-        address: str,
-        timeout: float = 30.0,
-        *,
-        tls: bool = False,
-        ca: str | Path | None = None,
-        cert: str | Path | None = None,
-        key: str | Path | None = None,
-        token: str | None = None,
-        retry: RetryPolicy | None = DEFAULT_RETRY,
-        wait_for_ready: bool = False,
-        metadata: Mapping[str, str] | None = None,
-        health_check: bool | None = None,
-    ) -> None:
-        """The same options as Client."""
-        self.address = address
-        self.timeout = timeout
-        self.wait_for_ready = wait_for_ready
-        self.call_metadata = _headers(token, metadata)
-        credentials = _credentials(tls, ca, cert, key)
-        self.target, options = configure(address, retry, health_check)
+    def _open(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> Any:
         if credentials is None:
-            self.channel = grpc.aio.insecure_channel(self.target, options=[*CHANNEL_OPTIONS, *options])
-        else:
-            self.channel = grpc.aio.secure_channel(self.target, credentials, options=[*CHANNEL_OPTIONS, *options])
-        self.inference = pb_grpc.GRPCInferenceServiceStub(self.channel)
-        self.attention = apb_grpc.AttentionStub(self.channel)
-
-    async def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return await method(
-                request, timeout=self.timeout, metadata=self.call_metadata, wait_for_ready=self.wait_for_ready
-            )
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
+            return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.secure_channel(target, credentials, options=options)
 
     async def close(self) -> None:
         await self.channel.close()
@@ -386,61 +422,12 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # --- Open Inference Protocol ---
-
-    async def models(self) -> list[dict[str, str]]:
-        return _index(await self._call(self.inference.RepositoryIndex, pb.RepositoryIndexRequest()))
-
-    async def ready(self, model: str | None = None, version: str = "") -> bool:
-        if model is None:
-            return bool((await self._call(self.inference.ServerReady, pb.ServerReadyRequest())).ready)
-        request = pb.ModelReadyRequest(name=model, version=str(version))
-        return bool((await self._call(self.inference.ModelReady, request)).ready)
-
-    async def metadata(self, model: str, version: str = "") -> dict[str, Any]:
-        request = pb.ModelMetadataRequest(name=model, version=str(version))
-        return _metadata(await self._call(self.inference.ModelMetadata, request))
-
-    async def infer(
-        self,
-        model: str,
-        inputs: Mapping[str, Any],
-        outputs: Sequence[str] | None = None,
-        parameters: Mapping[str, Any] | None = None,
-        version: str = "",
-    ) -> dict[str, np.ndarray]:
-        request = codec.infer_request(model, inputs, outputs, parameters, version)
-        return codec.response_tensors(await self._call(self.inference.ModelInfer, request))
-
-    # --- attnserve.v1.Attention ---
-
-    async def translate(
-        self,
-        model: str,
-        texts: str | Sequence[str],
-        return_attention: bool = False,
-        beam_size: int = 0,
-        max_length: int = 0,
-        backend: str = "",
-    ) -> list[Translation]:
-        request = apb.TranslateRequest(
-            model=model,
-            texts=_texts(texts),
-            return_attention=return_attention,
-            beam_size=beam_size,
-            max_length=max_length,
-            backend=backend,
-        )
-        return _translations(await self._call(self.attention.Translate, request), return_attention)
-
-    async def classify(
-        self, model: str, texts: str | Sequence[str], return_attention: bool = False, backend: str = ""
-    ) -> list[Classification]:
-        request = apb.ClassifyRequest(
-            model=model, texts=_texts(texts), return_attention=return_attention, backend=backend
-        )
-        return _classifications(await self._call(self.attention.Classify, request))
-
-    async def sort(self, model: str, rows: Any, return_attention: bool = False, backend: str = "") -> list[Sorted]:
-        request = _sort_request(model, rows, return_attention, backend)
-        return _sorted(await self._call(self.attention.Sort, request), return_attention)
+    # Open Inference Protocol
+    models = _awaitable(_models)
+    ready = _awaitable(_ready)
+    metadata = _awaitable(_model_metadata)
+    infer = _awaitable(_infer)
+    # attnserve.v1.Attention
+    translate = _awaitable(_translate)
+    classify = _awaitable(_classify)
+    sort = _awaitable(_sort)

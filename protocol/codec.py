@@ -17,7 +17,7 @@ import numpy as np
 
 from protocol.gen.inference import grpc_service_pb2 as pb
 from runtime.errors import InvalidInput, shown
-from runtime.tensors import DTYPE_OF_DATATYPE, datatype_of, deserialize_bytes, numpy_dtype, serialize_bytes
+from runtime.tensors import DTYPE_OF_DATATYPE, deserialize_bytes, numpy_dtype, tensor_to_raw
 
 # OIP datatype -> typed `contents` field (FP16 travels raw only)
 CONTENTS: dict[str, str] = {
@@ -116,16 +116,6 @@ def decode_tensor(
     return array.reshape(shape)
 
 
-def encode_tensor(array: np.ndarray) -> tuple[str, bytes]:
-    """(datatype, raw bytes) of a tensor; str, bytes and object arrays travel as BYTES."""
-    if array.dtype.kind in "OSU":
-        return "BYTES", serialize_bytes(array)
-    datatype = datatype_of(array.dtype.newbyteorder("="))
-    if not LITTLE_ENDIAN or array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return datatype, array.tobytes()  # row-major (C order), whatever the array's strides
-
-
 def request_inputs(
     request: pb.ModelInferRequest,
     check: HeaderCheck | None = None,
@@ -163,7 +153,7 @@ def request_inputs(
 def response_outputs(response: pb.ModelInferResponse, outputs: Mapping[str, np.ndarray]) -> None:
     """Append outputs to `response` in raw form, in the given order."""
     for name, array in outputs.items():
-        datatype, data = encode_tensor(array)
+        datatype, data = tensor_to_raw(array)
         response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
         response.raw_output_contents.append(data)
 
@@ -179,7 +169,7 @@ def infer_request(
     request = pb.ModelInferRequest(model_name=model, model_version=str(version))
     for name, value in inputs.items():
         array = np.asarray(value)
-        datatype, data = encode_tensor(array)
+        datatype, data = tensor_to_raw(array)
         request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
         request.raw_input_contents.append(data)
     for name in outputs or ():

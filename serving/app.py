@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from backends.loader import get_backend
 from runtime.version import attnserve_version
+from serving.credentials_watch import CredentialsWatch
 from serving.dataplane import DataPlane, labels_of
 from serving.grpc.attention_servicer import AttentionServicer
 from serving.grpc.auth import Access
@@ -22,7 +23,7 @@ from serving.grpc.tracing import TraceContextInterceptor
 from serving.http.api import RestApi
 from serving.http.server import HttpServer
 from serving.metrics import ServingMetrics, TritonCompatCollector
-from serving.metrics_http import MetricsEndpoint
+from serving.metrics_endpoint import MetricsEndpoint
 from serving.model_control import ModelControl
 from serving.repository import ModelRepository, State, repository_problem
 from serving.settings import ServerSettings
@@ -77,7 +78,10 @@ class App:
             AttentionServicer(self.dataplane),
             self.health,
             # per-call interceptors: the trace context is read before the cached handlers run
-            [*self.access.interceptors, *([TraceContextInterceptor(self.tracer.incoming)] if self.tracer else [])],
+            [
+                *self.access.interceptors(lambda method, code: self.metrics.count_refusal("grpc", method, code)),
+                *([TraceContextInterceptor(self.tracer.incoming)] if self.tracer else []),
+            ],
             self.access.credentials,
             on_unread=self.dataplane.unread,
         )
@@ -89,10 +93,12 @@ class App:
                 self.repository, self.dataplane, attnserve_version(), lambda: self.ready, lambda: self.draining,
                 h.max_body_bytes, h.max_json_bytes, self.access.tokens, self.stats,
                 control if self.access.model_control else None,
+                lambda method, code: self.metrics.count_refusal("http", method, code),
             )  # fmt: skip
             # the same tokens, certificate and client-certificate policy as the gRPC port
             self.http = HttpServer(h, api, self.access.tls.ssl_context() if self.access.tls else None)
         self.http_port = 0
+        self._watch: asyncio.Task[None] | None = None  # reloads a rotated tokens file
 
     async def start(self) -> int:
         """Bind, load the models, then report ready (see `readiness_problems`). Returns the gRPC port.
@@ -107,6 +113,10 @@ class App:
         log.info("access: %s", self.access.describe())
         if self.access.control_open:
             log.warning("model control is explicit and no control token is set: anyone may load and unload")
+        auth = self.settings.auth
+        if self.access.tokens is not None and auth.tokens_file is not None and auth.reload_seconds > 0:
+            watch = CredentialsWatch(auth, self.access.tokens, self.registry, auth.reload_seconds)
+            self._watch = asyncio.get_running_loop().create_task(watch.run())
         if self.settings.metrics.enabled:
             m = self.settings.metrics
             self.metrics_server = MetricsEndpoint(
@@ -160,6 +170,8 @@ class App:
     async def stop(self) -> None:
         """Refuse new calls (UNAVAILABLE), finish the accepted ones within `grace_seconds`, close."""
         self.draining, self.ready = True, False
+        if self._watch is not None:
+            self._watch.cancel()
         grace = self.settings.grace_seconds
         stops = [self.grpc.stop(grace)] + ([self.http.stop(grace)] if self.http is not None else [])
         finished = all(await asyncio.gather(*stops))

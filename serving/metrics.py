@@ -187,6 +187,14 @@ class ServingMetrics:
             "attnserve_request_failures", "Failed inference requests by reason (status code).", ("model", "code"), **kw
         )
         self.inflight = Gauge("attnserve_inflight_requests", "Requests being served now.", ("model",), **kw)
+        self.refusals = Counter(
+            "attnserve_refusals",
+            "Calls refused before they ran, by protocol (grpc, http), method (the Open Inference Protocol's "
+            "name; unknown for one the server does not serve) and code: UNAUTHENTICATED (no or an unknown "
+            "token), PERMISSION_DENIED (a token without the method's scope), FAILED_PRECONDITION (model "
+            "control off).",
+            ("protocol", "method", "code"), **kw,
+        )  # fmt: skip
         self.flops = Counter(
             "attnserve_flops",
             "Floating-point operations computed for inference requests (each component call's, from its graph's "
@@ -232,6 +240,10 @@ class ServingMetrics:
         self.requests.labels(*values, code).inc()
         self.request_duration.labels(*values).observe(seconds)
         self.failures.labels(labels.model, code).inc()
+
+    def count_refusal(self, protocol: str, method: str, code: str) -> None:
+        """Count one call refused by access control (labels from closed sets: never a token or a path)."""
+        self.refusals.labels(protocol, method, code).inc()
 
     def set_ready(self, labels: ModelLabels, ready: bool) -> None:
         self._labelled.setdefault(labels.model, set()).add(labels)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from runtime.errors import PermissionDenied, Unauthenticated
 
@@ -41,6 +41,8 @@ class AuthSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tokens_file: Path | None = None  # lines "<token> <scope>[,<scope>]"; "#" starts a comment
+    # the tokens file is checked this often and reloaded when its content changes (0: read once)
+    reload_seconds: float = Field(1.0, ge=0)
     infer_token: SecretStr | None = None  # ATTNSERVE_AUTH__INFER_TOKEN
     control_token: SecretStr | None = None  # ATTNSERVE_AUTH__CONTROL_TOKEN
 
@@ -87,11 +89,23 @@ class TokenTable:
     def __init__(self, grants: dict[str, set[Scope]]) -> None:
         for i, token in enumerate(grants, 1):
             _check_token(token, f"token {i}")
-        self._entries = [(_digest(t), frozenset(s)) for t, s in grants.items()]
-        self.protected: frozenset[Scope] = frozenset().union(*(s for _, s in self._entries))
+        entries = tuple((_digest(t), frozenset(s)) for t, s in grants.items())
+        # (entries, protected scopes): one attribute, so a reload swaps both at once
+        self._state: tuple[tuple[tuple[bytes, frozenset[Scope]], ...], frozenset[Scope]] = (
+            entries,
+            frozenset().union(*(s for _, s in entries)),
+        )
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._state[0])
+
+    @property
+    def protected(self) -> frozenset[Scope]:
+        return self._state[1]
+
+    def replace(self, other: TokenTable) -> None:
+        """Take `other`'s tokens (a reloaded tokens file): calls checked from now on use them."""
+        self._state = other._state
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> TokenTable | None:
@@ -112,7 +126,8 @@ class TokenTable:
 
     def authorize(self, header: str | None, scope: Scope, method: str) -> None:
         """Check an `authorization` header value against `scope`; return when allowed."""
-        if scope not in self.protected:
+        entries, protected = self._state
+        if scope not in protected:
             return
         if header is None:
             raise Unauthenticated(
@@ -124,7 +139,7 @@ class TokenTable:
             raise Unauthenticated("the authorization metadata must be 'Bearer <token>'")
         presented = _digest(token.strip())
         granted: frozenset[Scope] | None = None
-        for digest, scopes in self._entries:  # every entry, no early exit: the time says nothing
+        for digest, scopes in entries:  # every entry, no early exit: the time says nothing
             if hmac.compare_digest(digest, presented):
                 granted = scopes
         if granted is None:

@@ -69,9 +69,11 @@ class MetricsSettings(BaseModel):
     # histogram bucket upper bounds in seconds (0.25 ms to 10 s by default)
     buckets: list[float] = Field(default_factory=lambda: list(DEFAULT_BUCKETS), min_length=1)
     triton_names: bool = False  # also export nv_inference_* (Triton's names) for existing dashboards
-    # the endpoint serves from one thread: connections beyond this are closed at once, and a
-    # connection that has not sent its request within timeout_seconds is closed
-    max_connections: int = Field(16, gt=0)
+    # the endpoint serves from one thread (serving.metrics_endpoint): at most this many connections
+    # are open; a newcomer past it closes the oldest one that has not sent its request (503 only
+    # when all are being answered), and a connection that has not sent its request head within
+    # timeout_seconds is closed, so idle or half-open connections cannot keep a scrape out
+    max_connections: int = Field(64, gt=0)
     timeout_seconds: float = Field(5.0, gt=0)
 
     @field_validator("buckets")

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from cli import stats
 from cli.report.figures import ModelFigures
 from client import Client
+from runtime.percentiles import percentile
 
 WARMUP = 3  # requests per backend before timing (sessions, caches, the first batch's allocations)
 READY = re.compile(r"serving gRPC on port (\d+)")
@@ -74,7 +75,7 @@ def local_server(repository: Path, timeout: float = 300.0) -> Iterator[str]:
 
 def percentiles(seconds: Sequence[float], source: str = "measured") -> Latency:
     ms = np.asarray(seconds) * 1e3
-    return Latency(n=len(ms), p50_ms=float(np.percentile(ms, 50)), p99_ms=float(np.percentile(ms, 99)), source=source)
+    return Latency(n=len(ms), p50_ms=percentile(ms, 50), p99_ms=percentile(ms, 99), source=source)
 
 
 def measure(

@@ -53,9 +53,12 @@ class AccessInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc sh
     interceptors after it.
     """
 
-    def __init__(self, tokens: TokenTable | None, model_control: bool) -> None:
+    def __init__(
+        self, tokens: TokenTable | None, model_control: bool, on_refusal: Callable[[str, str], None] | None = None
+    ) -> None:
         self.tokens = tokens
         self.model_control = model_control
+        self.on_refusal = on_refusal  # (method label, status code name) of each refused call
 
     async def intercept_service(
         self,
@@ -72,8 +75,22 @@ class AccessInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc sh
             if not self.model_control and method in MODEL_CONTROL:
                 raise ControlDisabled(CONTROL_DISABLED)
         except ServingError as exc:
-            return _refusal(await continuation(details), exc)
+            handler = await continuation(details)
+            if self.on_refusal is not None:
+                self.on_refusal(method_label(method, handler is not None), exc.code.name)
+            return _refusal(handler, exc)
         return await continuation(details)
+
+
+def method_label(method: str, known: bool) -> str:
+    """A method's name for metric labels: "ModelInfer" for the Open Inference Protocol's (as REST
+    names its routes), "<service>/<method>" for the others, "unknown" for a name the server does
+    not serve (a client's invention never makes a series)."""
+    if not known:
+        return "unknown"
+    if method.startswith(OIP):
+        return method[len(OIP) :]
+    return method.lstrip("/")
 
 
 def _authorization(metadata: Any) -> str | None:
@@ -128,11 +145,11 @@ class Access:
         tls = TlsFiles.load(settings.tls) if settings.tls.enabled else None
         return cls(TokenTable.from_settings(settings.auth), tls, settings.model_control_mode == "explicit")
 
-    @property
-    def interceptors(self) -> list[aio.ServerInterceptor]:
+    def interceptors(self, on_refusal: Callable[[str, str], None] | None = None) -> list[aio.ServerInterceptor]:
+        """The access interceptor, reporting each refusal to `on_refusal(method label, code name)`."""
         if self.tokens is None and self.model_control:
             return []  # nothing to refuse: no per-call cost
-        return [AccessInterceptor(self.tokens, self.model_control)]
+        return [AccessInterceptor(self.tokens, self.model_control, on_refusal)]
 
     @property
     def credentials(self) -> grpc.ServerCredentials | None:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 from grpc import aio
 
 from serving.grpc.interceptors import end_call
+from serving.grpc.method_cache import PerMethodInterceptor
 
 SHUTTING_DOWN = "attnserve is shutting down; send the call to another replica"
 # Probes keep answering while the server drains (health says NOT_SERVING, ServerReady false).
@@ -43,7 +44,7 @@ INFERENCE_STREAMS = frozenset(
 )
 
 
-class DrainGate(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints: its base is Any
+class DrainGate(PerMethodInterceptor):
     """Counts the unary calls and inference streams being handled; after `close()`, refuses new ones
     with UNAVAILABLE.
 
@@ -53,8 +54,8 @@ class DrainGate(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no t
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
         self.clock = clock
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
         self._closed = False
         self.active = 0  # accepted calls not finished yet
         self.refused = 0  # calls answered UNAVAILABLE after close()
@@ -92,25 +93,12 @@ class DrainGate(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no t
                 return
             await asyncio.sleep(wait)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        wrapped = self._wrapped.get(details.method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(details)
-        if handler is None:
-            return handler
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler | None:
         if handler.unary_unary is not None:
-            wrapped = self._wrap(handler, details.method in PROBES)
-        elif details.method in INFERENCE_STREAMS:
-            wrapped = self._wrap_stream(handler)
-        else:
-            return handler
-        self._wrapped[details.method] = wrapped
-        return wrapped
+            return self._wrap(handler, method in PROBES)
+        if method in INFERENCE_STREAMS:
+            return self._wrap_stream(handler)
+        return None
 
     def _admit(self, probe: bool = False) -> bool:
         """Accept a call (True), or count it refused once the gate is closed (False; probes never are)."""

@@ -17,42 +17,34 @@ nothing changes: a unary call and a client-streaming call of one message look th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import grpc
 from grpc import aio
 
 from serving.grpc.interceptors import end_call
+from serving.grpc.method_cache import PerMethodInterceptor
 
 DEADLINE_EXCEEDED, CANCELLED = "DEADLINE_EXCEEDED", "CANCELLED"
 DEADLINE_SLACK_S = 0.002  # a cancellation this close to the deadline is the deadline's
 
 
-class IntakeInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints: its base is Any
+class IntakeInterceptor(PerMethodInterceptor):
     """Count the calls of `methods` that end before their request is read (see the module).
 
     Placed after the interceptors that cache handlers per method (it caches its own).
     """
 
     def __init__(self, methods: Collection[str], on_unread: Callable[[str], None]) -> None:
+        super().__init__()
         self.methods = frozenset(methods)
         self.on_unread = on_unread
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        wrapped = self._wrapped.get(details.method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(details)
-        if details.method not in self.methods or handler is None or handler.unary_unary is None:
-            return handler
-        wrapped = self._wrapped[details.method] = self._read_first(handler)
-        return wrapped
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler | None:
+        if method not in self.methods or handler.unary_unary is None:
+            return None
+        return self._read_first(handler)
 
     def _read_first(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary

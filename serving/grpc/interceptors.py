@@ -15,6 +15,7 @@ import grpc
 from grpc import aio
 
 from runtime.errors import ErrorCode, ServingError
+from serving.grpc.method_cache import PerMethodInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def _message_name(deserializer: Any) -> str:
     return getattr(descriptor, "full_name", "request")
 
 
-class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints: its base is Any
+class ErrorInterceptor(PerMethodInterceptor):
     """Turn ServingError into its status code and message; anything else into INTERNAL.
 
     Every INTERNAL answer is logged once, with its traceback and a request id that the answer
@@ -107,36 +108,22 @@ class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
     INVALID_ARGUMENT with a short message, and logged at most once a minute. `deserializers`
     replace a method's body parser (ModelInfer: serving.grpc.infer_body).
 
-    A method's guarded handler is built on its first call and reused: a method's handler never
-    changes, and building one per call costs the hot path.
+    A method's guarded handler is built on its first call and reused (PerMethodInterceptor).
     """
 
     def __init__(
         self, log_interval: float = 60.0, deserializers: Mapping[str, Callable[[bytes], Any]] | None = None
     ) -> None:
-        self._guarded: dict[str, grpc.RpcMethodHandler] = {}
+        super().__init__()
         self._undecodable = RateLimitedLog(log, log_interval)
         self._deserializers = dict(deserializers or {})  # method -> its own body parser
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        guarded = self._guarded.get(details.method)
-        if guarded is not None:
-            return guarded
-        handler = await continuation(details)
-        if handler is None:
-            return handler  # unknown methods: UNIMPLEMENTED
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler | None:
         if handler.unary_unary is not None:
-            guarded = self._guard(handler, details.method)
-        elif handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
-            guarded = self._guard_stream(handler, details.method)
-        else:  # other streams (health Watch, reflection, ModelStreamInfer: errors in the stream) pass through
-            return handler
-        self._guarded[details.method] = guarded
-        return guarded
+            return self._guard(handler, method)
+        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            return self._guard_stream(handler, method)
+        return None  # other streams (health Watch, reflection, ModelStreamInfer: errors in the stream) pass through
 
     def _refusal(self, method: str, message_name: str) -> Callable[[Undecodable, aio.ServicerContext], Awaitable[None]]:
         """How `method` answers a body that does not parse: INVALID_ARGUMENT, logged at most once a minute."""

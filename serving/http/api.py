@@ -27,7 +27,7 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
-from runtime.errors import ControlDisabled, InvalidInput, shown
+from runtime.errors import ControlDisabled, InvalidInput, ServingError, shown
 from serving.dataplane import DataPlane
 from serving.describe import (
     EXTENSIONS,
@@ -78,6 +78,7 @@ class Route:
     `scope` is what a token must grant (None: open, as server liveness and readiness over gRPC)."""
 
     handle: Callable[[Request], Awaitable[Response]]
+    name: str  # the Open Inference Protocol's name of the call (as gRPC's method): metric labels
     probe: bool = False
     scope: Scope | None = Scope.INFER
 
@@ -118,8 +119,10 @@ class RestApi:
         tokens: TokenTable | None = None,
         stats: StatsRegistry | None = None,
         control: ModelControl | None = None,
+        on_refusal: Callable[[str, str], None] | None = None,
     ) -> None:
         self.repository = repository
+        self.on_refusal = on_refusal  # (route name, status code name) of each call refused by authorize
         self.tokens = tokens  # bearer tokens (serving.security); None: every endpoint is open
         self.stats = stats if stats is not None else StatsRegistry()
         self.control = control  # None: model control is off (model_control_mode: none)
@@ -141,40 +144,50 @@ class RestApi:
             raise HttpError(404, f"no endpoint {shown(repr(path))}; the API is under /v2")
         rest = parts[1:]
         if rest in ([], [""]):
-            return _only("GET", method, Route(self.server_metadata))
+            return _only("GET", method, Route(self.server_metadata, "ServerMetadata"))
         if rest[0] == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
-            return _only("GET", method, Route(self.live if rest[1] == "live" else self.ready, probe=True, scope=None))
+            live = rest[1] == "live"
+            route = Route(self.live if live else self.ready, "ServerLive" if live else "ServerReady", True, None)
+            return _only("GET", method, route)
         if rest == ["models", "stats"]:
-            return _only("GET", method, Route(lambda r: self.statistics("", "")))
+            return _only("GET", method, Route(lambda r: self.statistics("", ""), "ModelStatistics"))
         if rest[0] == "models" and len(rest) >= 2:
             name, version, tail = rest[1], "", rest[2:]
             if tail[:1] == ["versions"] and len(tail) >= 2:
                 version, tail = tail[1], tail[2:]
             if tail == []:
-                return _only("GET", method, Route(lambda r: self.model_metadata(name, version)))
+                return _only("GET", method, Route(lambda r: self.model_metadata(name, version), "ModelMetadata"))
             if tail == ["ready"]:
-                return _only("GET", method, Route(lambda r: self.model_ready(name, version), probe=True))
+                return _only("GET", method, Route(lambda r: self.model_ready(name, version), "ModelReady", probe=True))
             if tail == ["infer"]:
-                return _only("POST", method, Route(lambda r: self.infer(r, name, version)))
+                return _only("POST", method, Route(lambda r: self.infer(r, name, version), "ModelInfer"))
             if tail == ["config"]:
-                return _only("GET", method, Route(lambda r: self.model_config(name, version)))
+                return _only("GET", method, Route(lambda r: self.model_config(name, version), "ModelConfig"))
             if tail == ["stats"]:
-                return _only("GET", method, Route(lambda r: self.statistics(name, version)))
+                return _only("GET", method, Route(lambda r: self.statistics(name, version), "ModelStatistics"))
         if rest == ["repository", "index"]:
-            return _only("POST", method, Route(self.repository_index))
+            return _only("POST", method, Route(self.repository_index, "RepositoryIndex"))
         if rest[0] == "repository" and len(rest) == 4 and rest[1] == "models" and rest[3] in ("load", "unload"):
-            name, action = rest[2], self.load if rest[3] == "load" else self.unload
-            return _only("POST", method, Route(lambda r: action(r, name), scope=Scope.CONTROL))
+            name, load = rest[2], rest[3] == "load"
+            action = self.load if load else self.unload
+            rpc = "RepositoryModelLoad" if load else "RepositoryModelUnload"
+            return _only("POST", method, Route(lambda r: action(r, name), rpc, scope=Scope.CONTROL))
         raise HttpError(404, f"no endpoint {shown(repr(path))}")
 
     def authorize(self, route: Route, method: str, path: str, authorization: str | None) -> None:
         """Before the body is read, as gRPC's access interceptor: Unauthenticated / PermissionDenied
         unless the `authorization` header's bearer token grants the route's scope (when tokens
-        protect it; open routes pass), then ControlDisabled for load/unload while model control is off."""
-        if self.tokens is not None and route.scope is not None:
-            self.tokens.authorize(authorization, route.scope, f"{method} {path[:200]}")
-        if route.scope is Scope.CONTROL and self.control is None:
-            raise ControlDisabled(CONTROL_DISABLED)
+        protect it; open routes pass), then ControlDisabled for load/unload while model control is off.
+        Each refusal is reported to `on_refusal` by route name and code (never the token or path)."""
+        try:
+            if self.tokens is not None and route.scope is not None:
+                self.tokens.authorize(authorization, route.scope, f"{method} {path[:200]}")
+            if route.scope is Scope.CONTROL and self.control is None:
+                raise ControlDisabled(CONTROL_DISABLED)
+        except ServingError as exc:
+            if self.on_refusal is not None:
+                self.on_refusal(route.name, exc.code.name)
+            raise
 
     # --- health and metadata ---------------------------------------------------------
 

@@ -45,14 +45,20 @@ def test_counts_quantiles_rules_and_dashboard(stack):
     assert set(by_attention) == {"additive", "dot"}
 
     rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yml").read_text())
-    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
-    exprs += [r["record"] for g in rules["groups"] for r in g["rules"]]
+    # alerts are empty until they fire: deploy/prometheus/rules.test.yml tests them (tests/deploy/test_alerts.py)
+    recorded = [r for g in rules["groups"] for r in g["rules"] if "record" in r]
+    exprs = [r["expr"] for r in recorded] + [r["record"] for r in recorded]
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "attnserve-dashboard.json").read_text())
     exprs += [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     # error panel: make one failing request so that series exists too
     bad = grpc.insecure_channel(srv.address)
     with pytest.raises(grpc.RpcError):
         pb_grpc.GRPCInferenceServiceStub(bad).ModelInfer(pb.ModelInferRequest(model_name="dates-dot"), timeout=10)
+    # refusal panel: load/unload are refused while model control is off (FAILED_PRECONDITION)
+    with pytest.raises(grpc.RpcError):
+        pb_grpc.GRPCInferenceServiceStub(bad).RepositoryModelUnload(
+            pb.RepositoryModelUnloadRequest(model_name="dates-dot"), timeout=10
+        )
     bad.close()
     for expr in exprs:
         wait_until(lambda e=expr: _has_data(base, e), f"data for {expr}", timeout=30, interval=0.5)
