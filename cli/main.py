@@ -99,7 +99,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         args.repository, args.checkpoints, url=args.url, metrics_url=args.metrics_url, requests=args.requests,
         say=lambda line: print(line, file=sys.stderr),
     )  # fmt: skip
-    for path in write_report(report, args.o):
+    for path in write_report(report, args.o, args.checkpoints):
         print(f"wrote {path}")
     return 0
 

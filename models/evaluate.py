@@ -30,6 +30,7 @@ def evaluate(paths: Iterable[Path], threads: int = 2) -> list[dict[str, Any]]:
     """
     torch.set_num_threads(threads)
     data_cache: dict[tuple[str, int], TaskData] = {}
+    together: dict[tuple[str, int], list[tuple[int, Any, list[str]]]] = {}  # (record, family, predictions)
     baselines: dict[tuple[str, int], float | None] = {}
     results = []
     for path in paths:
@@ -38,7 +39,13 @@ def evaluate(paths: Iterable[Path], threads: int = 2) -> list[dict[str, Any]]:
         if key not in data_cache:
             data_cache[key] = type(ck.family).load_data(ck.recipe.train.seed)
             baselines[key] = ck.family.baseline(data_cache[key])
-        scores = ck.family.evaluate(ck.model, data_cache[key].test)
+        test = data_cache[key].test
+        if hasattr(ck.family, "scores_of"):  # translation: predictions kept to set the models side by side
+            predicted = ck.family.predictions(ck.model, test)
+            together.setdefault(key, []).append((len(results), ck.family, predicted))
+            scores = ck.family.scores_of(predicted, test)
+        else:
+            scores = ck.family.evaluate(ck.model, test)
         record: dict[str, Any] = {
             "model": ck.name,
             "task": ck.recipe.task,
@@ -52,7 +59,29 @@ def evaluate(paths: Iterable[Path], threads: int = 2) -> list[dict[str, Any]]:
         if baselines[key] is not None:
             record["baseline"] = baselines[key]
         results.append(record)
+    for key, rows in together.items():
+        _side_by_side(results, rows, data_cache[key])
     return results
+
+
+def _side_by_side(records: list[dict[str, Any]], rows: list[tuple[int, Any, list[str]]], data: TaskData) -> None:
+    """Translation models evaluated together on one split: each record gains its chrF's
+    paired-bootstrap 95 % interval and p-value against the best of them, chrF by source length,
+    and the baselines' figures on the same resamplings (models.translation_eval.compare)."""
+    from models.translation_eval import compare
+
+    family = rows[0][1]
+    baselines = family.baseline_predictions(data)
+    figures = compare(
+        {records[i]["model"]: predicted for i, _, predicted in rows},
+        baselines,
+        [family.source(ex) for ex in data.test],
+        [family.target(ex) for ex in data.test],
+    )
+    for i, _, _ in rows:
+        fig = figures[records[i]["model"]]
+        records[i].update({k: fig[k] for k in ("chrf_ci95", "p_vs_best", "best", "by_length")})
+        records[i]["baselines"] = {name: figures[name] for name in baselines}
 
 
 def write_metrics(path: Path, record: dict[str, Any]) -> None:
@@ -88,6 +117,10 @@ def format_markdown(records: list[dict[str, Any]]) -> str:
             if "baseline" in r
             else ""
         )
+        if "chrf_ci95" in r:  # translation: chrF with its interval, BLEU, and the baselines' chrF
+            lo, hi = r["chrf_ci95"]
+            others = ", ".join(f"{name} {b['chrf']:.1f}" for name, b in r.get("baselines", {}).items())
+            base = f"chrF {r['chrf']:.1f} [{lo:.1f}, {hi:.1f}], BLEU {r['bleu']:.1f}; baselines' chrF: {others}"
         if r.get("beyond_source_limit"):
             base = (
                 f"{r['beyond_source_limit']} inputs beyond its {r['source_limit']}-character limit, counted wrong; "

@@ -50,17 +50,18 @@ def paired_bootstrap(
     references: Sequence[str],
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
+    best: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """chrF of each system with its 95 % interval over `samples` resamplings of the test sentences,
     the same resamplings for every system (paired), and `p_vs_best`: the share of them in which the
     system scores at least as high as the best one (the paired-bootstrap p-value of "it is worse";
-    1.0 for the best itself)."""
+    1.0 for the best itself). `best` defaults to the system with the highest chrF."""
     stats = {name: _chrf_stats(h, references) for name, h in systems.items()}
     n = len(references)
     idx = np.random.default_rng(seed).integers(0, n, size=(samples, n))  # [S, N]
     resampled = {name: _chrf_from(st[idx].sum(axis=1)) for name, st in stats.items()}  # name -> [S]
     point = {name: float(_chrf_from(st.sum(axis=0))) for name, st in stats.items()}
-    best = max(point, key=point.__getitem__)
+    best = best if best is not None else max(point, key=point.__getitem__)
     out = {}
     for name, scores in resampled.items():
         lo, hi = np.percentile(scores, [2.5, 97.5])
@@ -84,3 +85,30 @@ def by_length(hypotheses: Sequence[str], sources: Sequence[str], references: Seq
         score = chrf.corpus_score([hypotheses[i] for i in rows], [[references[i] for i in rows]]).score
         out.append({"chars": f"{lo}-{hi}", "n": len(rows), "chrf": round(score, 2)})
     return out
+
+
+def compare(
+    systems: Mapping[str, Sequence[str]],
+    baselines: Mapping[str, Sequence[str]],
+    sources: Sequence[str],
+    references: Sequence[str],
+    samples: int = BOOTSTRAP_SAMPLES,
+) -> dict[str, dict[str, Any]]:
+    """The figures that set translation systems side by side on one held-out set: each model's and
+    each baseline's chrF with its paired-bootstrap 95 % interval and p-value against the best model
+    (baselines resampled with the models), BLEU, and chrF by source length. Keyed by name."""
+    every = {**systems, **baselines}
+    point = {name: corpus_scores(h, references) for name, h in every.items()}
+    best = max(systems, key=lambda name: point[name]["chrf"]) if systems else None
+    boot = paired_bootstrap(every, references, samples, best=best)
+    return {
+        name: {
+            "chrf": boot[name]["chrf"],
+            "chrf_ci95": [boot[name]["low"], boot[name]["high"]],
+            "p_vs_best": boot[name]["p_vs_best"],
+            "best": best,
+            "bleu": point[name]["bleu"],
+            "by_length": by_length(hypotheses, sources, references),
+        }
+        for name, hypotheses in every.items()
+    }

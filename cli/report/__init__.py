@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cli.report import translation
 from cli.report.figures import ModelFigures, collect
 from cli.report.measure import Latency, from_metrics, held_out_requests, local_server, measure
 from cli.report.plots import draw_all
@@ -70,9 +71,11 @@ def build_report(
     )
 
 
-def write_report(report: Report, out_dir: Path) -> list[Path]:
-    """report.md, report.json and the plots into `out_dir`; the paths written."""
+def write_report(report: Report, out_dir: Path, checkpoints: Path | None = None) -> list[Path]:
+    """report.md, report.json and the plots into `out_dir`; the paths written. With `checkpoints`,
+    also the best translation model's attention on held-out sentences."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown(report))
     (out_dir / "report.json").write_text(report.model_dump_json(indent=1) + "\n")
-    return [out_dir / "report.md", out_dir / "report.json", *draw_all(report, out_dir)]
+    plots = [*translation.draw(report, out_dir, checkpoints), *draw_all(report, out_dir)]
+    return [out_dir / "report.md", out_dir / "report.json", *plots]

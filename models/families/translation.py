@@ -88,9 +88,13 @@ class TranslateTask:
         return chrf(predictions, [ex[1] for ex in examples])
 
     def evaluate(self, model: nn.Module, test: Sequence[Any], batch_size: int = 256) -> dict[str, Any]:
+        return self.scores_of(self.predictions(model, test, batch_size), test)  # type: ignore[attr-defined]
+
+    def scores_of(self, predictions: Sequence[str], test: Sequence[Any]) -> dict[str, Any]:
+        """The held-out record of predictions: chrF (0-1) as the metric, chrF and BLEU (0-100) with
+        their signatures beside it."""
         from models.translation_eval import corpus_scores
 
-        predictions = self.predictions(model, test, batch_size)  # type: ignore[attr-defined]
         return {
             "metric": self.metric,
             "value": self.score(predictions, test),
@@ -98,12 +102,17 @@ class TranslateTask:
             **corpus_scores(predictions, [ex[1] for ex in test]),
         }
 
-    def baseline(self, data: TaskData) -> float | None:
-        """The better of the copy and nearest-neighbour baselines' chrF (0-1)."""
+    @staticmethod
+    def baseline_predictions(data: TaskData) -> dict[str, list[str]]:
+        """The baselines' translations of the held-out sources: copy and nearest neighbour."""
         from models.baselines import copy_source, nearest_neighbour
 
+        return {"copy": copy_source(data.test), "nearest-neighbour": nearest_neighbour(data.train, data.test)}
+
+    def baseline(self, data: TaskData) -> float | None:
+        """The better of the copy and nearest-neighbour baselines' chrF (0-1)."""
         refs = [t for _, t in data.test]
-        return max(chrf(copy_source(data.test), refs), chrf(nearest_neighbour(data.train, data.test), refs))
+        return max(chrf(p, refs) for p in self.baseline_predictions(data).values())
 
 
 class Seq2SeqTranslateFamily(TranslateTask, Seq2SeqFamily):  # type: ignore[misc]  # TranslateTask sets the int its families read

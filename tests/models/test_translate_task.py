@@ -13,6 +13,7 @@ from models import checkpoint
 from models.baselines import copy_source, nearest_neighbour
 from models.components.spec import get_spec
 from models.data import translations
+from models.evaluate import evaluate, format_markdown
 from models.families.translation import MAX_OUTPUT, chrf
 from models.recipes import TRANSLATE_RECIPES, Recipe, TrainConfig, get_recipe
 from models.train import lr_by_progress, train
@@ -73,9 +74,16 @@ def test_learning_rate_follows_the_budget_spent():
     assert lr_by_progress(50, 10, 1.0) == pytest.approx(0.1)
 
 
-def test_training_stops_at_its_cpu_budget_and_evaluates_with_chrf(tiny_corpus: Path, tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("ATTNSERVE_TRANSLATIONS_DIR", str(tiny_corpus))
-    metrics = train(TINY, tmp_path / "ck", progress=False)
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_corpus: Path, tmp_path_factory) -> tuple[Path, dict]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ATTNSERVE_TRANSLATIONS_DIR", str(tiny_corpus))
+        out = tmp_path_factory.mktemp("ck") / "debian-translate-tiny"
+        return out, train(TINY, out, progress=False)
+
+
+def test_training_stops_at_its_cpu_budget_and_evaluates_with_chrf(tiny_checkpoint: tuple[Path, dict]):
+    path, metrics = tiny_checkpoint
     assert 0 < metrics["steps"] < TINY.train.steps
     assert TINY.train.cpu_seconds <= metrics["train_cpu_seconds"] < TINY.train.cpu_seconds + 5
     assert metrics["metric"] == "chrf" and 0 <= metrics["value"] <= 1 and metrics["n"] == 80
@@ -83,7 +91,7 @@ def test_training_stops_at_its_cpu_budget_and_evaluates_with_chrf(tiny_corpus: P
     assert metrics["chrf_signature"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:")
     assert "tok:13a" in metrics["bleu_signature"]
     assert metrics["training_compute"]["steps"] == metrics["steps"]
-    ck = checkpoint.load(tmp_path / "ck")
+    ck = checkpoint.load(path)
     assert ck.config["data"]["max_chars"] == 60
     facts = get_spec("seq2seq")(ck.model, ck.config["model"]).serving_facts(ck.family)
     assert facts["max_output_length"] == MAX_OUTPUT and facts["max_input_length"] == 64
@@ -126,3 +134,17 @@ def test_held_out_examples_come_from_the_sample_without_a_corpus(tmp_path: Path,
     sample = translations.load(translations.sample_path("de"))[:5]
     assert held == [(p.en, p.xx) for p in sample]
     assert json.loads(json.dumps(held)) == [list(h) for h in held]
+
+
+def test_evaluate_sets_translation_models_side_by_side(tiny_checkpoint, tiny_corpus: Path, monkeypatch):
+    path, metrics = tiny_checkpoint
+    monkeypatch.setenv("ATTNSERVE_TRANSLATIONS_DIR", str(tiny_corpus))
+    [record] = evaluate([path], threads=1)
+    assert record["value"] == metrics["value"] and record["best"] == "debian-translate-tiny"
+    lo, hi = record["chrf_ci95"]
+    assert lo <= record["chrf"] <= hi and record["p_vs_best"] == 1.0
+    assert set(record["baselines"]) == {"copy", "nearest-neighbour"}
+    assert record["baseline"] == pytest.approx(max(b["chrf"] for b in record["baselines"].values()) / 100, abs=1e-4)
+    assert sum(row["n"] for row in record["by_length"]) == record["n"]
+    row = format_markdown([record]).splitlines()[-1]
+    assert f"chrF {record['chrf']:.1f} [{lo:.1f}, {hi:.1f}]" in row and "nearest-neighbour" in row
