@@ -8,7 +8,6 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
-from grpc_health.v1.health import aio as health_aio
 from prometheus_client import CollectorRegistry
 
 from backends.loader import get_backend
@@ -17,6 +16,7 @@ from serving.credentials_watch import CredentialsWatch
 from serving.dataplane import DataPlane, labels_of
 from serving.grpc.attention_servicer import AttentionServicer
 from serving.grpc.auth import Access
+from serving.grpc.health import DrainableHealth
 from serving.grpc.inference_servicer import InferenceServicer
 from serving.grpc.server import NOT_SERVING, SERVING, GrpcServer
 from serving.grpc.tracing import TraceContextInterceptor
@@ -63,7 +63,7 @@ class App:
             self.registry.register(TritonCompatCollector(self.stats, self.metrics.inflight_by_model))
         self.metrics_server: MetricsEndpoint | None = None
         self.metrics_port = 0
-        self.health = health_aio.HealthServicer()
+        self.health = DrainableHealth()
         self.ready = False
         self.started = False  # start() finished: readiness follows the models from now on
         self.draining = False  # a stop began: never ready again
@@ -173,6 +173,7 @@ class App:
         if self._watch is not None:
             self._watch.cancel()
         grace = self.settings.grace_seconds
+        self.health.end_watches()  # watchers saw NOT_SERVING during the drain delay; now they end
         stops = [self.grpc.stop(grace)] + ([self.http.stop(grace)] if self.http is not None else [])
         finished = all(await asyncio.gather(*stops))
         snapshot = self.stats.snapshot().values()
