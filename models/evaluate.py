@@ -32,7 +32,7 @@ def evaluate(paths: Iterable[Path], threads: int = 2) -> list[dict[str, Any]]:
     data_cache: dict[tuple[str, int], TaskData] = {}
     together: dict[tuple[str, int], list[tuple[int, Any, list[str]]]] = {}  # (record, family, predictions)
     baselines: dict[tuple[str, int], float | None] = {}
-    results = []
+    results: list[dict[str, Any]] = []
     for path in paths:
         ck = checkpoint.load(path)
         key = (ck.recipe.task, ck.recipe.train.seed)

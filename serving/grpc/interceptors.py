@@ -100,6 +100,12 @@ def _message_name(deserializer: Any) -> str:
     return getattr(descriptor, "full_name", "request")
 
 
+class _UndecodableInStream(Exception):
+    def __init__(self, request: Undecodable) -> None:
+        super().__init__()
+        self.request = request
+
+
 class ErrorInterceptor(PerMethodInterceptor):
     """Turn ServingError into its status code and message; anything else into INTERNAL.
 
@@ -123,7 +129,44 @@ class ErrorInterceptor(PerMethodInterceptor):
             return self._guard(handler, method)
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             return self._guard_stream(handler, method)
-        return None  # other streams (health Watch, reflection, ModelStreamInfer: errors in the stream) pass through
+        return self._guard_body(handler, method)
+
+    def _guard_body(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler | None:
+        """The other kinds (health Watch, reflection, ModelStreamInfer: their errors travel in the
+        stream): only a body that does not parse is answered here, INVALID_ARGUMENT (grpc would
+        answer UNKNOWN with the parser's repr)."""
+        refuse = self._refusal(method, _message_name(handler.request_deserializer))
+        kw = {
+            "request_deserializer": _tolerant(self._deserializers.get(method, handler.request_deserializer)),
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_stream is not None:  # a coroutine that writes its messages (health Watch)
+            watch = handler.unary_stream
+
+            async def guarded_unary(request: Any, context: aio.ServicerContext) -> Any:
+                if isinstance(request, Undecodable):
+                    await refuse(request, context)
+                return await watch(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(guarded_unary, **kw)
+        inner = handler.stream_stream
+        if inner is None or not inspect.isasyncgenfunction(inner):
+            return None  # not a kind this server serves: untouched
+
+        async def guarded_stream(requests: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
+            async def checked() -> AsyncIterator[Any]:
+                async for request in requests:
+                    if isinstance(request, Undecodable):
+                        raise _UndecodableInStream(request)
+                    yield request
+
+            try:
+                async for response in inner(checked(), context):
+                    yield response
+            except _UndecodableInStream as bad:
+                await refuse(bad.request, context)
+
+        return grpc.stream_stream_rpc_method_handler(guarded_stream, **kw)
 
     def _refusal(self, method: str, message_name: str) -> Callable[[Undecodable, aio.ServicerContext], Awaitable[None]]:
         """How `method` answers a body that does not parse: INVALID_ARGUMENT, logged at most once a minute."""

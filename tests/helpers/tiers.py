@@ -26,7 +26,7 @@ TIERS: dict[str, frozenset[str]] = {
     "system": frozenset({"processes", "prometheus_binary", "haproxy"}),
     "packaging": frozenset({"image_prefix", "echo_site", "rendered"}),
 }
-TIMEOUTS = {"unit": 60, "integration": 300, "system": 600, "packaging": 1200}  # seconds per test
+TIMEOUTS = {"unit": 60, "integration": 600, "system": 600, "packaging": 2400}  # seconds per test (setup to teardown)
 
 
 def tier_of(fixturenames: Iterable[str], marks: Iterable[str] = ()) -> str:

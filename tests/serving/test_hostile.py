@@ -329,3 +329,23 @@ def test_rest_checks_the_model_on_headers_before_decoding(server: RunningServer)
     assert (status, doc["error"]) == (400, "input 'text'[0] has 1000000 bytes; this model takes at most 256 per item")
     status, doc = rest_infer(server, 1, b"2. September 1983")
     assert status == 200, doc
+
+
+def test_undecodable_bodies_to_streaming_methods_answer_invalid_argument(channel, stub):
+    """health Watch (a unary-stream coroutine), reflection and ModelStreamInfer (bidirectional)."""
+    body = b"\xff\xff\xff\xff"  # an unterminated varint: no message parses it
+    watch = channel.unary_stream("/grpc.health.v1.Health/Watch")
+    with pytest.raises(grpc.RpcError) as info:
+        list(watch(body, timeout=10))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
+    assert "HealthCheckRequest" in info.value.details()
+    for method, message in (
+        ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "ServerReflectionRequest"),
+        ("/inference.GRPCInferenceService/ModelStreamInfer", "ModelInferRequest"),
+    ):
+        call = channel.stream_stream(method)
+        with pytest.raises(grpc.RpcError) as info:
+            list(call(iter([body]), timeout=10))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, info.value)
+        assert message in info.value.details()
+    assert stub.ServerLive(pb.ServerLiveRequest(), timeout=5).live

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import RunningServer, start_server
+from tests.helpers.server import RunningServer, start_server
 
 MODEL = "sort-pointer"
 INFER_TOKEN, CONTROL_TOKEN = secrets.token_urlsafe(24), secrets.token_urlsafe(24)

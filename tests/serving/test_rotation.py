@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from protocol.gen.inference import grpc_service_pb2 as pb
 from protocol.gen.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.serving.conftest import RunningServer, start_server
+from tests.helpers.server import RunningServer, start_server
 
 MODEL = "sort-pointer"
 KEPT, REVOKED, ADDED = (secrets.token_urlsafe(24) for _ in range(3))
