@@ -240,7 +240,6 @@ def markdown(report: Report, plots: Mapping[str, str] = PLOTS) -> str:
         f"({len(report.models)} models).",
         "",
         *translation.section(report),
-        "",
         f"![quality per variant]({plots['quality']})",
         "",
         *quality_section(report),

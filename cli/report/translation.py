@@ -78,7 +78,8 @@ def _served_p50(report: Report, m: ModelFigures) -> float | None:
 
 
 def section(report: Report, plots: dict[str, str] = PLOTS) -> list[str]:
-    """The markdown of the translation part; empty when the report has no translation model."""
+    """The markdown of the translation part, ending in a blank line; no lines when the report has no
+    translation model."""
     models = models_of(report)
     if not models:
         return []
@@ -144,6 +145,7 @@ def section(report: Report, plots: dict[str, str] = PLOTS) -> list[str]:
         LUONG,
         "",
         *_luong_rows(models),
+        "",
     ]
     return lines
 
