@@ -284,9 +284,9 @@ def build(out_dir: Path, *, lists_dir: Path = APT_LISTS, filename: str = FILENAM
     return path
 
 
-def load(path: Path) -> list[Doc]:
-    """Read docs from a JSONL file written by `build`."""
-    docs = []
+def records(path: Path) -> Iterator[dict]:
+    """The JSON objects of a corpus file written by a builder, one a line (blank lines skipped); a line whose
+    split is not one of SPLITS raises ValueError naming the file and line."""
     with Path(path).open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -294,16 +294,21 @@ def load(path: Path) -> list[Doc]:
             obj = json.loads(line)
             if obj["split"] not in SPLITS:
                 raise ValueError(f"{path}:{n}: bad split {obj['split']!r}")
-            docs.append(
-                Doc(
-                    package=obj["package"],
-                    source=obj["source"],
-                    label=obj["label"],
-                    sentences=tuple(obj["sentences"]),
-                    split=obj["split"],
-                )
-            )
-    return docs
+            yield obj
+
+
+def load(path: Path) -> list[Doc]:
+    """Read docs from a JSONL file written by `build`."""
+    return [
+        Doc(
+            package=obj["package"],
+            source=obj["source"],
+            label=obj["label"],
+            sentences=tuple(obj["sentences"]),
+            split=obj["split"],
+        )
+        for obj in records(path)
+    ]
 
 
 def default_path() -> Path:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from models.data.debian import APT_HELPER, _long_description, _stanzas
+from models.data.debian import APT_HELPER, _long_description, _stanzas, _write_atomic, records
 from runtime.text import split_sentences
 
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -255,12 +255,6 @@ def _meta_path(path: Path) -> Path:
     return path.with_name(path.stem + ".meta.json")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def _jsonl(pairs: Iterable[Pair]) -> str:
     return "".join(json.dumps(asdict(p), ensure_ascii=False, sort_keys=True) + "\n" for p in pairs)
 
@@ -306,16 +300,7 @@ def build(out_dir: Path, lang: str = "de", *, lists_dir: Path | None = None, fet
 
 def load(path: Path) -> list[Pair]:
     """The pairs of a JSONL file written by `build` (or a committed sample)."""
-    pairs = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            obj = json.loads(line)
-            if obj["split"] not in SPLITS:
-                raise ValueError(f"{path}:{n}: bad split {obj['split']!r}")
-            pairs.append(Pair(obj["en"], obj["xx"], obj["source"], obj["kind"], obj["split"]))
-    return pairs
+    return [Pair(obj["en"], obj["xx"], obj["source"], obj["kind"], obj["split"]) for obj in records(path)]
 
 
 def default_path(lang: str = "de") -> Path:
